@@ -24,7 +24,11 @@ def _expand(paths: Sequence[str]) -> Iterator[Path]:
         path = Path(raw)
         if path.is_dir():
             for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES and not child.name.startswith("."):
+                if (
+                    child.is_file()
+                    and child.suffix.lower() in IMAGE_SUFFIXES
+                    and not child.name.startswith(".")
+                ):
                     yield child
         else:
             yield path
@@ -51,7 +55,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
             continue
         c = e.card
         metrics = ", ".join(
-            f"{k}={v:.3f}" for k, v in c.test_metrics.items() if isinstance(v, float) and not isinstance(v, bool)
+            f"{k}={v:.3f}"
+            for k, v in c.test_metrics.items()
+            if isinstance(v, float) and not isinstance(v, bool)
         )
         print(
             f"{c.id:<16} {c.task:<14} {c.framework:<11} {c.architecture:<18} "
@@ -187,8 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_pred.add_argument("files", nargs="+", help="images (PNG/JPEG/TIFF/BMP/DICOM) or folders of them")
     p_pred.add_argument("--model", default="fracture", help="card id or card folder (default: fracture)")
     p_pred.add_argument("--cam", metavar="DIR", help="also write a heat-map overlay PNG per file to DIR")
-    p_pred.add_argument("--cam-method", default="gradcam", help="CAM method (gradcam, gradcam++, eigencam ...)")
-    p_pred.add_argument("--conf", type=float, default=0.25, help="box confidence threshold (detection models)")
+    p_pred.add_argument(
+        "--cam-method", default="gradcam", help="CAM method (gradcam, gradcam++, eigencam ...)"
+    )
+    p_pred.add_argument(
+        "--conf", type=float, default=0.25, help="box confidence threshold (detection models)"
+    )
     p_pred.add_argument("--json", action="store_true", help="one JSON object per line")
     p_pred.set_defaults(func=_cmd_predict)
 

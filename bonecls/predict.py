@@ -1,0 +1,259 @@
+"""Classifier inference: preprocessing, calibrated probabilities, decision status and CAMs.
+
+A :class:`Predictor` wraps one PyTorch model and its card. It is thread-safe: any number of
+threads may call :meth:`Predictor.predict` / :meth:`Predictor.predict_batch` at once (inference
+mode, shared weights), while :meth:`Predictor.explain` runs alone because CAM hooks are attached to
+the shared model for its duration (a readers-writer lock; one copy of the weights in memory).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from bonecls.errors import ImageError, WeightsError
+from bonecls.explain import (
+    ExplainError,
+    Explanation,
+    _colormap,
+    cam_class,
+    explain_with_logits,
+    overlay,
+)
+from bonecls.models import target_layers
+from bonecls.weights import ModelCard, load_pytorch
+
+__all__ = ["Prediction", "Predictor", "status_for"]
+
+Status = Literal["positive", "uncertain", "negative"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probabilities: dict[str, float]
+    label: str
+    status: Status
+    suspicion: float
+    model_id: str
+    model_sha256: str
+
+
+def status_for(suspicion: float, negative_below: float, positive_at: float) -> Status:
+    """``negative`` below ``negative_below``, ``positive`` at or above ``positive_at``, else ``uncertain``."""
+    if suspicion >= positive_at:
+        return "positive"
+    if suspicion < negative_below:
+        return "negative"
+    return "uncertain"
+
+
+class _RWLock:
+    """Many readers or one writer; waiting writers block new readers (no writer starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+def _pixels_of(rg: Any) -> np.ndarray:
+    pixels = getattr(rg, "pixels", rg)
+    arr = np.asarray(pixels)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageError(
+            f"The classifier needs a single-channel (H, W) image; got an array of shape {arr.shape}."
+        )
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ImageError(f"Radiograph pixels must be float in [0, 1] (or uint8); got {arr.dtype}.")
+    return arr.astype(np.float32, copy=False)
+
+
+class Predictor:
+    """One classifier and its card. Build with :meth:`from_card` (or directly from a model + card)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        card: ModelCard,
+        *,
+        device: str | torch.device = "cpu",
+        channels_last: bool = True,
+        batch_size: int = 32,
+    ) -> None:
+        if card.framework != "pytorch":
+            raise WeightsError(
+                f"Predictor runs PyTorch classifiers; model '{card.id}' is a {card.framework} model."
+            )
+        self.card = card = ModelCard.model_validate(card.model_dump())  # model_copy() does not validate
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model.eval()
+        for p in model.parameters():  # inference only: no autograd bookkeeping for the weights
+            p.requires_grad_(False)
+        self.model = model.to(self.device, memory_format=self._memory_format)
+        self._layers = target_layers(self.model, card.architecture)
+        self._mean_list = [np.float32(v) for v in card.normalization.mean]
+        self._std_list = [np.float32(v) for v in card.normalization.std]
+        self._positive = [card.class_names.index(name) for name in card.positive_classes]
+        self._lock = _RWLock()
+
+    @classmethod
+    def from_card(cls, path_or_id: str | Path, device: str = "cpu") -> Predictor:
+        """Load a model folder / card.json / id (sha256 verified before deserialising)."""
+        model, card = load_pytorch(path_or_id)
+        return cls(model, card, device=device)
+
+    # -- preprocessing ------------------------------------------------------------------------------
+
+    def preprocess(self, rg: Any) -> torch.Tensor:
+        """Radiograph (or its (H, W) pixel array) -> normalised (1, C, S, S) float32 tensor.
+
+        The image is resized (squashed, not cropped) to the card's square input size: cv2
+        INTER_AREA when shrinking, bilinear when enlarging. So the CAM maps back onto the whole
+        image by a plain resize.
+        """
+        pixels = _pixels_of(rg)
+        s = self.card.input_size
+        h, w = pixels.shape
+        if (h, w) != (s, s):
+            interp = cv2.INTER_AREA if (s <= h and s <= w) else cv2.INTER_LINEAR
+            pixels = cv2.resize(pixels, (s, s), interpolation=interp)
+        pixels = np.clip(np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+        # normalise in numpy: for one small image this beats torch's parallel element-wise kernels
+        chans = [(pixels - m) / d for m, d in zip(self._mean_list, self._std_list, strict=True)]
+        x = torch.from_numpy(np.stack(chans).astype(np.float32, copy=False)).unsqueeze(0)
+        return x.contiguous(memory_format=self._memory_format)
+
+    # -- prediction ---------------------------------------------------------------------------------
+
+    def prediction_from_logits(self, logits: torch.Tensor) -> Prediction:
+        """Prediction for one row of logits (temperature-scaled softmax, thresholds on suspicion)."""
+        z = logits.detach().to("cpu", torch.float64).reshape(-1) / float(self.card.temperature)
+        probs = torch.softmax(z, dim=0).tolist()
+        names = self.card.class_names
+        if len(probs) != len(names):
+            raise WeightsError(
+                f"Model '{self.card.id}' returned {len(probs)} outputs "
+                f"but its card names {len(names)} classes."
+            )
+        suspicion = min(1.0, max(0.0, float(sum(probs[i] for i in self._positive))))
+        th = self.card.thresholds
+        return Prediction(
+            probabilities={n: float(p) for n, p in zip(names, probs, strict=True)},
+            label=names[int(np.argmax(probs))],
+            status=status_for(suspicion, th.negative_below, th.positive_at),
+            suspicion=suspicion,
+            model_id=self.card.id,
+            model_sha256=self.card.sha256,
+        )
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Raw logits (N, num_classes) for a preprocessed batch (thread-safe)."""
+        with self._lock.read(), torch.inference_mode():
+            x = batch.to(self.device, memory_format=self._memory_format)
+            return self.model(x).float().cpu()
+
+    def predict(self, rg: Any) -> Prediction:
+        return self.predict_batch([rg])[0]
+
+    def predict_batch(self, rgs: Sequence[Any]) -> list[Prediction]:
+        """Predictions for many images, run in chunks of ``batch_size``."""
+        out: list[Prediction] = []
+        for start in range(0, len(rgs), self.batch_size):
+            chunk = rgs[start : start + self.batch_size]
+            batch = torch.cat([self.preprocess(rg) for rg in chunk]).contiguous(
+                memory_format=self._memory_format
+            )
+            out.extend(self.prediction_from_logits(row) for row in self.logits(batch))
+        return out
+
+    # -- explanation --------------------------------------------------------------------------------
+
+    def class_index(self, target_class: str | int) -> int:
+        names = self.card.class_names
+        if isinstance(target_class, int | np.integer) and not isinstance(target_class, bool):
+            if 0 <= int(target_class) < len(names):
+                return int(target_class)
+        elif target_class in names:
+            return names.index(target_class)
+        raise ExplainError(
+            f"Unknown target class {target_class!r}; this model's classes are: {', '.join(names)}."
+        )
+
+    def explain(
+        self,
+        rg: Any,
+        method: str = "gradcam",
+        target_class: str | int | None = None,
+        colormap: str = "jet",
+        opacity: float = 0.45,
+    ) -> Explanation:
+        """Prediction and CAM from one forward pass (plus the method's backward / extra passes).
+
+        ``target_class`` None explains the predicted class. The heat map and overlay are at the
+        radiograph's size.
+        """
+        cam_class(method)
+        _colormap(colormap)
+        index = None if target_class is None else self.class_index(target_class)
+        pixels = _pixels_of(rg)
+        x = self.preprocess(pixels).to(self.device)
+        with self._lock.write():
+            result = explain_with_logits(self.model, x, self._layers, method, index, out_size=pixels.shape)
+        prediction = self.prediction_from_logits(result.logits[0])
+        return Explanation(
+            heatmap=result.heatmap,
+            overlay=overlay(pixels, result.heatmap, colormap=colormap, opacity=opacity),
+            method=method,
+            target_class=self.card.class_names[result.target_index],
+            prediction=prediction,
+            warnings=result.warnings,
+        )
+
+    predict_and_explain = explain
