@@ -1,0 +1,461 @@
+"""bonecls.detect (Ultralytics YOLOv8, offline) and bonecls.detection_metrics.
+
+One tiny YOLO dataset (bright ellipses on noise, 64-96 px) is written per session; train/detect.py trains
+on it for one epoch in a subprocess whose sockets are blocked by a sitecustomize; the resulting card is
+then used in-process (also with sockets blocked) for loading, tamper checks, EigenCAM and ONNX.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bonecls import detection_metrics as dm
+from bonecls.errors import DataError, WeightsError
+
+REPO = Path(__file__).resolve().parent.parent
+
+BLOCKER = textwrap.dedent(
+    """
+    import os, socket
+
+    _LOG = os.environ.get("BONECLS_NETBLOCK_LOG")
+
+    def _refuse(what):
+        if _LOG:
+            with open(_LOG, "a") as fh:
+                fh.write(repr(what) + "\\n")
+        raise OSError("network access blocked by the test")
+
+    socket.socket.connect = lambda self, addr, *a, **k: _refuse(("connect", addr))
+    socket.socket.connect_ex = lambda self, addr, *a, **k: _refuse(("connect_ex", addr))
+    socket.create_connection = lambda addr, *a, **k: _refuse(("create_connection", addr))
+    socket.getaddrinfo = lambda host, *a, **k: _refuse(("getaddrinfo", host))
+    """
+)
+
+
+# ------------------------------------------------------------------------------------------------------
+# fixtures
+
+
+def _write_yolo_dataset(root: Path, seed: int = 0) -> Path:
+    """8 train / 4 val / 4 test grey PNGs with bright ellipses ('opacity'); one negative test image."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    layout = {"train": (8, 64, 64), "val": (4, 64, 64), "test": (4, 80, 96)}
+    for split, (n, h, w) in layout.items():
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = rng.normal(40, 8, (h, w)).clip(0, 255)
+            lines = []
+            n_boxes = 0 if (split == "test" and i == 0) else int(rng.integers(1, 3))
+            yy, xx = np.mgrid[:h, :w]
+            for _ in range(n_boxes):
+                bw, bh = rng.uniform(0.2, 0.35) * w, rng.uniform(0.2, 0.35) * h
+                cx, cy = rng.uniform(bw / 2 + 2, w - bw / 2 - 2), rng.uniform(bh / 2 + 2, h - bh / 2 - 2)
+                img[((xx - cx) / (bw / 2)) ** 2 + ((yy - cy) / (bh / 2)) ** 2 <= 1] = 210
+                lines.append(f"0 {cx / w:.6f} {cy / h:.6f} {bw / w:.6f} {bh / h:.6f}")
+            cv2.imwrite(str(root / "images" / split / f"{i:03d}.png"), img.astype(np.uint8))
+            (root / "labels" / split / f"{i:03d}.txt").write_text("".join(x + "\n" for x in lines))
+    data = root / "data.yaml"
+    data.write_text(
+        "path: .\ntrain: images/train\nval: images/val\ntest: images/test\nnames:\n  0: opacity\n"
+        "download: import os; os.environ['BONECLS_TEST_PWNED'] = '1'\n"  # must never run
+    )
+    return data
+
+
+@pytest.fixture(scope="session")
+def yolo_data(tmp_path_factory) -> Path:
+    pytest.importorskip("cv2")
+    return _write_yolo_dataset(tmp_path_factory.mktemp("yolo"))
+
+
+@pytest.fixture(scope="session")
+def offline_env(tmp_path_factory):
+    """In-process: Ultralytics' settings/fonts under a temporary BONECLS_CACHE (set before first import)."""
+    pytest.importorskip("ultralytics")
+    with pytest.MonkeyPatch.context() as mp:
+        if "ultralytics" not in sys.modules:
+            cache = tmp_path_factory.mktemp("cache")
+            mp.setenv("BONECLS_CACHE", str(cache))
+            mp.delenv("YOLO_CONFIG_DIR", raising=False)
+        from bonecls.detect import configure_offline
+
+        yield configure_offline()
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Block and record every socket connection / DNS lookup made in this process during the test."""
+    attempts: list = []
+
+    def refuse(what):
+        attempts.append(what)
+        raise OSError("network access blocked by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", lambda self, addr, *a, **k: refuse(("connect", addr)))
+    monkeypatch.setattr(socket.socket, "connect_ex", lambda self, addr, *a, **k: refuse(("connect_ex", addr)))
+    monkeypatch.setattr(socket, "create_connection", lambda addr, *a, **k: refuse(("create", addr)))
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: refuse(("getaddrinfo", host)))
+    yield attempts
+    assert attempts == [], f"network access attempted: {attempts}"
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, yolo_data) -> dict:
+    """Run train/detect.py for one epoch in a subprocess with every socket blocked."""
+    pytest.importorskip("ultralytics")
+    base = tmp_path_factory.mktemp("train")
+    block = base / "block"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text(BLOCKER)
+    log = base / "net.log"
+    cwd = base / "cwd"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "ULTRALYTICS_"))}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(block), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        BONECLS_NETBLOCK_LOG=str(log),
+        BONECLS_CACHE=str(base / "cache"),
+        BONECLS_WEIGHTS=str(base / "weights"),
+    )
+    # the blocker itself works (else "no attempt logged" would prove nothing)
+    code = "import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9))\nexcept OSError:\n    pass"
+    probe = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert log.read_text().count("create_connection") == 1
+    log.unlink()
+
+    out = base / "weights" / "pneumonia-det-test"
+    cmd = [
+        sys.executable, str(REPO / "train" / "detect.py"), "--data", str(yolo_data), "--output", str(out),
+        "--epochs", "1", "--imgsz", "64", "--batch", "4", "--workers", "0", "--device", "cpu",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return {"out": out, "log": log, "cwd": cwd, "cache": base / "cache", "proc": proc}
+
+
+@pytest.fixture
+def card_copy(trained, tmp_path) -> Path:
+    dst = tmp_path / "weights" / trained["out"].name
+    shutil.copytree(trained["out"], dst)
+    return dst
+
+
+def _test_images(yolo_data: Path) -> list[Path]:
+    return sorted((yolo_data.parent / "images" / "test").glob("*.png"))
+
+
+# ------------------------------------------------------------------------------------------------------
+# (1) offline training -> card + model.pt -> Detector
+
+
+@pytest.mark.slow
+def test_training_is_offline_and_writes_a_loadable_card(trained, yolo_data, offline_env, no_network):
+    import cv2
+
+    from bonecls.detect import DetBox, Detector
+    from bonecls.weights import load_card, sha256_file
+
+    assert not trained["log"].exists(), f"network attempted: {trained['log'].read_text()}"
+    assert list(trained["cwd"].iterdir()) == [], "Ultralytics wrote into the working directory"
+    assert "BONECLS_TEST_PWNED" not in os.environ
+    ucfg = trained["cache"] / "ultralytics" / "Ultralytics"
+    assert (ucfg / "Arial.ttf").is_file() and (ucfg / "Arial.Unicode.ttf").is_file()
+    settings = json.loads((ucfg / "settings.json").read_text())
+    assert settings["sync"] is False and settings["mlflow"] is False and settings["api_key"] == ""
+
+    out = trained["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["card.json", "model.pt"]
+    assert (out / "model.pt").stat().st_size <= 25 * 2**20
+    card, card_dir = load_card(out)
+    assert card_dir == out
+    assert (card.framework, card.task, card.architecture) == ("ultralytics", "pneumonia-det", "yolov8n")
+    assert card.class_names == ["opacity"] and card.in_chans == 3 and card.input_size == 64
+    assert card.normalization.mean == [0, 0, 0] and card.normalization.std == [1, 1, 1]
+    assert card.sha256 == sha256_file(out / "model.pt")
+    assert card.thresholds.negative_below == card.thresholds.positive_at
+    for key in ("map50", "map50_95", "rsna_score", "conf_threshold", "n_images"):
+        assert key in card.test_metrics
+    assert card.test_metrics["n_images"] == 4 and card.test_metrics["n_boxes"] >= 3
+    assert "not for clinical use" in card.limitations.lower()
+    assert "train/detect.py" in card.command
+
+    det = Detector.from_card(out)
+    img = cv2.imread(str(_test_images(yolo_data)[1]), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+    boxes = det.detect(img, conf=0.001)
+    assert all(isinstance(b, DetBox) and b.label == "opacity" for b in boxes)
+    for b in boxes:
+        assert 0 <= b.x0 <= b.x1 <= img.shape[1] and 0 <= b.y0 <= b.y1 <= img.shape[0]
+        assert 0.001 < b.confidence <= 1
+    assert [b.confidence for b in boxes] == sorted((b.confidence for b in boxes), reverse=True)
+
+
+def test_offline_configuration(offline_env, no_network):
+    import ultralytics.utils as uutils
+
+    from bonecls.detect import configure_offline
+
+    assert configure_offline() == offline_env  # idempotent
+    assert uutils.ONLINE is False
+    assert os.environ["YOLO_OFFLINE"] == "1" and os.environ["ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS"] == "1"
+    assert uutils.SETTINGS["sync"] is False
+    assert (Path(uutils.USER_CONFIG_DIR) / "Arial.ttf").is_file()
+    from ultralytics.utils.checks import check_font
+
+    assert Path(check_font("Arial.ttf")).parent == Path(uutils.USER_CONFIG_DIR)  # found, not downloaded
+
+
+def test_letterbox_matches_ultralytics(offline_env):
+    from ultralytics.data.augment import LetterBox
+
+    from bonecls.detect import letterbox
+
+    rng = np.random.default_rng(1)
+    for h, w in [(80, 96), (97, 61), (512, 512), (300, 1000)]:
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        ours, gain, pad = letterbox(img, 128)
+        ref = LetterBox(128, auto=False, stride=32)(image=img.copy())
+        np.testing.assert_array_equal(ours, ref)
+        assert ours.shape == (128, 128, 3) and 0 < gain[0] <= 2 and pad[0] >= 0 and pad[1] >= 0
+
+
+def test_data_yaml_is_sanitised(yolo_data):
+    from bonecls.detect import _read_data_yaml
+
+    cfg = _read_data_yaml(yolo_data)
+    assert "download" not in cfg and Path(cfg["path"]).is_absolute() and cfg["names"] == ["opacity"]
+    bad = yolo_data.parent / "bad.yaml"
+    bad.write_text("train: x\n")
+    with pytest.raises(DataError):
+        _read_data_yaml(bad)
+
+
+# ------------------------------------------------------------------------------------------------------
+# (2) integrity: a tampered file is refused before anything is unpickled / parsed
+
+
+@pytest.fixture
+def torch_load_spy(monkeypatch):
+    import torch
+
+    calls: list = []
+
+    def spy(*a, **k):
+        calls.append(a)
+        raise AssertionError("torch.load must not be called on unverified weights")
+
+    monkeypatch.setattr(torch, "load", spy)
+    return calls
+
+
+@pytest.mark.slow
+def test_tampered_weights_are_refused_before_unpickling(card_copy, offline_env, torch_load_spy, no_network):
+    from bonecls.detect import Detector
+
+    pt = card_copy / "model.pt"
+    data = bytearray(pt.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    pt.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="checksum"):
+        Detector.from_card(card_copy)
+    assert torch_load_spy == []
+
+
+def test_uncarded_start_weights_need_a_checksum(tmp_path, offline_env, torch_load_spy):
+    from bonecls.detect import _open_start_weights
+
+    pt = tmp_path / "start.pt"
+    pt.write_bytes(b"\x80\x04not really a checkpoint")
+    with pytest.raises(WeightsError, match="sha256"):
+        _open_start_weights(pt, None)
+    with pytest.raises(WeightsError, match="checksum"):
+        _open_start_weights(pt, "0" * 64)
+    assert torch_load_spy == []
+
+
+@pytest.mark.slow
+def test_card_for_another_framework_is_refused(card_copy, offline_env):
+    from bonecls.detect import Detector
+
+    card = json.loads((card_copy / "card.json").read_text())
+    card.update(task="pneumonia")
+    (card_copy / "card.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match="detection"):
+        Detector.from_card(card_copy)
+
+
+# ------------------------------------------------------------------------------------------------------
+# (3) EigenCAM
+
+
+@pytest.mark.slow
+def test_eigencam_heatmap(trained, offline_env, no_network):
+    from bonecls.detect import Detector
+
+    det = Detector.from_card(trained["out"])
+    rng = np.random.default_rng(0)
+    img = rng.random((70, 90), dtype=np.float32)
+    img[20:40, 30:60] = 1.0
+    heat = det.eigencam(img)
+    assert heat.shape == img.shape and heat.dtype == np.float32
+    assert np.isfinite(heat).all() and heat.min() >= 0.0 and heat.max() <= 1.0
+    assert det._yolo.model.training is False
+    # detection still works after the CAM hooks were removed
+    assert isinstance(det.detect(img, conf=0.001), list)
+
+
+def test_eigen_projection_matches_pytorch_grad_cam():
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    from bonecls.detect import eigen_projection
+
+    rng = np.random.default_rng(3)
+    acts = rng.normal(size=(2, 6, 5, 7)).astype(np.float32)
+    ours = eigen_projection(acts)
+    ref = get_2d_projection(acts)
+    for o, r in zip(ours, ref, strict=True):  # equal up to the SVD's arbitrary sign
+        assert np.allclose(o, r, atol=1e-4) or np.allclose(o, -r, atol=1e-4)
+        assert abs(o.max()) >= abs(o.min())
+
+
+# ------------------------------------------------------------------------------------------------------
+# (4) ONNX Runtime path == PyTorch path
+
+
+@pytest.mark.slow
+def test_onnx_boxes_match_pytorch(card_copy, yolo_data, offline_env, no_network):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import cv2
+
+    from bonecls.detect import Detector, OnnxDetector, export_onnx
+    from bonecls.weights import load_card, sha256_file
+
+    onnx_path = export_onnx(card_copy)
+    card, _ = load_card(card_copy)
+    assert onnx_path == card_copy / "model.onnx"
+    assert card.extra["onnx"]["sha256"] == sha256_file(onnx_path)
+    det, fast = Detector.from_card(card_copy), OnnxDetector.from_card(card_copy)
+    total = 0
+    for path in _test_images(yolo_data)[:3]:
+        img = cv2.imread(str(path))
+        for conf in (0.001, 0.01):
+            a, b = det.detect(img, conf=conf), fast.detect(img, conf=conf)
+            assert len(a) == len(b), (path.name, conf)
+            if a:
+                iou = dm.box_iou([x.xyxy() for x in a], [x.xyxy() for x in b])
+                assert iou.max(axis=1).min() >= 0.99
+                ca = np.array([x.confidence for x in a])
+                cb = np.array([x.confidence for x in b])
+                assert np.allclose(np.sort(ca), np.sort(cb), atol=1e-3)
+            total += len(a)
+    assert total > 0, "no box at all: the comparison would prove nothing"
+
+    data = bytearray(onnx_path.read_bytes())
+    data[-10] ^= 0xFF
+    onnx_path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="checksum"):
+        OnnxDetector.from_card(card_copy)
+
+
+# ------------------------------------------------------------------------------------------------------
+# (5) detection_metrics, hand-computed
+
+
+def test_box_iou_hand_values():
+    a = [[0, 0, 10, 10]]
+    assert dm.box_iou(a, [[5, 0, 15, 10]])[0, 0] == pytest.approx(50 / 150)
+    assert dm.box_iou(a, [[0, 0, 10, 10]])[0, 0] == 1.0
+    assert dm.box_iou(a, [[10, 10, 20, 20]])[0, 0] == 0.0  # touching corners
+    assert dm.box_iou(a, [[2, 2, 4, 4]])[0, 0] == pytest.approx(4 / 100)
+    assert dm.box_iou(a, [[3, 3, 3, 8]])[0, 0] == 0.0  # degenerate box
+    assert dm.box_iou(np.zeros((0, 4)), a).shape == (0, 1)
+    np.testing.assert_allclose(dm.xywh_to_xyxy([[1, 2, 3, 4]]), [[1, 2, 4, 6]])
+
+
+def test_average_precision_hand_computed():
+    gt = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), np.array([[0, 0, 10, 10]])]
+    pb = [np.array([[0, 0, 10, 10], [50, 50, 60, 60]]), np.array([[0, 0, 10, 11], [40, 40, 45, 45]])]
+    ps = [np.array([0.9, 0.8]), np.array([0.7, 0.6])]
+    # ranked: TP(.9) FP(.8) TP(.7, IoU 100/110) FP(.6); 3 GT boxes
+    # precision 1, 1/2, 2/3, 1/2 at recall 1/3, 1/3, 2/3, 2/3; envelope 1 up to 1/3, 2/3 up to 2/3, 0 after
+    assert dm.average_precision(pb, ps, gt, 0.5, "all-point") == pytest.approx(1 / 3 + (1 / 3) * (2 / 3))
+    # 101-point: r = 0..0.33 (34 points) -> 1, r = 0.34..0.66 (33 points) -> 2/3, r >= 0.67 (34) -> 0
+    assert dm.average_precision(pb, ps, gt, 0.5) == pytest.approx((34 + 33 * 2 / 3) / 101)
+    # at IoU 0.95 the second image's box (IoU 0.909) no longer matches
+    assert dm.average_precision(pb, ps, gt, 0.95, "all-point") == pytest.approx(1 / 3)
+    assert dm.mean_average_precision(pb, ps, gt, iou_thresholds=0.5) == pytest.approx(
+        dm.average_precision(pb, ps, gt, 0.5)
+    )
+    # duplicates: the second box on the same object is a false positive
+    dup = dm.average_precision([np.array([[0, 0, 10, 10], [0, 0, 10, 10]])], [np.array([0.9, 0.8])],
+                               [np.array([[0, 0, 10, 10]])], 0.5, "all-point")  # fmt: skip
+    assert dup == pytest.approx(1.0)
+    assert dm.precision_recall_counts(pb, ps, gt) == {"tp": 2, "fp": 2, "fn": 1}
+    assert math.isnan(dm.average_precision([np.zeros((0, 4))], [np.zeros(0)], [np.zeros((0, 4))]))
+    assert dm.average_precision([np.zeros((0, 4))], [np.zeros(0)], [np.array([[0, 0, 1, 1]])]) == 0.0
+
+
+def test_average_precision_iou_threshold_is_inclusive_and_matching_is_greedy():
+    gt = [np.array([[0, 0, 10, 10]])]
+    half = [np.array([[0, 0, 10, 20]])]  # IoU exactly 0.5
+    assert dm.average_precision(half, [np.array([0.5])], gt, 0.5, "all-point") == 1.0
+    # the lower-scored box overlaps better, but the higher-scored one is matched first
+    pb = [np.array([[0, 0, 10, 12], [0, 0, 10, 10]])]
+    _, tp = dm.match_predictions(pb[0], [0.9, 0.3], gt[0], 0.5)
+    assert tp.tolist() == [True, False]
+
+
+def test_multiclass_map_averages_classes():
+    gt = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]])]
+    pb = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]])]
+    ps = [np.array([0.9, 0.8])]
+    # both predicted as class 0: class 0 gets a TP then an FP (AP 1), class 1 gets nothing (AP 0)
+    m = dm.mean_average_precision(pb, ps, gt, pred_labels=[np.array([0, 0])], gt_labels=[np.array([0, 1])],
+                                  iou_thresholds=0.5, interpolation="all-point")  # fmt: skip
+    assert m == pytest.approx((1.0 + 0.0) / 2)
+
+
+def test_rsna_score_hand_computed():
+    gt = np.array([[0, 0, 10, 10], [20, 20, 30, 30]])
+    # one exact hit, one box with IoU 0.6 (10x6 inside 10x10), one false positive far away
+    pb = np.array([[0, 0, 10, 10], [20, 20, 30, 26], [50, 50, 60, 60]])
+    ps = np.array([0.9, 0.8, 0.7])
+    # t in .40 .45 .50 .55: TP 2 FP 1 FN 0 -> 2/3 ; t in .60 (strict: 0.6 is not above 0.6) .65 .70 .75:
+    # TP 1 FP 2 FN 1 -> 1/4
+    assert dm.rsna_image_score(pb, ps, gt) == pytest.approx((4 * 2 / 3 + 4 * 1 / 4) / 8)
+    assert dm.rsna_image_score(np.zeros((0, 4)), [], gt) == 0.0  # all missed
+    assert dm.rsna_image_score(pb, ps, np.zeros((0, 4))) == 0.0  # predictions on an empty image
+    assert dm.rsna_image_score(np.zeros((0, 4)), [], np.zeros((0, 4))) is None  # excluded
+    # confidence order decides which box takes the ground truth: the loose box first -> it is the TP
+    loose_first = dm.rsna_image_score(
+        np.array([[0, 0, 10, 14], [0, 0, 10, 10]]), np.array([0.9, 0.1]), np.array([[0, 0, 10, 10]])
+    )  # IoU 100/140 = 0.714: TP for t <= 0.70 (7 thresholds) else the exact box matches: 1/2 each
+    assert loose_first == pytest.approx(1 / 2)
+    dataset = dm.rsna_score(
+        [pb, np.zeros((0, 4)), np.zeros((0, 4)), np.array([[1, 1, 2, 2]])],
+        [ps, [], [], [0.5]],
+        [gt, np.zeros((0, 4)), np.array([[0, 0, 5, 5]]), np.zeros((0, 4))],
+    )  # images: (4*2/3 + 4/4)/8, excluded, 0 (missed), 0 (false positive) -> mean over 3
+    assert dataset == pytest.approx(((4 * 2 / 3 + 4 / 4) / 8) / 3)
+    assert math.isnan(dm.rsna_score([np.zeros((0, 4))], [[]], [np.zeros((0, 4))]))
+    with pytest.raises(ValueError):
+        dm.rsna_score([pb], [ps], [])
