@@ -186,6 +186,16 @@ def configure_offline() -> Path:
         os.environ.pop("ULTRALYTICS_API_KEY", None)
 
         import ultralytics.utils as uutils
+        import ultralytics.utils.patches as upatches
+
+        # Ultralytics replaces PIL.Image.open process-wide with a wrapper that, on any unidentified
+        # image, tries to install and import pi_heif (ModuleNotFoundError here). That would turn every
+        # unreadable upload into a crash instead of an ImageError: put PIL's own opener back.
+        original_open = getattr(upatches, "_image_open", None)
+        if original_open is not None:
+            import PIL.Image
+
+            PIL.Image.open = original_open
 
         if already_imported:
             # ultralytics was imported before us: its import-time constants are stale, fix what matters.

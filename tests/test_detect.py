@@ -459,3 +459,20 @@ def test_rsna_score_hand_computed():
     assert math.isnan(dm.rsna_score([np.zeros((0, 4))], [[]], [np.zeros((0, 4))]))
     with pytest.raises(ValueError):
         dm.rsna_score([pb], [ps], [])
+
+
+def test_ultralytics_does_not_hijack_pil_open_for_unreadable_uploads() -> None:
+    """Ultralytics patches PIL.Image.open to install pi_heif on unknown files; we undo that."""
+    import io
+
+    import PIL.Image
+
+    from bonecls.detect import _ultralytics
+    from bonecls.errors import ImageError
+    from bonecls.imaging import load_radiograph
+
+    _ultralytics()
+    with pytest.raises(PIL.UnidentifiedImageError):
+        PIL.Image.open(io.BytesIO(b"not an image at all" * 8))
+    with pytest.raises(ImageError):
+        load_radiograph(b"II*\x00" + b"\xff" * 64)  # a TIFF header with garbage after it
