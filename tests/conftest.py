@@ -113,3 +113,11 @@ def tiny_card_dir(isolated_weights: Path) -> Path:
 def tiny_card_factory():
     """``build_tiny_card(out_dir, card_id=..., seed=..., **card_fields) -> ModelCard``."""
     return build_tiny_card
+
+
+# Hypothesis profiles: bounded in CI ("ci", the default), a long campaign on demand
+# (`pytest tests/test_fuzz_imaging.py --hypothesis-profile=long`).
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", max_examples=150, deadline=None)
+_hypothesis_settings.register_profile("long", max_examples=5000, deadline=None)

@@ -12,7 +12,8 @@ def _readme_commands() -> list[str]:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     first_block = re.search(r"```(?:bash|sh)?\n(.*?)```", text, re.S)
     assert first_block, "README must open with a code block holding the two commands"
-    return [line.strip() for line in first_block.group(1).splitlines() if line.strip() and not line.startswith("#")]
+    lines = first_block.group(1).splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
 def test_readme_opens_with_exactly_two_commands() -> None:
