@@ -1,0 +1,31 @@
+"""bonecls Streamlit app: `streamlit run app.py`. Thin: pages call bonecls.ui.views."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from bonecls.ui import components, services
+
+st.set_page_config(
+    page_title="bonecls — X-ray reading aid",
+    page_icon=":material/radiology:",
+    layout="wide",
+    initial_sidebar_state="expanded",
+)
+components.setup_logging()
+services.warm_up()
+
+pages = {
+    "Read": [
+        st.Page("pages/home.py", title="Home — upload", icon=":material/home:", default=True),
+        st.Page("pages/fracture.py", title="Fracture", icon=":material/personal_injury:"),
+        st.Page("pages/threeclass.py", title="Fracture severity", icon=":material/stacked_bar_chart:"),
+        st.Page("pages/pneumonia.py", title="Pneumonia", icon=":material/pulmonology:"),
+        st.Page("pages/worklist.py", title="Worklist", icon=":material/format_list_numbered:"),
+    ],
+    "About": [st.Page("pages/models.py", title="Models & audit", icon=":material/inventory_2:")],
+}
+page = st.navigation(pages, position="sidebar", expanded=True)
+# The disclaimer banner is drawn by every page itself (bonecls.ui.views.page_view), inside the page's
+# run: AppTest 1.67 drops this entry script's own elements once a test has switched pages.
+components.run_page(page)

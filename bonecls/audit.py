@@ -1,0 +1,186 @@
+"""SQLite audit log of predictions: what was predicted, by which model, when. Never patient data.
+
+One row per prediction shown: UTC time (ISO 8601), the sha256 of the image bytes, the model id and
+its weights' sha256, the task, the result label, the status and the suspicion. Nothing else is
+accepted: no file names, no DICOM fields, no free text, so that the log can be kept and shared
+without de-identification.
+
+The database lives at ``$BONECLS_AUDIT_DB`` (default ``~/.cache/bonecls/audit.sqlite``). Writes are
+safe from many threads and processes: every call opens its own connection, the journal is WAL and
+a process-wide lock serialises writers inside one process.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bonecls.errors import BoneclsError
+
+__all__ = ["AuditEntry", "AuditLog", "audit_path", "default_log"]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Identifiers of models, tasks, labels and statuses: short tokens, never free text.
+_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+\-/]{0,63}$")
+STATUSES = ("positive", "uncertain", "negative", "detected", "none", "out_of_distribution")
+COLUMNS = (
+    "time_utc",
+    "image_sha256",
+    "model_id",
+    "model_sha256",
+    "task",
+    "label",
+    "status",
+    "suspicion",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_utc TEXT NOT NULL,
+    image_sha256 TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    model_sha256 TEXT NOT NULL,
+    task TEXT NOT NULL,
+    label TEXT NOT NULL,
+    status TEXT NOT NULL,
+    suspicion REAL
+);
+CREATE INDEX IF NOT EXISTS predictions_image ON predictions (image_sha256);
+"""
+
+_LOCK = threading.RLock()
+
+
+def audit_path() -> Path:
+    """``$BONECLS_AUDIT_DB`` or ``~/.cache/bonecls/audit.sqlite``."""
+    env = os.environ.get("BONECLS_AUDIT_DB")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "bonecls" / "audit.sqlite"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    time_utc: str
+    image_sha256: str
+    model_id: str
+    model_sha256: str
+    task: str
+    label: str
+    status: str
+    suspicion: float | None
+
+
+def _check_token(name: str, value: str) -> str:
+    value = str(value)
+    if not _TOKEN.match(value):
+        raise BoneclsError(
+            f"The audit log refused the {name} {value[:20]!r}: only short identifiers are stored."
+        )
+    return value
+
+
+def _check_sha(name: str, value: str) -> str:
+    value = str(value).lower()
+    if not _SHA256.match(value):
+        raise BoneclsError(f"The audit log needs a sha256 (64 hex digits) for the {name}.")
+    return value
+
+
+class AuditLog:
+    """The audit database at ``path`` (created on first use)."""
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path).expanduser() if path is not None else audit_path()
+        self._ready = False
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with _LOCK:
+            if not self._ready:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(sqlite3.connect(self.path, timeout=30.0)) as conn:
+                if not self._ready:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.executescript(_SCHEMA)
+                    self._ready = True
+                with conn:  # commit or roll back
+                    yield conn
+
+    def record(
+        self,
+        *,
+        image_sha256: str,
+        model_id: str,
+        model_sha256: str,
+        task: str,
+        label: str,
+        status: str,
+        suspicion: float | None,
+        time_utc: datetime | None = None,
+    ) -> AuditEntry:
+        """Append one prediction; returns what was stored. Anything but identifiers is refused."""
+        if status not in STATUSES:
+            raise BoneclsError(f"The audit log does not know the status {status[:20]!r}.")
+        when = (time_utc or datetime.now(UTC)).astimezone(UTC)
+        entry = AuditEntry(
+            time_utc=when.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            image_sha256=_check_sha("image", image_sha256),
+            model_id=_check_token("model id", model_id),
+            model_sha256=_check_sha("model", model_sha256),
+            task=_check_token("task", task),
+            label=_check_token("label", label),
+            status=status,
+            suspicion=None if suspicion is None else round(float(suspicion), 6),
+        )
+        with self._connect() as conn:
+            conn.execute(
+                f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                tuple(asdict(entry).values()),
+            )
+        return entry
+
+    def count(self) -> int:
+        """Number of predictions logged (0 when the database does not exist yet)."""
+        if not self.path.exists():
+            return 0
+        with self._connect() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
+
+    def entries(self, limit: int | None = None) -> list[AuditEntry]:
+        """The newest entries first."""
+        if not self.path.exists():
+            return []
+        sql = f"SELECT {', '.join(COLUMNS)} FROM predictions ORDER BY id DESC"
+        params: tuple = ()
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (int(limit),)
+        with self._connect() as conn:
+            return [AuditEntry(*row) for row in conn.execute(sql, params)]
+
+    def export_csv(self) -> str:
+        """The whole log as CSV text (header + one row per prediction, oldest first)."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        if self.path.exists():
+            with self._connect() as conn:
+                for row in conn.execute(f"SELECT {', '.join(COLUMNS)} FROM predictions ORDER BY id"):
+                    writer.writerow(row)
+        return buf.getvalue()
+
+
+def default_log() -> AuditLog:
+    """The log at :func:`audit_path` (re-read each call so that tests can point the env var elsewhere)."""
+    return AuditLog(audit_path())
