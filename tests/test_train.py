@@ -1,0 +1,365 @@
+"""Training engine: serial and 2-rank gloo runs to loadable cards, resume after a kill, atomic
+checkpoints, preflight errors, exact cross-rank metrics, calibration, thresholds, augmentation."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bonecls.training import TrainingError
+from bonecls.training import checkpoint as ckpt
+from bonecls.training.augment import AugmentConfig, BatchAugment, DevicePreprocess, augment_table
+from bonecls.training.calibration import choose_thresholds, fit_temperature, reliability
+from bonecls.training.classify import parse_args, run
+from bonecls.training.engine import class_weights, scaled_lr
+from bonecls.training.metrics import classification_metrics, nll, softmax_np
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = str(ROOT / "train" / "classify.py")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 fracture phantoms (Kaggle layout, 48/6/6) prepared at 32 px."""
+    from bonecls.phantom import write_dataset
+    from bonecls.prepare import prepare
+
+    base = tmp_path_factory.mktemp("train-data")
+    src = write_dataset("fracture", "kaggle", base / "src", n=60, size=32, seed=0, progress=False)
+    prepare(src, base / "prep", size=32, scheduler="sync", progress=False, echo=lambda s: None)
+    return base / "prep"
+
+
+BASE_OPTIONS = (
+    "--id tiny-test --model simple_cnn --epochs 1 --batch-size 16 --lr 2e-3 --lr-base-batch 16 --device cpu "
+    "--threads 1 --no-progress --no-tensorboard --seed 1"
+)
+
+
+def base_args(data: Path, out: Path, *extra: str) -> list[str]:
+    paths = ["--data", str(data), "--output", str(out / "model"), "--run-dir", str(out / "run")]
+    return [*paths, *BASE_OPTIONS.split(), *extra]
+
+
+def torchrun(
+    nproc: int, args: list[str], *extra_launcher: str, timeout: int = 120
+) -> subprocess.CompletedProcess:
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *extra_launcher]
+    cmd = [sys.executable, *launcher, SCRIPT, *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return run_tree(cmd, env, timeout)
+
+
+def serial(args: list[str], env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env or {}))
+    return run_tree([sys.executable, SCRIPT, *args], e, timeout)
+
+
+def run_tree(cmd: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """subprocess.run, but a timeout kills the whole process tree (torchrun's workers live in their own
+    sessions and would outlive a killed launcher)."""
+    import psutil
+
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        procs = [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        out, err = p.communicate()
+        pytest.fail(f"timed out after {timeout} s: {shlex.join(cmd)}\n{out[-3000:]}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
+# ----------------------------------------------------------------------------------------- end to end
+
+
+def test_serial_one_epoch_produces_a_loadable_card(prepared: Path, tmp_path: Path) -> None:
+    from bonecls.weights import load_pytorch
+
+    summary = run(parse_args(base_args(prepared, tmp_path, "--epochs", "2")))
+    model, card = load_pytorch(tmp_path / "model")
+    assert card.id == "tiny-test" and card.task == "fracture" and card.architecture == "simple_cnn"
+    assert card.class_names == ["not fractured", "fractured"] and card.positive_classes == ["fractured"]
+    assert card.input_size == 32 and card.in_chans == 1 and len(card.normalization.mean) == 1
+    assert 0 <= card.thresholds.negative_below <= card.thresholds.positive_at <= 1 and card.temperature > 0
+    tm = card.test_metrics
+    assert {"accuracy", "roc_auc", "f1_macro", "ece", "confusion_matrix", "reliability", "curves"} <= set(tm)
+    assert np.sum(tm["confusion_matrix"]) == 6 and len(tm["curves"]) == 2
+    assert card.command.startswith("python ") and "--model simple_cnn" in card.command
+    assert card.training_data.startswith("Synthetic phantom radiographs rendered from one chest CT")
+    assert "Trained on synthetic phantoms rendered from one CT — not for clinical use." in card.limitations
+    for name in ("metrics.json", "confusion.png", "curves.png", "reliability.png"):
+        assert (tmp_path / "model" / name).is_file()
+    assert summary["world_size"] == 1 and summary["epochs"] == [1, 2]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["sha256"] == card.sha256
+    with torch.no_grad():
+        assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 2)
+    # every checkpoint is weights_only-loadable
+    state = ckpt.load(ckpt.checkpoint_path(tmp_path / "run" / "checkpoints", 2))
+    assert state["epoch"] == 2 and state["args"]["model"] == "simple_cnn" and len(state["rng"]) == 1
+
+
+def test_threeclass_phantoms_dense_bn_head_and_no_shear(tmp_path: Path) -> None:
+    from bonecls.phantom import write_dataset
+    from bonecls.prepare import prepare
+    from bonecls.weights import load_pytorch
+
+    src = write_dataset("threeclass", "threeclass", tmp_path / "src", n=30, size=32, seed=4, progress=False)
+    prepare(src, tmp_path / "prep", size=32, scheduler="sync", progress=False, echo=lambda s: None)
+    run(parse_args(base_args(tmp_path / "prep", tmp_path, "--head", "dense_bn", "--batch-size", "8")))
+    _, card = load_pytorch(tmp_path / "model")
+    assert card.task == "threeclass" and card.head == "dense_bn"
+    assert card.class_names == ["healthy", "fractured", "beyond_repair"]
+    assert card.positive_classes == ["fractured", "beyond_repair"]
+    assert card.extra["shear"] == 0.0 and card.extra["augmentation"]["shear_deg"] == 0.0
+    assert len(card.test_metrics["confusion_matrix"]) == 3
+
+
+def test_two_rank_gloo_run_produces_a_loadable_card(prepared: Path, tmp_path: Path) -> None:
+    from bonecls.weights import load_pytorch
+
+    p = torchrun(2, base_args(prepared, tmp_path, "--batch-size", "8"))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    _, card = load_pytorch(tmp_path / "model")
+    assert card.command.startswith("torchrun --nnodes=1 --nproc_per_node=2")
+    assert card.extra["world_size"] == 2 and card.extra["global_batch"] == 16
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["lr"] == pytest.approx(2e-3)  # 8 per rank x 2 ranks = the base batch: same lr as serial
+    assert "World size 2 (gloo, cpu, 1 thread(s)/rank)" in p.stdout
+    assert p.stdout.count("epoch 1/1:") == 1  # only rank 0 prints
+
+
+def test_resume_after_a_killed_run(prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = base_args(prepared, tmp_path, "--epochs", "2", "--resume", "auto")
+    p = serial([*args, "--fault-exit-after-epoch", "1"])
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    ck = tmp_path / "run" / "checkpoints"
+    assert [e for e, _ in ckpt.list_checkpoints(ck)] == [1] and not (
+        tmp_path / "model" / "card.json"
+    ).exists()
+    run(parse_args(args))  # the resumed run, in-process (one interpreter start less)
+    out = capsys.readouterr().out
+    assert "epoch 1 done); continuing at epoch 2" in out and "epoch 1/2:" not in out and "epoch 2/2:" in out
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["resumed_from"] == 1 and s["epochs"] == [1, 2]
+    assert (tmp_path / "model" / "card.json").is_file()
+
+
+def test_kill_during_checkpoint_save_keeps_the_previous_one(tmp_path: Path) -> None:
+    code = (
+        "import torch; from bonecls.training import checkpoint as c\n"
+        "c.atomic_save({'epoch': 1, 'w': torch.ones(3)}, c.checkpoint_path(D, 1))\n"
+        "c.atomic_save({'epoch': 2, 'w': torch.ones(10**6)}, c.checkpoint_path(D, 2))\n"
+    ).replace("D", repr(str(tmp_path)))
+    env = dict(os.environ, BONECLS_FAULT_KILL_IN_SAVE="epoch_002.pt")
+    p = run_tree([sys.executable, "-c", code], env, 60)
+    assert p.returncode == -signal.SIGKILL
+    assert [e for e, _ in ckpt.list_checkpoints(tmp_path)] == [1]
+    assert len(list(tmp_path.glob(".epoch_002.pt.*.tmp"))) == 1  # the partial file, never renamed
+    path, state = ckpt.find_latest(tmp_path)
+    assert path.name == "epoch_001.pt" and state["epoch"] == 1
+    assert len(ckpt.clean_stale_temp(tmp_path)) == 1 and not list(tmp_path.glob("*.tmp"))
+    # a truncated newest checkpoint falls back to the one before
+    ckpt.atomic_save({"epoch": 2}, ckpt.checkpoint_path(tmp_path, 2))
+    (tmp_path / "epoch_003.pt").write_bytes(ckpt.checkpoint_path(tmp_path, 2).read_bytes()[:20])
+    assert ckpt.find_latest(tmp_path)[1]["epoch"] == 2
+
+
+def test_unwritable_output_or_no_space_fails_before_training(prepared: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    args = base_args(prepared, tmp_path, "--epochs", "50")
+    args[args.index("--output") + 1] = str(blocker / "model")
+    with pytest.raises(TrainingError, match="Cannot write to the output folder"):
+        run(parse_args(args))
+    with pytest.raises(TrainingError, match="Not enough free disk space"):
+        run(parse_args(base_args(prepared, tmp_path, "--epochs", "50", "--min-free-gb", "1e9")))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_rng_state_and_args_round_trip_weights_only(tmp_path: Path) -> None:
+    import random
+
+    state = {"rng": [ckpt.rng_state()], "args": ckpt.plain({"p": Path("/x"), "t": (1, 2), "n": None})}
+    ckpt.atomic_save(state, tmp_path / "s.pt")
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    ckpt.set_rng_state(ckpt.load(tmp_path / "s.pt")["rng"][0])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+    assert ckpt.load(tmp_path / "s.pt")["args"] == {"p": "/x", "t": [1, 2], "n": None}
+
+
+# ----------------------------------------------------------------------------- exact distributed metrics
+
+
+def _rank_eval(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+    from torch.utils.data import DataLoader
+
+    from bonecls.training.engine import evaluate
+    from bonecls.training.shards import EvalSampler
+
+    torch.set_num_threads(
+        1
+    )  # a forked child must not reuse the parent's OpenMP pool (as DataLoader workers do)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    x, y, model = _toy_problem()
+    ds = [(x[i], int(y[i]), i) for i in range(len(y))]
+    loader = DataLoader(ds, batch_size=4, sampler=EvalSampler(len(ds), rank, world))
+    out = evaluate(model, loader, lambda b, train=False: b.float(), torch.device("cpu"))
+    m = classification_metrics(out.labels, out.probs, ["a", "b", "c"], ["b", "c"])
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"m": m, "n": len(out.labels), "loss": out.loss}))
+    dist.destroy_process_group()
+
+
+def _toy_problem() -> tuple[torch.Tensor, torch.Tensor, torch.nn.Module]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(37, 5, generator=g)  # 37: uneven over 2 ranks -> the sampler pads one duplicate
+    y = torch.randint(0, 3, (37,), generator=g)
+    model = torch.nn.Linear(5, 3)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(3, 5, generator=g))
+        model.bias.zero_()
+    return x, y, model
+
+
+def test_metrics_gathered_across_ranks_equal_serial_metrics(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+    from torch.utils.data import DataLoader
+
+    from bonecls.training.engine import evaluate
+
+    # fork: the children start with torch already imported (spawn would re-import it: slow on 2 cores)
+    ctx = mp.start_processes(
+        _rank_eval, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False, start_method="fork"
+    )
+    deadline = time.monotonic() + 60
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                proc.kill()
+            pytest.fail("the 2-rank evaluation did not finish within 60 s")
+    x, y, model = _toy_problem()
+    ds = [(x[i], int(y[i]), i) for i in range(len(y))]
+    ref = evaluate(model, DataLoader(ds, batch_size=4), lambda b, train=False: b.float(), torch.device("cpu"))
+    serial_m = classification_metrics(ref.labels, ref.probs, ["a", "b", "c"], ["b", "c"])
+    for r in range(2):
+        got = json.loads((tmp_path / f"rank{r}.json").read_text())
+        assert got["n"] == 37
+        assert got["m"] == json.loads(json.dumps(serial_m))
+        assert got["loss"] == pytest.approx(ref.loss)
+
+
+# ----------------------------------------------------------------------------------- calibration, metrics
+
+
+def test_temperature_scaling_reduces_nll_on_a_miscalibrated_set() -> None:
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = rng.integers(0, 2, n)
+    clean = np.where(y[:, None] == np.arange(2), 1.0, -1.0) * 0.8 + rng.normal(0, 1.0, (n, 2))
+    over = clean * 6  # overconfident
+    t = fit_temperature(over, y)
+    assert t > 2 and nll(over, y, t) < nll(over, y, 1.0) - 0.1
+    assert reliability(softmax_np(over, t), y)["ece"] < reliability(softmax_np(over), y)["ece"]
+    under = clean * 0.2  # underconfident
+    t2 = fit_temperature(under, y)
+    assert t2 < 0.5 and nll(under, y, t2) < nll(under, y, 1.0)
+    assert (softmax_np(over, t).argmax(1) == over.argmax(1)).all()  # argmax unchanged
+
+
+def test_threshold_selection_properties() -> None:
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        n_pos, n_neg = int(rng.integers(5, 200)), int(rng.integers(5, 200))
+        score = np.concatenate([rng.beta(4, 2, n_pos), rng.beta(2, 4, n_neg)])
+        pos = np.arange(n_pos + n_neg) < n_pos
+        th = choose_thresholds(score, pos, 0.95, 0.95)
+        nb, pa = th["negative_below"], th["positive_at"]
+        assert 0 <= nb <= pa <= 1
+        if nb < pa:  # targets met on the calibration set
+            assert (score[pos] >= nb).mean() >= 0.95
+            assert (score[~pos] < pa).mean() >= 0.95
+    # separable: one cut between the classes, no uncertain band
+    th = choose_thresholds(np.r_[np.full(10, 0.9), np.full(10, 0.1)], np.arange(20) < 10)
+    assert th["negative_below"] == th["positive_at"] == pytest.approx(0.5) and th["uncertain_fraction"] == 0
+    assert choose_thresholds(np.array([0.2, 0.4]), np.array([False, False]))["notes"]
+
+
+def test_metrics_binary_and_multiclass() -> None:
+    y = np.array([0, 0, 1, 1, 2, 2])
+    p = np.array(
+        [[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.1, 0.2, 0.7]]
+    )
+    m = classification_metrics(
+        y, p, ["healthy", "fractured", "beyond_repair"], ["fractured", "beyond_repair"]
+    )
+    assert m["accuracy"] == pytest.approx(5 / 6) and m["confusion_matrix"][0] == [1, 1, 0]
+    assert m["roc_auc"] is not None and m["suspicion_auc"] == pytest.approx(1.0)
+    b = classification_metrics([0, 1, 1], np.array([[0.9, 0.1], [0.4, 0.6], [0.6, 0.4]]), ["n", "p"], ["p"])
+    assert b["recall"] == pytest.approx(0.5) and b["precision"] == 1.0 and b["roc_auc"] == 1.0
+    assert classification_metrics([1, 1], np.array([[0.2, 0.8], [0.3, 0.7]]), ["n", "p"])["roc_auc"] is None
+
+
+# ----------------------------------------------------------------------------------------- small pieces
+
+
+def test_augmentation_on_device_batches() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 32, 32)
+    out = BatchAugment(AugmentConfig(shear_deg=10))(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1 and not torch.equal(out, x)
+    assert torch.equal(BatchAugment(AugmentConfig.off())(x), x)
+    # draws by dataset index: a sample is augmented the same in a batch of 8 (serial) or of 4 (one of 2 ranks)
+    table = augment_table(8, seed=3, epoch=2)
+    assert torch.equal(table, augment_table(8, seed=3, epoch=2)) and not torch.equal(
+        table, augment_table(8, 3, 3)
+    )
+    aug = BatchAugment(AugmentConfig(shear_deg=5))
+    whole = aug(x, table)
+    halves = torch.cat([aug(x[0::2], table[0::2]), aug(x[1::2], table[1::2])])
+    assert torch.allclose(whole[torch.tensor([0, 2, 4, 6, 1, 3, 5, 7])], halves, atol=1e-6)
+    prep = DevicePreprocess("cpu", 48, 3, [0.5] * 3, [0.25] * 3, AugmentConfig())
+    b = prep(torch.full((2, 1, 32, 32), 255, dtype=torch.uint8), train=False)
+    assert b.shape == (2, 3, 48, 48) and torch.allclose(b, torch.full_like(b, 2.0))
+
+
+def test_presets_lr_scaling_and_class_weights() -> None:
+    a = parse_args(["--data", "d", "--output", "o", "--preset", "seed002", "--epochs", "5"])
+    assert (a.model, a.image_size, a.in_chans, a.batch_size, a.epochs) == ("efficientnet_b6", 224, 3, 16, 5)
+    assert a.freeze_backbone and a.pretrained and a.optimizer == "adam" and a.lr == 1e-3
+    assert scaled_lr(a.lr, 16, a.lr_base_batch) == pytest.approx(1e-3)  # serial seed 002: exactly its lr
+    assert scaled_lr(1e-3, 64, 16) == pytest.approx(4e-3)
+    t = parse_args(["--data", "d", "--output", "o", "--preset", "seed004"])
+    assert t.model == "inception_v3" and t.head == "dense_bn" and t.shear == 0.0 and t.weight_decay > 0
+    assert parse_args(["--data", "d", "--output", "o", "--preset", "seed003"]).model == "simple_cnn"
+    w = class_weights([90, 10])
+    assert w.tolist() == pytest.approx([100 / 180, 100 / 20]) and class_weights([1, 1], "none") is None
+    assert math.isclose(float((w * torch.tensor([90.0, 10.0])).sum()) / 100, 1.0)
+
+
+def test_scaling_table_states_the_fair_comparison() -> None:
+    from bonecls.training.scaling import ScalingRow, markdown
+
+    rows = [
+        ScalingRow("serial-1", 1, 1, 1, 32, 30.0, 20.0, 100.0, 0.99, 1.0, 1.0),
+        ScalingRow("serial-2t", 1, 2, 2, 32, 25.0, 15.0, 130.0, 0.99, 20 / 15, 20 / 30),
+        ScalingRow("ddp-2", 2, 1, 2, 16, 20.0, 10.5, 190.0, 0.98, 20 / 10.5, 20 / 21),
+    ]
+    md = markdown(rows, 32, 3, "simple_cnn", "cpu", 2)
+    assert "baseline is serial on 1 core" in md and "cores/k intra-op threads each" in md
+    assert "| ddp-2 | 2 x 1 | 2 | 16 | 10.5 | 20.0 | 190 | 1.90 | 0.95 | 0.980 | -1.0 pt |" in md
