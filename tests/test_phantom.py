@@ -278,3 +278,22 @@ def test_cli_writes_a_dataset_and_rejects_bad_combinations(tmp_path: Path, capsy
     assert rc == 0 and (tmp_path / "c" / "data.yaml").is_file()
     assert main(["--task", "fracture", "--layout", "rsna", "--n", "2", str(tmp_path / "bad")]) == 2
     assert "rsna" in capsys.readouterr().err
+
+
+def test_paired_sets_share_a_pose_and_differ_only_by_the_lesion() -> None:
+    a, b = list(generate("fracture", 2, 64, seed=3, paired=True))
+    assert (a.class_name, b.class_name) == ("not fractured", "fractured")
+    assert a.seed == b.seed and not a.boxes and b.boxes
+    diff = np.abs(a.image.astype(np.int32) - b.image.astype(np.int32))
+    x0, y0, x1, y1 = (int(v) for v in (b.boxes[0].x0, b.boxes[0].y0, b.boxes[0].x1, b.boxes[0].y1))
+    pad = 6
+    outside = diff.copy()
+    outside[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad] = 0
+    assert diff.sum() > 0 and outside.sum() <= 0.05 * diff.sum()
+    c = next(generate("fracture", 1, 64, seed=3, start=2, paired=True))
+    assert c.seed != a.seed  # the next set is a new pose
+
+
+def test_paired_writer_refuses_splits_that_would_split_a_set(tmp_path) -> None:
+    with pytest.raises(ValueError, match="multiples of 3"):
+        write_dataset("threeclass", "threeclass", tmp_path / "x", 10, 64, 0, paired=True, progress=False)

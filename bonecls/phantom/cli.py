@@ -36,6 +36,11 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar=("TRAIN", "VAL", "TEST"),
         help="index-block fractions (default 0.8 0.1 0.1)",
     )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="matched sets: each pose rendered once per class, differing only by the lesion",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("out", help="output directory (created)")
     parser.set_defaults(func=run)
@@ -78,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             args.seed,
             split=tuple(args.split),
             progress=not args.no_progress,
+            paired=args.paired,
         )
     except BoneclsError as exc:
         print(f"error: {exc}", file=sys.stderr)

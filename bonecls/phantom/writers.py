@@ -199,8 +199,13 @@ def write_dataset(
     *,
     split: Sequence[float] = (0.8, 0.1, 0.1),
     progress: bool = True,
+    paired: bool = False,
 ) -> Path:
-    """Render ``n`` balanced phantoms of ``task`` and write them in ``layout`` under ``out``."""
+    """Render ``n`` balanced phantoms of ``task`` and write them in ``layout`` under ``out``.
+
+    ``paired=True`` writes matched sets (one pose rendered once per class, see ``generate``); the
+    split sizes must then be multiples of the number of classes so no pose crosses a split.
+    """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     if task not in TASK_CLASSES:
@@ -213,7 +218,13 @@ def write_dataset(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     counts = split_counts(n, split)
-    samples = generate(task, n, size, seed)  # type: ignore[arg-type]
+    k = len(TASK_CLASSES[task])
+    if paired and any(c % k for c in counts):
+        raise ValueError(
+            f"paired phantoms need split sizes that are multiples of {k} (one pose per class); "
+            f"{counts} are not: choose n accordingly"
+        )
+    samples = generate(task, n, size, seed, paired=paired)  # type: ignore[arg-type]
     if progress:
         from tqdm import tqdm
 
@@ -229,6 +240,7 @@ def write_dataset(
         "task": task,
         "layout": layout,
         "n": n,
+        "paired": paired,
         "size": size,
         "seed": seed,
         "classes": list(TASK_CLASSES[task]),
