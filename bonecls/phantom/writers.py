@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bonecls.data import FRACATLAS_COLUMNS  # the reader owns the format
 from bonecls.phantom.render import TASK_CLASSES, PhantomSample, generate
 
 LAYOUTS = ("kaggle", "threeclass", "fracatlas", "rsna", "yolo")
@@ -47,21 +48,6 @@ LAYOUT_TASKS = {
 }
 DEFAULT_SIZE = {"rsna": 1024}
 SPLITS = ("train", "val", "test")
-FRACATLAS_COLUMNS = (
-    "image_id",
-    "hand",
-    "leg",
-    "hip",
-    "shoulder",
-    "mixed",
-    "hardware",
-    "multiscan",
-    "fractured",
-    "fracture_count",
-    "frontal",
-    "lateral",
-    "oblique",
-)
 DX_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
 FAKE_PATIENT_NAME = "PHANTOM^SYNTHETIC"
 

@@ -1,0 +1,135 @@
+"""The app as a radiologist meets it: cold start, first and warm answers, memory with all models loaded.
+
+    .venv/bin/python bench/bench_app.py [--runs 3]
+
+Starts `streamlit run app.py` on a free loopback port with the shipped weights, drives Debian
+Chromium through Playwright (the same steps as tests/test_browser.py: upload a DICOM, open the
+Fracture page, wait for the prediction and the overlay), and reports per run:
+- server start to healthy (s), page load (s),
+- cold: first image, click to overlay (s) — includes importing torch and loading the models,
+- warm: a second image, the server's own "Answered in" figure and click to overlay (s),
+- server RSS after all shipped models are loaded (MB, the process and its children).
+Not a test; figures go to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+CHROMIUM = "/usr/bin/chromium"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    proc = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
+
+
+def one_run(tmp: Path, dicoms: list[Path]) -> dict[str, float]:
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    env = {**os.environ, "BONECLS_AUDIT_DB": str(tmp / "audit.sqlite"), "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    out: dict[str, float] = {}
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                time.sleep(0.2)
+        out["server_healthy_s"] = time.perf_counter() - t0
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            )
+            page = browser.new_page(viewport={"width": 1440, "height": 1500})
+            t1 = time.perf_counter()
+            page.goto(url)
+            page.wait_for_selector("text=Reading aid, not a diagnosis.", timeout=120_000)
+            out["page_loaded_s"] = time.perf_counter() - t1
+            page.locator("input[type=file]").set_input_files(str(dicoms[0]))
+            page.wait_for_selector("text=Images in this session (1 readable)", timeout=120_000)
+            t1 = time.perf_counter()
+            page.get_by_role("button", name="Fracture", exact=True).first.click()
+            wait_answer(page)
+            out["cold_first_answer_s"] = time.perf_counter() - t1
+            out["cold_from_server_start_s"] = time.perf_counter() - t0
+            page.get_by_role("link", name="Home — upload").click()
+            page.locator("input[type=file]").set_input_files(str(dicoms[1]))
+            page.wait_for_selector("text=Images in this session (2 readable)", timeout=120_000)
+            t1 = time.perf_counter()
+            page.get_by_role("button", name="Fracture", exact=True).nth(1).click()
+            page.wait_for_selector(f"text={dicoms[1].name}", timeout=60_000)
+            wait_answer(page)
+            out["warm_click_to_overlay_s"] = time.perf_counter() - t1
+            answered = page.locator("text=Answered in").inner_text()
+            out["warm_server_answer_s"] = float(answered.split("Answered in ")[1].split(" s")[0])
+            time.sleep(3)  # the background warm-up has loaded every shipped model by now
+            out["server_rss_all_models_mb"] = rss_mb(proc.pid)
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    return out
+
+
+def wait_answer(page) -> None:
+    page.wait_for_selector("text=Answered in", timeout=180_000)
+    page.wait_for_function(
+        "() => document.querySelectorAll('.js-plotly-plot image').length >= 2", timeout=180_000
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    examples = sorted((ROOT / "examples").rglob("*.dcm"))
+    if len(examples) < 2:
+        print("need two example DICOMs under examples/ (scripts/make_examples.py)")
+        return 2
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.runs):
+            run_dir = Path(tmp) / str(i)
+            run_dir.mkdir()
+            runs.append(one_run(run_dir, examples[:2]))
+    print(f"Machine: {os.cpu_count()} CPUs, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
+    print("| measure | median | runs |")
+    print("|---|---|---|")
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        print(f"| {key} | {statistics.median(values):.2f} | {', '.join(f'{v:.2f}' for v in values)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

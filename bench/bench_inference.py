@@ -1,0 +1,209 @@
+"""Time to answer and batch throughput of the shipped classifiers, against the seed 002 pipeline.
+
+    .venv/bin/python bench/bench_inference.py [--runs 30] [--models fracture threeclass] [--threads 2]
+
+1. Time to answer, per image: decode (1024x1024 16-bit PNG, and the same as a DICOM) -> preprocess
+   -> predict -> Grad-CAM -> overlay encoded as PNG. p50/p95 over --runs, for each shipped model.
+   Baseline measured in the same run: seed 002's pipeline (EfficientNet-B6 at 224, 3 channels,
+   ImageNet normalisation, pytorch-grad-cam's GradCAM called the plain way, a second forward for
+   the prediction), on the same decoded image. Random weights: speed does not depend on them.
+2. Batch throughput (worklist / CLI over a folder): images/s for predict only (batch 32) and for
+   predict + CAM (one image at a time, the CAM pass giving the prediction).
+3. Growth with input size: decode + predict + CAM for 512..4096 px inputs (time and peak RSS).
+
+Prints Markdown tables with the machine line; figures go to BENCHMARKS.md. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def machine(threads: int) -> str:
+    import torch
+
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{platform.platform()} | python {platform.python_version()} | torch {torch.__version__} | "
+        f"{os.cpu_count()} CPUs ({model}) | torch threads {threads} | load average {load}"
+    )
+
+
+def inputs(size: int = 1024) -> dict[str, bytes]:
+    """A 16-bit PNG and a 16-bit DX DICOM of one phantom chest view, ``size`` px square."""
+    import cv2
+    from factories import make_dicom, make_png
+
+    from bonecls.phantom import generate
+
+    sample = next(generate("fracture", 1, 256, seed=7, classes=["fractured"]))
+    img = cv2.resize(sample.image, (size, size), interpolation=cv2.INTER_CUBIC).astype(np.uint16)
+    return {"png16": make_png(img, bits=16), "dicom": make_dicom(img, bits_stored=12)}
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000.0, q))
+
+
+def time_answer(fn, runs: int) -> list[float]:
+    fn()  # warm-up (allocator, caches, first-call kernels)
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", rgb[:, :, ::-1])
+    assert ok
+    return buf.tobytes()
+
+
+def ours(model_id: str, data: bytes):
+    from bonecls.imaging import load_radiograph
+    from bonecls.predict import Predictor
+
+    predictor = Predictor.from_card(model_id)
+
+    def answer() -> bytes:
+        rg = load_radiograph(data)
+        explanation = predictor.explain(rg, method="gradcam")
+        return encode_png(explanation.overlay)
+
+    return predictor, answer
+
+
+def seed002_baseline(data: bytes):
+    """Seed 002: EfficientNet-B6 at 224 + pytorch-grad-cam GradCAM, prediction from its own forward."""
+    import torch
+    import torch.nn.functional as F
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from torchvision.models import efficientnet_b6
+
+    from bonecls.imaging import load_radiograph
+
+    model = efficientnet_b6(num_classes=2).eval()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def answer() -> bytes:
+        rg = load_radiograph(data)
+        x = torch.from_numpy(np.array(rg.pixels))[None, None]
+        x = F.interpolate(x, size=(224, 224), mode="bilinear", antialias=True).repeat(1, 3, 1, 1)
+        x = (x - mean) / std
+        with torch.no_grad():
+            label = int(model(x).softmax(1).argmax())
+        with GradCAM(model=model, target_layers=[model.features[-1]]) as cam:
+            heat = cam(input_tensor=x, targets=[ClassifierOutputTarget(label)])[0]
+        import cv2
+
+        heat = cv2.resize(heat, rg.pixels.shape[::-1])
+        rgb = np.repeat(rg.pixels[:, :, None], 3, axis=2)
+        return encode_png(show_cam_on_image(rgb, heat, use_rgb=True))
+
+    return answer
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--models", nargs="+", default=["fracture", "threeclass"])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--no-growth", action="store_true")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from bonecls.imaging import load_radiograph
+
+    print(f"Machine: {machine(args.threads)}\n")
+    data = inputs(1024)
+
+    print("### Time to answer: decode -> predict -> Grad-CAM -> overlay PNG (1024x1024 input)\n")
+    print("| pipeline | input | p50 ms | p95 ms | vs seed 002 (p50) |")
+    print("|---|---|---|---|---|")
+    base_p50: dict[str, float] = {}
+    if not args.no_baseline:
+        for kind, payload in data.items():
+            times = time_answer(seed002_baseline(payload), max(5, args.runs // 3))
+            base_p50[kind] = pct(times, 50)
+            name = "seed 002: EfficientNet-B6 224 + GradCAM"
+            print(f"| {name} | {kind} | {pct(times, 50):.1f} | {pct(times, 95):.1f} | 1.00x |")
+    predictors = {}
+    for model_id in args.models:
+        for kind, payload in data.items():
+            predictor, answer = ours(model_id, payload)
+            predictors[model_id] = predictor
+            times = time_answer(answer, args.runs)
+            p50 = pct(times, 50)
+            ratio = f"{base_p50[kind] / p50:.2f}x faster" if kind in base_p50 else "-"
+            card = predictor.card
+            print(
+                f"| bonecls `{model_id}` ({card.architecture} {card.input_size}px) | {kind} | {p50:.1f} | "
+                f"{pct(times, 95):.1f} | {ratio} |"
+            )
+
+    print("\n### Batch throughput (decoded images, 1024x1024)\n")
+    print("| model | predict only (batch 32) img/s | predict + Grad-CAM img/s |")
+    print("|---|---|---|")
+    rg = load_radiograph(data["png16"])
+    batch = [rg] * 64
+    for model_id, predictor in predictors.items():
+        predictor.predict_batch(batch[:32])
+        t0 = time.perf_counter()
+        predictor.predict_batch(batch)
+        pred_rate = len(batch) / (time.perf_counter() - t0)
+        predictor.explain(rg)
+        t0 = time.perf_counter()
+        for _ in range(16):
+            predictor.explain(rg)
+        cam_rate = 16 / (time.perf_counter() - t0)
+        print(f"| `{model_id}` | {pred_rate:.1f} | {cam_rate:.1f} |")
+
+    if not args.no_growth:
+        model_id = args.models[0]
+        predictor = predictors[model_id]
+        print(f"\n### Growth with input size (`{model_id}`, decode + predict + Grad-CAM + PNG)\n")
+        print("| input px | megapixels | p50 ms | ms per megapixel | peak RSS MB |")
+        print("|---|---|---|---|---|")
+        for size in (512, 1024, 2048, 4096):
+            payload = inputs(size)["png16"]
+
+            def answer(payload=payload) -> bytes:
+                return encode_png(predictor.explain(load_radiograph(payload)).overlay)
+
+            times = time_answer(answer, 5)
+            mp = size * size / 1e6
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"| {size} | {mp:.2f} | {pct(times, 50):.1f} | {pct(times, 50) / mp:.1f} | {rss:.0f} |")
+    print(f"\n(p50/p95 of {args.runs} runs after one warm-up)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
