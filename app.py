@@ -8,7 +8,7 @@ from bonecls.ui import components, services
 
 st.set_page_config(
     page_title="bonecls — X-ray reading aid",
-    page_icon=":material/radiology:",
+    page_icon="🩻",  # an emoji: a material icon makes browsers fetch it from Google
     layout="wide",
     initial_sidebar_state="expanded",
 )

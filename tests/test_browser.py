@@ -147,6 +147,16 @@ def test_upload_dicom_and_read_it_in_chromium(server: tuple[str, Path]) -> None:
         )
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 1700})
+            outside: list[str] = []  # the app must work offline and tell no third party it is in use
+
+            def loopback_only(route) -> None:
+                if route.request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")):
+                    route.continue_()
+                else:
+                    outside.append(route.request.url)
+                    route.abort()
+
+            page.route("**/*", loopback_only)
             t0 = time.perf_counter()
             page.goto(url)
             page.wait_for_selector(f"text={BANNER}", timeout=60_000)
@@ -199,6 +209,7 @@ def test_upload_dicom_and_read_it_in_chromium(server: tuple[str, Path]) -> None:
             page.wait_for_timeout(800)
             page.screenshot(path=str(ARTIFACTS / "models.png"), full_page=True)
             assert "Traceback" not in page.inner_text("body")
+            assert outside == [], outside
         except BaseException:
             page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
             raise

@@ -117,6 +117,15 @@ def _key_lock(key: Hashable) -> threading.Lock:
         return _KEY_LOCKS.setdefault(key, threading.Lock())
 
 
+_STATS_LOCK = threading.Lock()
+
+
+def _count(stat: str) -> None:
+    """Count one call under a lock: concurrent sessions must not lose increments."""
+    with _STATS_LOCK:
+        STATS[stat] += 1
+
+
 def _cached(cache: LRU, key: Hashable, stat: str, compute: Callable[[], Any]) -> Any:
     value = cache.get(key)
     if value is not None:
@@ -127,7 +136,7 @@ def _cached(cache: LRU, key: Hashable, stat: str, compute: Callable[[], Any]) ->
             t0 = time.perf_counter()
             value = compute()
             LAST_SECONDS[stat] = time.perf_counter() - t0
-            STATS[stat] += 1
+            _count(stat)
             cache.put(key, value)
     return value
 
@@ -236,7 +245,7 @@ def _construct(kind: str, card_dir: str) -> Any:
 
         model = Detector.from_card(card_dir)
     LAST_SECONDS["load"] = time.perf_counter() - t0
-    STATS["load"] += 1
+    _count("load")
     log.info("loaded %s %s in %.2f s", kind, Path(card_dir).name, LAST_SECONDS["load"])
     return model
 
@@ -322,7 +331,7 @@ def predict_many(entry: ModelEntry, rgs: Sequence[Any], batch_size: int = 16) ->
             t0 = time.perf_counter()
             preds = model.predict_batch([rgs[i] for i in chunk])
             LAST_SECONDS["predict_batch"] = time.perf_counter() - t0
-            STATS["predict_batch"] += 1
+            _count("predict_batch")
             for i, pred in zip(chunk, preds, strict=True):
                 _PREDICTIONS.put((rgs[i].sha256, entry.sha256), pred)
                 out[i] = pred
@@ -363,7 +372,7 @@ def cam(entry: ModelEntry, rg: Any, method: str, target_class: str | None = None
             t0 = time.perf_counter()
             heat = _explain(entry, rg, method, None)
             LAST_SECONDS["explain"] = time.perf_counter() - t0
-            STATS["explain"] += 1
+            _count("explain")
             _HEATMAPS.put((rg.sha256, entry.sha256, method, heat.target_class), heat)
             return heat
     return cam(entry, rg, method, target_class)
