@@ -38,3 +38,20 @@ def test_bad_input_outcome(case: BadInput) -> None:
     assert float(rg.pixels.min()) >= 0.0 and float(rg.pixels.max()) <= 1.0
     if case.check is not None:
         case.check(rg)
+
+
+def test_whole_corpus_through_the_app_upload_handler() -> None:
+    """The app's uploader path gives every case its outcome in place, all in one batch, none lost."""
+    from bonecls.ui.session import ingest_uploads
+
+    files = [(f"upload-{i}", data(case.name)) for i, case in enumerate(CASES)]
+    results = ingest_uploads(files)
+    assert [r.name for r in results] == [name for name, _ in files]
+    for case, result in zip(CASES, results, strict=True):
+        kind, expected = case.outcome
+        if kind == "error":
+            assert result.radiograph is None and expected in (result.error or ""), (case.name, result.error)
+        else:
+            assert result.ok, (case.name, result.error)
+            if expected is not None:
+                assert any(expected in w for w in result.radiograph.warnings), case.name
