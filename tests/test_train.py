@@ -3,11 +3,9 @@ checkpoints, preflight errors, exact cross-rank metrics, calibration, thresholds
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -17,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from proc import run_tree
 
 from bonecls.training import TrainingError
 from bonecls.training import checkpoint as ckpt
@@ -65,24 +64,6 @@ def torchrun(
 def serial(args: list[str], env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
     e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env or {}))
     return run_tree([sys.executable, SCRIPT, *args], e, timeout)
-
-
-def run_tree(cmd: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
-    """subprocess.run, but a timeout kills the whole process tree (torchrun's workers live in their own
-    sessions and would outlive a killed launcher)."""
-    import psutil
-
-    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        procs = [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-        out, err = p.communicate()
-        pytest.fail(f"timed out after {timeout} s: {shlex.join(cmd)}\n{out[-3000:]}\n{err[-3000:]}")
-    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 
 # ----------------------------------------------------------------------------------------- end to end
