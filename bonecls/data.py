@@ -315,7 +315,43 @@ def read_class_folders(
                 elif f.is_file() and not f.name.startswith("."):
                     stray.append(Skipped(f, "not an image file name (skipped)"))
     records, skipped = _verify(records, verify)
-    return _finish(Dataset(root, layout, class_names, records, stray + skipped, has_splits))
+    labels: list[Path] = []
+    if (root / BOXES_CSV).is_file():
+        records, unmatched = _attach_box_csv(root, records)
+        stray += unmatched
+        labels.append(root / BOXES_CSV)
+    return _finish(Dataset(root, layout, class_names, records, stray + skipped, has_splits, labels))
+
+
+BOXES_CSV = "boxes.csv"
+
+
+def _attach_box_csv(root: Path, records: list[Record]) -> tuple[list[Record], list[Skipped]]:
+    """Boxes for class-folder sets from ``<root>/boxes.csv`` (``file,x0,y0,x1,y1[,kind]``, pixels, file
+    relative to the root). Rows naming no image of the set are listed as skipped, never dropped silently."""
+    path = root / BOXES_CSV
+    rows = _read_csv(path, ("file", "x0", "y0", "x1", "y1"))
+    by_file: dict[str, list[Box]] = {}
+    for line, row in enumerate(rows, 2):
+        try:
+            x0, y0, x1, y1 = (float(row[k]) for k in ("x0", "y0", "x1", "y1"))
+        except ValueError:
+            raise DataError(f"{path.name} line {line}: the box coordinates are not numbers.") from None
+        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
+            raise DataError(f"{path.name} line {line}: a box needs x0 < x1 and y0 < y1 (pixels).")
+        by_file.setdefault(row["file"].replace("\\", "/"), []).append(
+            Box(x0, y0, x1, y1, row.get("kind") or "finding")
+        )
+    out = []
+    for rec in records:
+        rel = rec.path.relative_to(root).as_posix()
+        out.append(replace(rec, boxes=tuple(by_file.pop(rel, ()))) if rel in by_file else rec)
+    unmatched = [
+        Skipped(root / f, f"has boxes in {BOXES_CSV} but is not an image of this set") for f in by_file
+    ]
+    for s in unmatched:
+        log.warning("%s: %s", s.path, s.reason)
+    return out, unmatched
 
 
 def read_kaggle(root: str | os.PathLike, *, verify: bool = True) -> Dataset:

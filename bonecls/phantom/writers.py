@@ -5,6 +5,8 @@ Layouts (``write_dataset(task, layout, out, n, ...)``):
 * ``kaggle`` - ``{train,val,test}/{fractured,not fractured}/*.jpg`` (Kaggle "Bone Fracture
   Multi-Region X-ray"); ``threeclass`` samples are folded (fractured + beyond_repair -> fractured).
 * ``threeclass`` - ``{train,val,test}/{healthy,fractured,beyond_repair}/*.png``.
+  Both class-folder layouts also get ``boxes.csv`` (``file,x0,y0,x1,y1,kind``, pixels), which
+  ``bonecls.data`` reads when present (for ``train/classify.py --box-loss``).
 * ``fracatlas`` - ``images/{Fractured,Non_fractured}/IMG*.jpg``, ``dataset.csv`` (FracAtlas
   columns), ``Annotations/YOLO/*.txt`` (class 0 = fractured, normalised ``cx cy w h``; empty for
   negatives) and ``Annotations/COCO JSON/COCO_fracture_masks.json`` (fractured images only, bbox
@@ -254,22 +256,41 @@ class _Writer:
         pass
 
 
-class _KaggleWriter(_Writer):
-    def add(self, s, split):
-        folder = self.out / split / ("fractured" if _binary(s) else "not fractured")
+class _ClassFolderWriter(_Writer):
+    """Class folders plus ``boxes.csv`` (one row per lesion box, see :data:`bonecls.data.BOXES_CSV`):
+    the public class-folder sets have no boxes, but a trainer with some can supervise the heat map."""
+
+    def __init__(self, out, task, size):
+        super().__init__(out, task, size)
+        self.box_rows: list[dict] = []
+
+    def _write(self, s: PhantomSample, split: str, folder_name: str, suffix: str) -> dict:
+        folder = self.out / split / folder_name
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"phantom_{s.meta['index']:06d}.jpg"
-        _jpg(path, s.to_uint8())
-        return _sample_record(s, path.relative_to(self.out).as_posix(), split)
+        path = folder / f"phantom_{s.meta['index']:06d}{suffix}"
+        (_jpg if suffix == ".jpg" else _png)(path, s.to_uint8())
+        rel = path.relative_to(self.out).as_posix()
+        for b in s.boxes:
+            self.box_rows.append(
+                {"file": rel, "x0": b.x0, "y0": b.y0, "x1": b.x1, "y1": b.y1, "kind": b.kind}
+            )
+        return _sample_record(s, rel, split)
+
+    def close(self):
+        with (self.out / "boxes.csv").open("w", newline="", encoding="utf-8") as fh:
+            wr = csv.DictWriter(fh, fieldnames=("file", "x0", "y0", "x1", "y1", "kind"))
+            wr.writeheader()
+            wr.writerows(self.box_rows)
 
 
-class _ThreeclassWriter(_Writer):
+class _KaggleWriter(_ClassFolderWriter):
     def add(self, s, split):
-        folder = self.out / split / s.class_name
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"phantom_{s.meta['index']:06d}.png"
-        _png(path, s.to_uint8())
-        return _sample_record(s, path.relative_to(self.out).as_posix(), split)
+        return self._write(s, split, "fractured" if _binary(s) else "not fractured", ".jpg")
+
+
+class _ThreeclassWriter(_ClassFolderWriter):
+    def add(self, s, split):
+        return self._write(s, split, s.class_name, ".png")
 
 
 class _FracAtlasWriter(_Writer):

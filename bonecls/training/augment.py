@@ -82,7 +82,11 @@ class BatchAugment(torch.nn.Module):
         return self._bank[k]
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, params: torch.Tensor | None = None, masks: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Augmented batch; with ``masks`` (``(B, 1, H, W)`` lesion masks) also the masks moved by the same
+        flips and affine warp (no photometric change), so box supervision follows the image."""
         c = self.cfg
         b, dev = x.shape[0], x.device
         u = (params.to(dev, torch.float32) if params is not None else torch.rand(b, N_PARAMS, device=dev)).T
@@ -90,12 +94,9 @@ class BatchAugment(torch.nn.Module):
         def span(i: int, low: float, high: float) -> torch.Tensor:
             return (u[i] * (high - low) + low)[:, None, None, None]
 
-        if c.hflip > 0:
-            x = torch.where((u[0] < c.hflip)[:, None, None, None], x.flip(-1), x)
-        if c.vflip > 0:
-            x = torch.where((u[1] < c.vflip)[:, None, None, None], x.flip(-2), x)
-        if c.p_geometric > 0 and (c.rotate_deg or c.shear_deg or c.scale or c.translate):
-            x = self._affine(x, u)
+        x = self._geometric(x, u)
+        if masks is not None:
+            masks = self._geometric(masks.to(dev, torch.float32), u)
         if c.contrast > 0:
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
             x = (x - mean) * span(8, 1 - c.contrast, 1 + c.contrast) + mean
@@ -108,7 +109,18 @@ class BatchAugment(torch.nn.Module):
         if c.noise_std > 0:
             noise = self._noise(x.shape, dev, u[12]) if params is not None else torch.randn_like(x)
             x = x + noise * (c.noise_std * u[11])[:, None, None, None]
-        return x.clamp(0, 1)
+        x = x.clamp(0, 1)
+        return x if masks is None else (x, masks)
+
+    def _geometric(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        if c.hflip > 0:
+            x = torch.where((u[0] < c.hflip)[:, None, None, None], x.flip(-1), x)
+        if c.vflip > 0:
+            x = torch.where((u[1] < c.vflip)[:, None, None, None], x.flip(-2), x)
+        if c.p_geometric > 0 and (c.rotate_deg or c.shear_deg or c.scale or c.translate):
+            x = self._affine(x, u)
+        return x
 
     def _affine(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         c = self.cfg
@@ -164,8 +176,18 @@ class DevicePreprocess(torch.nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, batch: torch.Tensor, train: bool = False, params: torch.Tensor | None = None
-    ) -> torch.Tensor:
+        self,
+        batch: torch.Tensor,
+        train: bool = False,
+        params: torch.Tensor | None = None,
+        masks: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The model's input; with ``masks`` (lesion masks at the batch's size) also the masks resized and
+        augmented like the images, ``(B, 1, image_size, image_size)``."""
+        if masks is not None:
+            masks = masks.to(self.device, torch.float32)
+            if masks.shape[-2:] != (self.image_size, self.image_size):
+                masks = F.interpolate(masks, size=(self.image_size, self.image_size), mode="nearest")
         x = batch.to(self.device, non_blocking=True)
         if x.ndim == 3:
             x = x.unsqueeze(1)
@@ -181,9 +203,13 @@ class DevicePreprocess(torch.nn.Module):
                 align_corners=False,
             )
         if train and self.augment is not None:
-            x = self.augment(x, params)
+            if masks is not None:
+                x, masks = self.augment(x, params, masks)
+            else:
+                x = self.augment(x, params)
         x = x.expand(-1, self.in_chans, -1, -1)
         x = (x - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x.contiguous() if not self.channels_last else x
+        x = x.contiguous() if not self.channels_last else x
+        return x if masks is None else (x, masks)

@@ -52,6 +52,7 @@ from bonecls.training.engine import (
     train_one_epoch,
     wrap_model,
 )
+from bonecls.training.lesion import BoxSupervision, attach_lesion_head, negative_class, strip_lesion_head
 from bonecls.training.metrics import classification_metrics
 from bonecls.training.presets import PRESETS, get_preset
 
@@ -134,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="loss weights against class imbalance (inverse frequency)",
     )
     g.add_argument("--clip-grad-norm", type=float, default=None)
+    g.add_argument(
+        "--box-loss",
+        type=float,
+        default=0.0,
+        help="weight of the lesion-box loss on the CAM layer (datasets with boxes: FracAtlas, RSNA, YOLO, "
+        "boxes.csv); 0 = image labels only",
+    )
     g.add_argument(
         "--monitor", choices=MONITORS, default="f1_macro", help="validation metric for best/early stop"
     )
@@ -525,6 +533,10 @@ def _run(args: argparse.Namespace, info: du.DistInfo, t_start: float) -> dict[st
     error = du.broadcast_object(error)
     if error:
         raise TrainingError(error)
+    boxes = None
+    if args.box_loss > 0:
+        boxes = _box_supervision(args, train_ds, class_names, positive, image_size)
+        attach_lesion_head(model, args.model, len(class_names), image_size)
     if args.channels_last and info.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     amp_dtype, use_scaler = amp_settings(args.amp, info.device)
@@ -611,8 +623,13 @@ def _run(args: argparse.Namespace, info: du.DistInfo, t_start: float) -> dict[st
         if found is not None:
             path, state = found
             saved_args = state.get("args", {})
-            for key in ("model", "head", "in_chans"):
-                if key in saved_args and saved_args[key] != getattr(args, key):
+            for key in ("model", "head", "in_chans", "box_loss"):
+                same = (
+                    (saved_args.get(key, 0.0) > 0) == (args.box_loss > 0)  # the lesion head is there or not
+                    if key == "box_loss"
+                    else key not in saved_args or saved_args[key] == getattr(args, key)
+                )
+                if not same:
                     raise TrainingError(
                         f"The checkpoint {path} was trained with --{key.replace('_', '-')} "
                         f"{saved_args[key]}, "
@@ -659,6 +676,7 @@ def _run(args: argparse.Namespace, info: du.DistInfo, t_start: float) -> dict[st
             progress=progress,
             step_hook=kill_hook,
             aug_table=augment_table(len(train_ds), args.seed, epoch) if aug is not None else None,
+            boxes=boxes,
         )
         val = evaluate(
             model,
@@ -801,6 +819,26 @@ def _run(args: argparse.Namespace, info: du.DistInfo, t_start: float) -> dict[st
     return du.broadcast_object(summary)
 
 
+def _box_supervision(args, train_ds, class_names, positive, image_size) -> BoxSupervision:
+    """The lesion-box loss for ``--box-loss``, refused with a reason when the data cannot support it."""
+    boxed = train_ds.boxed
+    if not boxed.any():
+        raise TrainingError(
+            f"--box-loss needs lesion boxes, but the training split of {args.data} has none; use a dataset "
+            "with boxes (FracAtlas, RSNA, YOLO, or class folders with boxes.csv) or drop --box-loss."
+        )
+    try:
+        negative = negative_class(class_names, positive)
+    except ValueError as exc:
+        raise TrainingError(f"--box-loss: {exc}.") from None
+    pos = np.isin(train_ds.labels, [class_names.index(c) for c in positive])
+    print(
+        f"Box supervision (weight {args.box_loss:g}): {int((boxed & pos).sum())} of {int(pos.sum())} "
+        f"positive training images have boxes; cells outside boxes are '{class_names[negative]}'."
+    )
+    return BoxSupervision(train_ds, negative, args.box_loss)
+
+
 def _finish(
     args,
     index,
@@ -859,7 +897,7 @@ def _finish(
     model = create_model(
         args.model, len(class_names), in_chans=args.in_chans, head=args.head, dropout=args.dropout
     )
-    model.load_state_dict(best_sd, strict=True)
+    model.load_state_dict(strip_lesion_head(best_sd), strict=True)
     model.eval()
     card = ModelCard(
         id=card_id,
@@ -894,6 +932,7 @@ def _finish(
             "augmentation": aug.to_dict() if aug else None,
             "shear": shear,
             "amp": str(args.amp),
+            "box_loss": args.box_loss,
             "dataset_fingerprint": index.get("fingerprint"),
             "torch": str(torch.__version__),
         },

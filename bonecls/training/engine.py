@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch import nn
 
 from bonecls.training import distributed as du
+from bonecls.training.lesion import BoxSupervision
 
 
 def scaled_lr(base_lr: float, global_batch: int, base_batch: int) -> float:
@@ -221,11 +222,13 @@ def train_one_epoch(
     progress: bool = False,
     step_hook: Callable[[int, int], None] | None = None,
     aug_table: torch.Tensor | None = None,
+    boxes: BoxSupervision | None = None,
 ) -> EpochStats:
     """One pass over this rank's share; loss/accuracy are reduced over all ranks (sample-weighted).
 
     ``aug_table`` (:func:`bonecls.training.augment.augment_table`) holds this epoch's augmentation draws
-    per dataset index.
+    per dataset index. ``boxes`` adds the lesion-head loss (:mod:`bonecls.training.lesion`); the reported
+    loss is then the sum.
     """
     set_train_mode(model)
     total = len(loader) if max_batches is None else min(len(loader), max_batches)  # type: ignore[arg-type]
@@ -239,11 +242,18 @@ def train_one_epoch(
         if step_hook is not None:
             step_hook(epoch, step)
         # augmentation draws by dataset index (aug_table): the same for a sample whatever the world size
-        x = preprocess(images, train=True, params=aug_table[idx] if aug_table is not None else None)
+        params = aug_table[idx] if aug_table is not None else None
+        if boxes is not None:
+            masks, has = boxes.masks(idx)
+            x, masks = preprocess(images, train=True, params=params, masks=masks)
+        else:
+            x = preprocess(images, train=True, params=params)
         y = labels.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
             logits = model(x)
             loss = criterion(logits.float(), y)
+            if boxes is not None:
+                loss = loss + boxes.loss(model, masks, y, has)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

@@ -63,6 +63,27 @@ class ShardDataset(Dataset):
         arr = np.array(self._map(int(self._shard[i]))[int(self._offset[i])], dtype=np.uint8, copy=True)
         return torch.from_numpy(arr).unsqueeze(0), int(self.labels[i]), int(i)
 
+    @property
+    def boxed(self) -> np.ndarray:
+        """Per item: True if it has at least one lesion box (datasets with boxes: FracAtlas, RSNA, YOLO,
+        class folders with ``boxes.csv``)."""
+        return np.array([bool(it.get("boxes")) for it in self.items], dtype=bool)
+
+    def box_masks(self, indices: torch.Tensor | np.ndarray | list[int]) -> torch.Tensor:
+        """``(B, 1, S, S)`` float masks, 1 inside the items' lesion boxes (scaled from the original image
+        to the shard's square size, as :func:`bonecls.prepare.decode_resize` squashes), 0 elsewhere."""
+        idx = [int(i) for i in (indices.tolist() if hasattr(indices, "tolist") else indices)]
+        s = self.size
+        out = torch.zeros(len(idx), 1, s, s)
+        for row, i in enumerate(idx):
+            item = self.items[i]
+            h, w = item.get("original_size") or (s, s)
+            for b in item.get("boxes") or ():
+                c0, c1 = (max(0, min(s, round(b[k] * s / w))) for k in ("x0", "x1"))
+                r0, r1 = (max(0, min(s, round(b[k] * s / h))) for k in ("y0", "y1"))
+                out[row, 0, r0 : max(r1, r0 + 1), c0 : max(c1, c0 + 1)] = 1.0
+        return out
+
     def class_counts(self) -> list[int]:
         return np.bincount(self.labels, minlength=len(self.class_names)).tolist()
 
