@@ -107,6 +107,8 @@ class AuditLog:
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         with _LOCK:
+            if self._ready and not self.path.exists():  # removed (rotated) while we ran: set it up again
+                self._ready = False
             if not self._ready:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             with closing(sqlite3.connect(self.path, timeout=30.0)) as conn:
@@ -181,6 +183,15 @@ class AuditLog:
         return buf.getvalue()
 
 
+_OPEN_LOGS: dict[Path, AuditLog] = {}
+
+
 def default_log() -> AuditLog:
-    """The log at :func:`audit_path` (re-read each call so that tests can point the env var elsewhere)."""
-    return AuditLog(audit_path())
+    """The log at :func:`audit_path`, one object per path: the schema/WAL set-up runs once per process,
+    while the path is re-read each call (so a changed ``$BONECLS_AUDIT_DB`` takes effect at once)."""
+    path = audit_path()
+    with _LOCK:
+        log = _OPEN_LOGS.get(path)
+        if log is None:
+            log = _OPEN_LOGS[path] = AuditLog(path)
+    return log

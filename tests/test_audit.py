@@ -108,3 +108,19 @@ def test_wal_and_many_threads(tmp_path: Path) -> None:
     with sqlite3.connect(log.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert len({r[0] for r in conn.execute("SELECT suspicion FROM predictions")}) == 200
+
+
+def test_default_log_is_one_object_per_path_and_survives_a_removed_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BONECLS_AUDIT_DB", str(tmp_path / "a.sqlite"))
+    first = default_log()
+    assert default_log() is first  # schema set-up once per process, not per write
+    record(first)
+    (tmp_path / "a.sqlite").unlink()  # rotated away by an administrator while the app runs
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"a.sqlite{suffix}").unlink(missing_ok=True)
+    record(default_log())
+    assert default_log().count() == 1
+    monkeypatch.setenv("BONECLS_AUDIT_DB", str(tmp_path / "b.sqlite"))
+    assert default_log() is not first and default_log().path == tmp_path / "b.sqlite"

@@ -112,8 +112,9 @@ _KEY_LOCKS_GUARD = threading.Lock()
 
 def _key_lock(key: Hashable) -> threading.Lock:
     with _KEY_LOCKS_GUARD:
-        if len(_KEY_LOCKS) > 4096:
-            _KEY_LOCKS.clear()
+        if len(_KEY_LOCKS) > 4096:  # forget idle locks only: a held one guards a computation under way
+            for k in [k for k, lock in _KEY_LOCKS.items() if not lock.locked()]:
+                del _KEY_LOCKS[k]
         return _KEY_LOCKS.setdefault(key, threading.Lock())
 
 
