@@ -25,6 +25,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -787,33 +788,13 @@ def _run(args: argparse.Namespace, info: du.DistInfo, t_start: float) -> dict[st
     )
     summary: dict[str, Any] = {}
     if main:
-        summary = _finish(
-            args,
-            index,
-            task,
-            class_names,
-            positive,
-            image_size,
-            mean,
-            std,
-            best_sd,
-            val,
-            test,
-            history,
-            best_epoch,
-            out_dir,
-            run_dir,
-            card_id,
-            create_model,
-            info,
-            train_seconds,
-            t_start,
-            resumed_from,
-            lr,
-            global_batch,
-            aug,
-            shear,
+        setup = _Setup(
+            args, index, task, class_names, positive, image_size, mean, std, out_dir, run_dir, card_id, info
         )
+        outcome = _Outcome(
+            best_sd, val, test, history, best_epoch, train_seconds, t_start, resumed_from, lr, global_batch
+        )
+        summary = _finish(setup, outcome, aug, shear)
     logger.close()
     du.barrier()
     return du.broadcast_object(summary)
@@ -839,33 +820,43 @@ def _box_supervision(args, train_ds, class_names, positive, image_size) -> BoxSu
     return BoxSupervision(train_ds, negative, args.box_loss)
 
 
-def _finish(
-    args,
-    index,
-    task,
-    class_names,
-    positive,
-    image_size,
-    mean,
-    std,
-    best_sd,
-    val,
-    test,
-    history,
-    best_epoch,
-    out_dir,
-    run_dir,
-    card_id,
-    create_model,
-    info,
-    train_seconds,
-    t_start,
-    resumed_from,
-    lr,
-    global_batch,
-    aug,
-    shear,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Setup:
+    """What a run was asked to do and on what: the inputs of its card."""
+
+    args: argparse.Namespace
+    index: dict
+    task: str
+    class_names: list[str]
+    positive: list[str]
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    out_dir: Path
+    run_dir: Path
+    card_id: str
+    info: du.DistInfo
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What the epochs produced: the best weights, its validation/test outputs and the history."""
+
+    best_sd: dict
+    val: Any  # engine.EvalOutput
+    test: Any
+    history: list[dict]
+    best_epoch: int
+    train_seconds: float
+    t_start: float
+    resumed_from: int | None
+    lr: float
+    global_batch: int
+
+
+def _finish(setup: _Setup, outcome: _Outcome, aug: AugmentConfig | None, shear: float) -> dict[str, Any]:
+    """Calibrate on validation, score the test split, write the card, its figures and the run summary."""
+    from bonecls.models import create_model
     from bonecls.training import report
     from bonecls.training.calibration import calibrate, reliability
     from bonecls.training.metrics import (
@@ -877,99 +868,114 @@ def _finish(
     )
     from bonecls.weights import ModelCard, Normalization, Thresholds, save_pytorch
 
-    cal = calibrate(val.logits, val.labels, class_names, positive, args.sensitivity, args.specificity)
+    cal = calibrate(
+        outcome.val.logits,
+        outcome.val.labels,
+        setup.class_names,
+        setup.positive,
+        setup.args.sensitivity,
+        setup.args.specificity,
+    )
     t = cal["temperature"]
-    test_probs = softmax_np(test.logits, t)
-    tm = classification_metrics(test.labels, test_probs, class_names, positive)
-    rel = reliability(test_probs, test.labels)
+    test_probs = softmax_np(outcome.test.logits, t)
+    tm = classification_metrics(outcome.test.labels, test_probs, setup.class_names, setup.positive)
+    rel = reliability(test_probs, outcome.test.labels)
     th = cal["thresholds"]
-    s = suspicion(test_probs, class_names, positive)
-    pos = is_positive(test.labels, class_names, positive)
+    s = suspicion(test_probs, setup.class_names, setup.positive)
+    pos = is_positive(outcome.test.labels, setup.class_names, setup.positive)
     extra = {
         "test_at_negative_below": binary_rates(pos, s, th["negative_below"]),
         "test_at_positive_at": binary_rates(pos, s, th["positive_at"]),
-        "test_nll": float(test.loss),
-        "best_epoch": best_epoch,
-        "epochs_run": len(history),
+        "test_nll": float(outcome.test.loss),
+        "best_epoch": outcome.best_epoch,
+        "epochs_run": len(outcome.history),
     }
-    test_metrics = report.card_test_metrics(tm, cal, rel, history, extra)
-    training_data, phantom = training_data_sentence(index, args)
+    test_metrics = report.card_test_metrics(tm, cal, rel, outcome.history, extra)
+    training_data, phantom = training_data_sentence(setup.index, setup.args)
     model = create_model(
-        args.model, len(class_names), in_chans=args.in_chans, head=args.head, dropout=args.dropout
+        setup.args.model,
+        len(setup.class_names),
+        in_chans=setup.args.in_chans,
+        head=setup.args.head,
+        dropout=setup.args.dropout,
     )
-    model.load_state_dict(strip_lesion_head(best_sd), strict=True)
+    model.load_state_dict(strip_lesion_head(outcome.best_sd), strict=True)
     model.eval()
     card = ModelCard(
-        id=card_id,
-        task=task,
+        id=setup.card_id,
+        task=setup.task,
         framework="pytorch",
-        architecture=args.model,
-        head=args.head,
-        class_names=class_names,
-        positive_classes=positive,
-        input_size=image_size,
-        in_chans=args.in_chans,
-        normalization=Normalization(mean=list(mean), std=list(std)),
+        architecture=setup.args.model,
+        head=setup.args.head,
+        class_names=setup.class_names,
+        positive_classes=setup.positive,
+        input_size=setup.image_size,
+        in_chans=setup.args.in_chans,
+        normalization=Normalization(mean=list(setup.mean), std=list(setup.std)),
         temperature=t,
         thresholds=Thresholds(negative_below=th["negative_below"], positive_at=th["positive_at"]),
         training_data=training_data,
         test_metrics=test_metrics,
-        command=command_line(args),
+        command=command_line(setup.args),
         intended_use=INTENDED_USE,
         limitations=PHANTOM_LIMITATIONS if phantom else DEFAULT_LIMITATIONS,
         created=datetime.now(UTC).replace(microsecond=0).isoformat(),
         extra={
-            "preset": args.preset,
-            "optimizer": args.optimizer,
-            "lr": lr,
-            "global_batch": global_batch,
-            "world_size": info.world_size,
-            "strategy": args.strategy if info.distributed else "serial",
-            "epochs": args.epochs,
-            "seed": args.seed,
-            "pretrained": bool(args.pretrained),
-            "freeze_backbone": bool(args.freeze_backbone),
+            "preset": setup.args.preset,
+            "optimizer": setup.args.optimizer,
+            "lr": outcome.lr,
+            "global_batch": outcome.global_batch,
+            "world_size": setup.info.world_size,
+            "strategy": setup.args.strategy if setup.info.distributed else "serial",
+            "epochs": setup.args.epochs,
+            "seed": setup.args.seed,
+            "pretrained": bool(setup.args.pretrained),
+            "freeze_backbone": bool(setup.args.freeze_backbone),
             "augmentation": aug.to_dict() if aug else None,
             "shear": shear,
-            "amp": str(args.amp),
-            "box_loss": args.box_loss,
-            "dataset_fingerprint": index.get("fingerprint"),
+            "amp": str(setup.args.amp),
+            "box_loss": setup.args.box_loss,
+            "dataset_fingerprint": setup.index.get("fingerprint"),
             "torch": str(torch.__version__),
         },
     )
-    saved = save_pytorch(model, card, out_dir)
-    report.write_json(test_metrics, out_dir / "metrics.json")
-    report.confusion_png(tm["confusion_matrix"], class_names, out_dir / "confusion.png")
-    report.curves_png(history, out_dir / "curves.png")
-    report.reliability_png(rel, out_dir / "reliability.png")
+    saved = save_pytorch(model, card, setup.out_dir)
+    report.write_json(test_metrics, setup.out_dir / "metrics.json")
+    report.confusion_png(tm["confusion_matrix"], setup.class_names, setup.out_dir / "confusion.png")
+    report.curves_png(outcome.history, setup.out_dir / "curves.png")
+    report.reliability_png(rel, setup.out_dir / "reliability.png")
     summary = {
-        "id": card_id,
-        "output": str(out_dir),
-        "run_dir": str(run_dir),
+        "id": setup.card_id,
+        "output": str(setup.out_dir),
+        "run_dir": str(setup.run_dir),
         "sha256": saved.sha256,
-        "world_size": info.world_size,
+        "world_size": setup.info.world_size,
         "threads_per_rank": torch.get_num_threads(),
-        "train_seconds": train_seconds,
-        "total_seconds": time.perf_counter() - t_start,
-        "images_per_s": float(np.mean([h["images_per_s"] for h in history])) if history else 0.0,
+        "train_seconds": outcome.train_seconds,
+        "total_seconds": time.perf_counter() - outcome.t_start,
+        "images_per_s": float(np.mean([h["images_per_s"] for h in outcome.history]))
+        if outcome.history
+        else 0.0,
         "test_accuracy": tm["accuracy"],
         "test_f1_macro": tm["f1_macro"],
         "test_auc": tm.get("roc_auc"),
-        "val_accuracy_best": next((h["val_accuracy"] for h in history if h["epoch"] == best_epoch), None),
-        "best_epoch": best_epoch,
-        "epochs": [h["epoch"] for h in history],
-        "resumed_from": resumed_from,
+        "val_accuracy_best": next(
+            (h["val_accuracy"] for h in outcome.history if h["epoch"] == outcome.best_epoch), None
+        ),
+        "best_epoch": outcome.best_epoch,
+        "epochs": [h["epoch"] for h in outcome.history],
+        "resumed_from": outcome.resumed_from,
         "temperature": t,
         "thresholds": {"negative_below": th["negative_below"], "positive_at": th["positive_at"]},
-        "lr": lr,
-        "global_batch": global_batch,
+        "lr": outcome.lr,
+        "global_batch": outcome.global_batch,
     }
-    report.write_json(summary, run_dir / "summary.json")
+    report.write_json(summary, setup.run_dir / "summary.json")
     print(
         f"Test: accuracy {tm['accuracy']:.3f}, macro F1 {tm['f1_macro']:.3f}, "
         f"AUC {_num(tm.get('roc_auc')):.3f}, "
         f"ECE {rel['ece']:.3f} (T={t:.2f}); thresholds {th['negative_below']:.3f}/{th['positive_at']:.3f}. "
-        f"Saved {out_dir}/card.json (sha256 {saved.sha256[:12]})."
+        f"Saved {setup.out_dir}/card.json (sha256 {saved.sha256[:12]})."
     )
     return summary
 
