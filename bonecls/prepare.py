@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -293,9 +292,9 @@ def _chunks(seq: Sequence[Any], n: int) -> list[list[Any]]:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from bonecls.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    return progress_bar(total=total, desc=desc, unit="img", enabled=enabled)
 
 
 def prepare(

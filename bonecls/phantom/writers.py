@@ -214,9 +214,9 @@ def write_dataset(
         )
     samples = generate(task, n, size, seed, paired=paired)  # type: ignore[arg-type]
     if progress:
-        from tqdm import tqdm
+        from bonecls.progress import progress_bar
 
-        samples = tqdm(samples, total=n, desc=f"phantom {task}->{layout}", unit="img")
+        samples = progress_bar(samples, total=n, desc=f"phantom {task}->{layout}", unit="img")
     writer = _WRITERS[layout](out, task, size)
     records = []
     for s in samples:

@@ -201,9 +201,9 @@ class EpochStats:
 def _progress(iterable: Iterable, total: int, desc: str, enabled: bool):
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
+    from bonecls.progress import progress_bar
 
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
+    return progress_bar(iterable, total=total, desc=desc, unit="batch", leave=False)
 
 
 def train_one_epoch(
