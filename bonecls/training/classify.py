@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="model: the architecture's mean/std (bonecls.models.default_normalization)",
     )
     g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=False)
+    g.add_argument(
+        "--init-from",
+        default=None,
+        metavar="CARD",
+        help="start the backbone from an installed model of the same architecture (a card folder or id, "
+        "sha256 checked); the head starts fresh. Works offline, unlike --pretrained",
+    )
     g.add_argument("--freeze-backbone", action=argparse.BooleanOptionalAction, default=False)
     g.add_argument("--channels-last", action="store_true", help="channels_last memory format (CUDA convnets)")
     g = p.add_argument_group("optimization")
@@ -534,6 +541,8 @@ def _run(args: argparse.Namespace, info: du.DistInfo, t_start: float) -> dict[st
     error = du.broadcast_object(error)
     if error:
         raise TrainingError(error)
+    if args.init_from:
+        _init_backbone(model, args)
     boxes = None
     if args.box_loss > 0:
         boxes = _box_supervision(args, train_ds, class_names, positive, image_size)
@@ -800,6 +809,35 @@ def _run(args: argparse.Namespace, info: du.DistInfo, t_start: float) -> dict[st
     return du.broadcast_object(summary)
 
 
+def _init_backbone(model: nn.Module, args: argparse.Namespace) -> None:
+    """Copy every backbone tensor of ``--init-from``'s weights into ``model`` (same shapes); the head stays
+    freshly initialized, so the source may have other classes."""
+    from bonecls.errors import WeightsError
+    from bonecls.models import model_spec
+    from bonecls.weights import load_pytorch
+
+    try:
+        source, card = load_pytorch(args.init_from)
+    except WeightsError as exc:
+        raise TrainingError(f"--init-from {args.init_from}: {exc}") from None
+    if card.architecture != args.model or card.in_chans != args.in_chans:
+        raise TrainingError(
+            f"--init-from {card.id} is a {card.architecture} with {card.in_chans} channel(s); this run "
+            f"trains a {args.model} with {args.in_chans}. Pick one of the same architecture and --in-chans."
+        )
+    head = model_spec(card.architecture).classifier + "."
+    own = model.state_dict()
+    backbone = {k: v for k, v in source.state_dict().items() if not k.startswith(head) and k in own}
+    mismatched = [k for k, v in backbone.items() if own[k].shape != v.shape]
+    if mismatched:
+        raise TrainingError(f"--init-from {card.id}: tensor shapes differ ({', '.join(mismatched[:3])}).")
+    own.update({k: v.to(own[k].dtype) for k, v in backbone.items()})
+    model.load_state_dict(own)
+    print(
+        f"Initialized {len(backbone)} backbone tensors from {card.id} (sha256 {card.sha256[:12]}); new head."
+    )
+
+
 def _box_supervision(args, train_ds, class_names, positive, image_size) -> BoxSupervision:
     """The lesion-box loss for ``--box-loss``, refused with a reason when the data cannot support it."""
     boxed = train_ds.boxed
@@ -930,6 +968,7 @@ def _finish(setup: _Setup, outcome: _Outcome, aug: AugmentConfig | None, shear: 
             "epochs": setup.args.epochs,
             "seed": setup.args.seed,
             "pretrained": bool(setup.args.pretrained),
+            "init_from": setup.args.init_from,
             "freeze_backbone": bool(setup.args.freeze_backbone),
             "augmentation": aug.to_dict() if aug else None,
             "shear": shear,
