@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+from _common import load_average
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = Path(tmp) / str(i)
             run_dir.mkdir()
             runs.append(one_run(run_dir, examples[:2]))
-    print(f"Machine: {os.cpu_count()} CPUs, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
+    print(f"Machine: {os.cpu_count()} CPUs, load average {load_average()}\n")
     print("| measure | median | runs |")
     print("|---|---|---|")
     for key in runs[0]:

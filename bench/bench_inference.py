@@ -1,6 +1,6 @@
 """Time to answer and batch throughput of the shipped classifiers, against the seed 002 pipeline.
 
-    .venv/bin/python bench/bench_inference.py [--runs 30] [--models fracture threeclass] [--threads 2]
+    .venv/bin/python bench/bench_inference.py [--runs 30] [--models pneumonia-cls] [--threads 2] [--quick]
 
 1. Time to answer, per image: decode (1024x1024 16-bit PNG, and the same as a DICOM) -> preprocess
    -> predict -> Grad-CAM -> overlay encoded as PNG. p50/p95 over --runs, for each shipped model.
@@ -10,6 +10,7 @@
 2. Batch throughput (worklist / CLI over a folder): images/s for predict only (batch 32) and for
    predict + CAM (one image at a time, the CAM pass giving the prediction).
 3. Growth with input size: decode + predict + CAM for 512..4096 px inputs (time and peak RSS).
+   (Growth with the batch size: ``bench/bench_growth.py``; ONNX Runtime: ``bench/bench_fastpath.py``.)
 
 Prints Markdown tables with the machine line; figures go to BENCHMARKS.md. Not a test.
 """
@@ -18,58 +19,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import resource
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from _common import add_repo_to_path, machine, pct, peak_rss_mb, phantom_inputs
+from _common import time_calls as time_answer
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-
-def machine(threads: int) -> str:
-    import torch
-
-    model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"{platform.platform()} | python {platform.python_version()} | torch {torch.__version__} | "
-        f"{os.cpu_count()} CPUs ({model}) | torch threads {threads} | load average {load}"
-    )
-
-
-def inputs(size: int = 1024) -> dict[str, bytes]:
-    """A 16-bit PNG and a 16-bit DX DICOM of one phantom chest view, ``size`` px square."""
-    import cv2
-    from factories import make_dicom, make_png
-
-    from bonecls.phantom import generate
-
-    sample = next(generate("fracture", 1, 256, seed=7, classes=["fractured"]))
-    img = cv2.resize(sample.image, (size, size), interpolation=cv2.INTER_CUBIC).astype(np.uint16)
-    return {"png16": make_png(img, bits=16), "dicom": make_dicom(img, bits_stored=12)}
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values) * 1000.0, q))
-
-
-def time_answer(fn, runs: int) -> list[float]:
-    fn()  # warm-up (allocator, caches, first-call kernels)
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
+add_repo_to_path(tests=True)
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
@@ -134,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--no-growth", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 runs, no baseline, no growth")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.runs, args.no_baseline, args.no_growth = 3, True, True
 
     import torch
 
@@ -142,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     from bonecls.imaging import load_radiograph
 
     print(f"Machine: {machine(args.threads)}\n")
-    data = inputs(1024)
+    data = phantom_inputs(1024)
 
     print("### Time to answer: decode -> predict -> Grad-CAM -> overlay PNG (1024x1024 input)\n")
     print("| pipeline | input | p50 ms | p95 ms | vs seed 002 (p50) |")
@@ -192,14 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         print("| input px | megapixels | p50 ms | ms per megapixel | peak RSS MB |")
         print("|---|---|---|---|---|")
         for size in (512, 1024, 2048, 4096):
-            payload = inputs(size)["png16"]
+            payload = phantom_inputs(size)["png16"]
 
             def answer(payload=payload) -> bytes:
                 return encode_png(predictor.explain(load_radiograph(payload)).overlay)
 
             times = time_answer(answer, 5)
             mp = size * size / 1e6
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            rss = peak_rss_mb()
             print(f"| {size} | {mp:.2f} | {pct(times, 50):.1f} | {pct(times, 50) / mp:.1f} | {rss:.0f} |")
     print(f"\n(p50/p95 of {args.runs} runs after one warm-up)")
     return 0

@@ -12,39 +12,18 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import add_repo_to_path, machine
+
+add_repo_to_path()
 
 from bonecls.phantom import volume as volume_mod  # noqa: E402
 from bonecls.phantom.render import TASK_CLASSES, generate  # noqa: E402
-
-
-def machine() -> str:
-    import cv2
-    import numpy as np
-
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return (
-        f"{platform.platform()} | python {platform.python_version()} | {cpus} usable CPUs ({model}) | "
-        f"numpy {np.__version__}, opencv {cv2.__version__} | load average {load}"
-    )
 
 
 def _worker(args: tuple[str, int, int, int, int]) -> int:
@@ -66,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-cold", action="store_true", help="skip the cold cache build")
     args = ap.parse_args(argv)
 
-    print("machine:", machine())
+    print("machine:", machine(versions=("numpy", "cv2")))
     if not args.no_cold:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()

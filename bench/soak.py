@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from _common import load_average
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -383,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         if log_errors:
             print(log_text[-4000:], file=sys.stderr)
     print(
-        f"Machine: {os.cpu_count()} CPUs, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+        f"Machine: {os.cpu_count()} CPUs, load average {load_average()}; "
         f"weights {root}; bad cases: {', '.join(args.bad)}\n"
     )
     print(table(stats, args, wall, log_errors))

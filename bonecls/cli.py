@@ -80,10 +80,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         from bonecls.detect import Detector
 
         engine = Detector.from_card(card_dir)
-    elif card.framework == "pytorch":
+    elif card.framework in ("pytorch", "keras"):  # Predictor.from_card serves both
         from bonecls.predict import Predictor
 
         engine = Predictor.from_card(card_dir)
+        if not args.cam and args.engine == "auto":
+            # predict-only over many files: ONNX Runtime when it can be used (measured faster on CPU,
+            # BENCHMARKS.md), PyTorch otherwise; CAMs always run on PyTorch.
+            from bonecls.fastpath import fast_predictor
+
+            engine = fast_predictor(engine)
     else:
         print(f"error: the CLI cannot serve {card.framework} models yet.", file=sys.stderr)
         return 2
@@ -198,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_pred.add_argument(
         "--conf", type=float, default=0.25, help="box confidence threshold (detection models)"
+    )
+    p_pred.add_argument(
+        "--engine",
+        choices=["auto", "pytorch"],
+        default="auto",
+        help="classifier engine without --cam: auto = ONNX Runtime if installed, else PyTorch",
     )
     p_pred.add_argument("--json", action="store_true", help="one JSON object per line")
     p_pred.set_defaults(func=_cmd_predict)
