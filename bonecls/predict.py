@@ -145,7 +145,18 @@ class Predictor:
 
     @classmethod
     def from_card(cls, path_or_id: str | Path, device: str = "cpu") -> Predictor:
-        """Load a model folder / card.json / id (sha256 verified before deserialising)."""
+        """Load a model folder / card.json / id (sha256 verified before deserialising).
+
+        A card with ``framework: keras`` gives a :class:`bonecls.keras_predict.KerasPredictor` (same
+        interface); TensorFlow is imported only then.
+        """
+        from bonecls.weights import load_card
+
+        card, _ = load_card(path_or_id, verify=False)
+        if card.framework == "keras":
+            from bonecls.keras_predict import KerasPredictor
+
+            return KerasPredictor.from_card(path_or_id, device=device)
         model, card = load_pytorch(path_or_id)
         return cls(model, card, device=device)
 

@@ -37,6 +37,7 @@ __all__ = [
     "list_cards",
     "load_card",
     "load_pytorch",
+    "read_weights",
     "save_pytorch",
     "scan_cards",
     "sha256_bytes",
@@ -341,6 +342,17 @@ def _checksum_error(card: ModelCard) -> WeightsError:
         f"The weight file for model '{card.id}' does not match the checksum on its card; "
         "it may be corrupted or tampered with. Reinstall the model."
     )
+
+
+def read_weights(card: ModelCard, card_dir: str | os.PathLike) -> bytes:
+    """The card's weight file, read once and checked against its sha256 before anything parses it.
+
+    For loaders that deserialise from memory (Keras): the bytes checked are the bytes loaded.
+    """
+    data = _weights_path(card, Path(card_dir)).read_bytes()
+    if sha256_bytes(data) != card.sha256:
+        raise _checksum_error(card)
+    return data
 
 
 def load_card(path_or_id: str | os.PathLike, *, verify: bool = True) -> tuple[ModelCard, Path]:

@@ -1,0 +1,124 @@
+"""A Keras classifier behind the :class:`~bonecls.predict.Predictor` interface.
+
+``Predictor.from_card`` returns a :class:`KerasPredictor` for a card with ``framework: keras``, so the
+pages, the CLI and the worklist call ``predict`` / ``predict_batch`` / ``explain`` without knowing the
+framework. What is shared with the PyTorch path, on purpose:
+
+* preprocessing (:meth:`Predictor.preprocess`: the same squash-resize and per-channel normalisation
+  from the card), transposed to the channels-last layout Keras models take;
+* decisions (:meth:`Predictor.prediction_from_logits`: temperature, thresholds, status);
+* CAM methods, their maths and the overlay (:mod:`bonecls.keras_cam`, :mod:`bonecls.explain`).
+
+Threading: any number of threads may predict at once (a ``tf.function`` traced once for batches of any
+size); ``explain`` runs alone because it wraps the CAM layer while it runs (the same readers-writer
+lock as :class:`Predictor`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bonecls.errors import WeightsError
+from bonecls.explain import Explanation, _colormap, cam_class, overlay
+from bonecls.keras_cam import keras_cam
+from bonecls.keras_model import find_cam_layer, import_keras, load_keras
+from bonecls.predict import Prediction, Predictor, _pixels_of, _RWLock
+from bonecls.weights import ModelCard
+
+__all__ = ["KerasPredictor"]
+
+
+class KerasPredictor(Predictor):
+    """One Keras classifier (returning logits, see :func:`bonecls.keras_model.load_keras`) and its card.
+
+    The CAM layer is the card's ``extra["cam_layer"]`` if set, else the last convolutional layer.
+    ``device`` is accepted for signature compatibility; TensorFlow places the model itself (the GPU
+    when its GPU build is installed and sees one, else the CPU).
+    """
+
+    def __init__(self, model: Any, card: ModelCard, *, batch_size: int = 32) -> None:
+        if card.framework != "keras":
+            raise WeightsError(
+                f"KerasPredictor runs Keras classifiers; model '{card.id}' is a {card.framework} model."
+            )
+        _, tf = import_keras(card.id)
+        self.card = card = ModelCard.model_validate(card.model_dump())
+        self.model = model
+        self.device = torch.device("cpu")  # where the inputs are prepared; TensorFlow places the model
+        self.batch_size = int(batch_size)
+        self._memory_format = torch.contiguous_format
+        self._mean_list = [np.float32(v) for v in card.normalization.mean]
+        self._std_list = [np.float32(v) for v in card.normalization.std]
+        self._positive = [card.class_names.index(name) for name in card.positive_classes]
+        self._lock = _RWLock()
+        cam_layer = card.extra.get("cam_layer")
+        self.cam_layer = find_cam_layer(model, str(cam_layer) if cam_layer else None)
+        spec = tf.TensorSpec([None, card.input_size, card.input_size, card.in_chans], tf.float32)
+        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        # trace now: a first trace inside explain() would capture the CAM layer's temporary wrapper
+        self._forward(np.zeros((1, card.input_size, card.input_size, card.in_chans), np.float32))
+
+    @classmethod
+    def from_card(cls, path_or_id: str | Path, device: str = "cpu") -> KerasPredictor:
+        """Load a Keras model folder / card.json / id (sha256 and config checked before deserialising)."""
+        model, card = load_keras(path_or_id)
+        return cls(model, card)
+
+    def preprocess(self, rg: Any) -> np.ndarray:  # type: ignore[override]
+        """Radiograph (or its pixels) -> normalised (1, S, S, C) float32, channels last."""
+        return super().preprocess(rg).numpy().transpose(0, 2, 3, 1).copy()
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        """Raw logits (N, num_classes) for a preprocessed NHWC batch (thread-safe)."""
+        with self._lock.read():
+            return np.array(self._forward(np.ascontiguousarray(batch, dtype=np.float32)), np.float32)
+
+    def predict_batch(self, rgs: Sequence[Any]) -> list[Prediction]:
+        """Predictions for many images, run in chunks of ``batch_size``."""
+        out: list[Prediction] = []
+        for start in range(0, len(rgs), self.batch_size):
+            batch = np.concatenate([self.preprocess(rg) for rg in rgs[start : start + self.batch_size]])
+            out.extend(self.prediction_from_logits(torch.from_numpy(row)) for row in self.logits(batch))
+        return out
+
+    def explain(
+        self,
+        rg: Any,
+        method: str = "gradcam",
+        target_class: str | int | None = None,
+        colormap: str = "jet",
+        opacity: float = 0.45,
+    ) -> Explanation:
+        """Prediction and CAM from one forward pass (see :func:`bonecls.keras_cam.keras_cam`); the heat map
+        and overlay are at the radiograph's size."""
+        cam_class(method)
+        _colormap(colormap)
+        index = None if target_class is None else self.class_index(target_class)
+        pixels = _pixels_of(rg)
+        x = self.preprocess(pixels)
+        with self._lock.write():
+            result = keras_cam(
+                self.model,
+                x,
+                self.cam_layer,
+                method,
+                index,
+                forward=lambda b: np.asarray(self._forward(b)),
+                out_size=pixels.shape,
+            )
+        prediction = self.prediction_from_logits(result.logits[0])
+        return Explanation(
+            heatmap=result.heatmap,
+            overlay=overlay(pixels, result.heatmap, colormap=colormap, opacity=opacity),
+            method=method,
+            target_class=self.card.class_names[result.target_index],
+            prediction=prediction,
+            warnings=result.warnings,
+        )
+
+    predict_and_explain = explain
