@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from bonecls.errors import BoneclsError
-from bonecls.predict import Prediction, Predictor
+from bonecls.predict import Prediction, Predictor, predict_in_chunks
 from bonecls.weights import sha256_bytes
 
 __all__ = [
@@ -257,12 +257,7 @@ class OnnxPredictor:
 
     def predict_batch(self, rgs: Sequence[Any]) -> list[Prediction]:
         """Predictions for many images, run in chunks of ``batch_size`` (same as the PyTorch path)."""
-        out: list[Prediction] = []
-        for start in range(0, len(rgs), self.batch_size):
-            chunk = rgs[start : start + self.batch_size]
-            batch = torch.cat([self.preprocess(rg) for rg in chunk])
-            out.extend(self.prediction_from_logits(row) for row in self.logits(batch))
-        return out
+        return predict_in_chunks(self, rgs, torch.cat)
 
     def check_parity(self, tol: float = PARITY_TOL) -> float:
         """Max |probability difference| between ONNX Runtime and PyTorch on a fixed probe batch."""

@@ -24,10 +24,9 @@ import numpy as np
 import torch
 
 from bonecls.errors import WeightsError
-from bonecls.explain import Explanation, _colormap, cam_class, overlay
 from bonecls.keras_cam import keras_cam
 from bonecls.keras_model import find_cam_layer, import_keras, load_keras
-from bonecls.predict import Prediction, Predictor, _pixels_of, _RWLock
+from bonecls.predict import Prediction, Predictor, predict_in_chunks
 from bonecls.weights import ModelCard
 
 __all__ = ["KerasPredictor"]
@@ -47,15 +46,10 @@ class KerasPredictor(Predictor):
                 f"KerasPredictor runs Keras classifiers; model '{card.id}' is a {card.framework} model."
             )
         _, tf = import_keras(card.id)
-        self.card = card = ModelCard.model_validate(card.model_dump())
+        card = self._init_card(card, batch_size)
         self.model = model
         self.device = torch.device("cpu")  # where the inputs are prepared; TensorFlow places the model
-        self.batch_size = int(batch_size)
         self._memory_format = torch.contiguous_format
-        self._mean_list = [np.float32(v) for v in card.normalization.mean]
-        self._std_list = [np.float32(v) for v in card.normalization.std]
-        self._positive = [card.class_names.index(name) for name in card.positive_classes]
-        self._lock = _RWLock()
         cam_layer = card.extra.get("cam_layer")
         self.cam_layer = find_cam_layer(model, str(cam_layer) if cam_layer else None)
         spec = tf.TensorSpec([None, card.input_size, card.input_size, card.in_chans], tf.float32)
@@ -80,29 +74,13 @@ class KerasPredictor(Predictor):
 
     def predict_batch(self, rgs: Sequence[Any]) -> list[Prediction]:
         """Predictions for many images, run in chunks of ``batch_size``."""
-        out: list[Prediction] = []
-        for start in range(0, len(rgs), self.batch_size):
-            batch = np.concatenate([self.preprocess(rg) for rg in rgs[start : start + self.batch_size]])
-            out.extend(self.prediction_from_logits(torch.from_numpy(row)) for row in self.logits(batch))
-        return out
+        return predict_in_chunks(self, rgs, np.concatenate)
 
-    def explain(
-        self,
-        rg: Any,
-        method: str = "gradcam",
-        target_class: str | int | None = None,
-        colormap: str = "jet",
-        opacity: float = 0.45,
-    ) -> Explanation:
-        """Prediction and CAM from one forward pass (see :func:`bonecls.keras_cam.keras_cam`); the heat map
-        and overlay are at the radiograph's size."""
-        cam_class(method)
-        _colormap(colormap)
-        index = None if target_class is None else self.class_index(target_class)
-        pixels = _pixels_of(rg)
+    def _cam(self, pixels: np.ndarray, method: str, index: int | None) -> Any:
+        """Prediction and CAM from one forward pass (see :func:`bonecls.keras_cam.keras_cam`)."""
         x = self.preprocess(pixels)
         with self._lock.write():
-            result = keras_cam(
+            return keras_cam(
                 self.model,
                 x,
                 self.cam_layer,
@@ -111,14 +89,3 @@ class KerasPredictor(Predictor):
                 forward=lambda b: np.asarray(self._forward(b)),
                 out_size=pixels.shape,
             )
-        prediction = self.prediction_from_logits(result.logits[0])
-        return Explanation(
-            heatmap=result.heatmap,
-            overlay=overlay(pixels, result.heatmap, colormap=colormap, opacity=opacity),
-            method=method,
-            target_class=self.card.class_names[result.target_index],
-            prediction=prediction,
-            warnings=result.warnings,
-        )
-
-    predict_and_explain = explain

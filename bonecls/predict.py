@@ -9,7 +9,7 @@ the shared model for its duration (a readers-writer lock; one copy of the weight
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +32,7 @@ from bonecls.explain import (
 from bonecls.models import target_layers
 from bonecls.weights import ModelCard, load_pytorch
 
-__all__ = ["Prediction", "Predictor", "status_for"]
+__all__ = ["Prediction", "Predictor", "predict_in_chunks", "status_for"]
 
 Status = Literal["positive", "uncertain", "negative"]
 
@@ -129,19 +129,25 @@ class Predictor:
             raise WeightsError(
                 f"Predictor runs PyTorch classifiers; model '{card.id}' is a {card.framework} model."
             )
-        self.card = card = ModelCard.model_validate(card.model_dump())  # model_copy() does not validate
+        card = self._init_card(card, batch_size)
         self.device = torch.device(device)
-        self.batch_size = int(batch_size)
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model.eval()
         for p in model.parameters():  # inference only: no autograd bookkeeping for the weights
             p.requires_grad_(False)
         self.model = model.to(self.device, memory_format=self._memory_format)
         self._layers = target_layers(self.model, card.architecture)
+
+    def _init_card(self, card: ModelCard, batch_size: int) -> ModelCard:
+        """The card-derived state every framework's predictor shares (normalisation, decision classes,
+        the readers-writer lock); returns the validated copy of the card it keeps."""
+        self.card = card = ModelCard.model_validate(card.model_dump())  # model_copy() does not validate
+        self.batch_size = int(batch_size)
         self._mean_list = [np.float32(v) for v in card.normalization.mean]
         self._std_list = [np.float32(v) for v in card.normalization.std]
         self._positive = [card.class_names.index(name) for name in card.positive_classes]
         self._lock = _RWLock()
+        return card
 
     @classmethod
     def from_card(cls, path_or_id: str | Path, device: str = "cpu") -> Predictor:
@@ -215,14 +221,9 @@ class Predictor:
 
     def predict_batch(self, rgs: Sequence[Any]) -> list[Prediction]:
         """Predictions for many images, run in chunks of ``batch_size``."""
-        out: list[Prediction] = []
-        for start in range(0, len(rgs), self.batch_size):
-            chunk = rgs[start : start + self.batch_size]
-            batch = torch.cat([self.preprocess(rg) for rg in chunk]).contiguous(
-                memory_format=self._memory_format
-            )
-            out.extend(self.prediction_from_logits(row) for row in self.logits(batch))
-        return out
+        return predict_in_chunks(
+            self, rgs, lambda xs: torch.cat(xs).contiguous(memory_format=self._memory_format)
+        )
 
     # -- explanation --------------------------------------------------------------------------------
 
@@ -254,9 +255,7 @@ class Predictor:
         _colormap(colormap)
         index = None if target_class is None else self.class_index(target_class)
         pixels = _pixels_of(rg)
-        x = self.preprocess(pixels).to(self.device)
-        with self._lock.write():
-            result = explain_with_logits(self.model, x, self._layers, method, index, out_size=pixels.shape)
+        result = self._cam(pixels, method, index)
         prediction = self.prediction_from_logits(result.logits[0])
         return Explanation(
             heatmap=result.heatmap,
@@ -268,3 +267,20 @@ class Predictor:
         )
 
     predict_and_explain = explain
+
+    def _cam(self, pixels: np.ndarray, method: str, index: int | None) -> Any:
+        """The framework's CAM pass: logits, heat map at ``pixels``' size, target index, warnings."""
+        x = self.preprocess(pixels).to(self.device)
+        with self._lock.write():
+            return explain_with_logits(self.model, x, self._layers, method, index, out_size=pixels.shape)
+
+
+def predict_in_chunks(engine: Any, rgs: Sequence[Any], stack: Callable[[list[Any]], Any]) -> list[Prediction]:
+    """Predictions for many images in chunks of ``engine.batch_size``: ``stack`` joins the engine's
+    ``preprocess`` outputs into one batch for its ``logits``; each row becomes a :class:`Prediction`
+    through ``prediction_from_logits``. Shared by the PyTorch, Keras and ONNX Runtime predictors."""
+    out: list[Prediction] = []
+    for start in range(0, len(rgs), engine.batch_size):
+        batch = stack([engine.preprocess(rg) for rg in rgs[start : start + engine.batch_size]])
+        out.extend(engine.prediction_from_logits(torch.as_tensor(row)) for row in engine.logits(batch))
+    return out

@@ -252,7 +252,28 @@ def command_line(args: argparse.Namespace) -> str:
 # ---------------------------------------------------------------------------------------- checks
 
 
-def _check_writable(folder: Path, what: str) -> None:
+def resolve_task(index: dict, task: str | None) -> tuple[str, list[str], list[str]]:
+    """``(task, class_names, positive_classes)`` of a prepared dataset; ``task`` None infers it from the
+    class names. Shared by the PyTorch and Keras trainers."""
+    class_names = list(index["class_names"])
+    if task is None:
+        task = next((t for t, names in TASK_CLASSES.items() if set(names) == set(class_names)), None)
+        if task is None:
+            raise TrainingError(
+                f"Cannot tell the task from the dataset's classes {class_names}; pass --task "
+                f"({', '.join(TASK_CLASSES)})."
+            )
+    positive = [c for c in POSITIVE_CLASSES[task] if c in class_names]
+    if not positive:
+        raise TrainingError(
+            f"The dataset's classes {class_names} hold none of the {task} task's positive classes "
+            f"{list(POSITIVE_CLASSES[task])}; pass the right --task."
+        )
+    return task, class_names, positive
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` and prove it takes a synced 4 KiB write, or raise a :class:`TrainingError`."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-probe-{os.getpid()}"
@@ -278,8 +299,8 @@ def _estimate_bytes(model: nn.Module, optimizer: str, keep: int) -> int:
 
 def preflight(args: argparse.Namespace, output: Path, run_dir: Path, model: nn.Module) -> None:
     """Writable output and run folders and enough free space, checked before any training."""
-    _check_writable(output, "output folder")
-    _check_writable(run_dir, "run folder")
+    check_writable(output, "output folder")
+    check_writable(run_dir, "run folder")
     need = _estimate_bytes(model, args.optimizer, args.keep_checkpoints)
     if args.min_free_gb is not None:
         need = max(need, int(args.min_free_gb * 2**30))
@@ -487,21 +508,7 @@ def _run(args: argparse.Namespace, info: du.DistInfo, t_start: float) -> dict[st
     progress = main and not args.no_progress
     # ---- data
     index = load_index(args.data)
-    class_names = list(index["class_names"])
-    task = args.task
-    if task is None:
-        task = next((t for t, names in TASK_CLASSES.items() if set(names) == set(class_names)), None)
-        if task is None:
-            raise TrainingError(
-                f"Cannot tell the task from the dataset's classes {class_names}; pass --task "
-                f"({', '.join(TASK_CLASSES)})."
-            )
-    positive = [c for c in POSITIVE_CLASSES[task] if c in class_names]
-    if not positive:
-        raise TrainingError(
-            f"The dataset's classes {class_names} hold none of the {task} task's positive classes "
-            f"{list(POSITIVE_CLASSES[task])}; pass the right --task."
-        )
+    task, class_names, positive = resolve_task(index, args.task)
     train_ds = ShardDataset(args.data, "train", index)
     val_ds = ShardDataset(args.data, "val", index)
     test_ds = ShardDataset(args.data, "test", index)

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from bonecls.data import POSITIVE_CLASSES, TASK_CLASSES
+from bonecls.data import TASK_CLASSES
 from bonecls.errors import BoneclsError
 from bonecls.training import TrainingError
 
@@ -280,35 +280,6 @@ def _callbacks(keras: Any, patience: int, history_seconds: list[float]) -> list[
     return out
 
 
-def _task(index: dict, args: argparse.Namespace) -> tuple[str, list[str], list[str]]:
-    class_names = list(index["class_names"])
-    task = args.task or next((t for t, n in TASK_CLASSES.items() if set(n) == set(class_names)), None)
-    if task is None:
-        raise TrainingError(
-            f"Cannot tell the task from the dataset's classes {class_names}; pass --task "
-            f"({', '.join(TASK_CLASSES)})."
-        )
-    positive = [c for c in POSITIVE_CLASSES[task] if c in class_names]
-    if not positive:
-        raise TrainingError(
-            f"The dataset's classes {class_names} hold none of the {task} task's positive classes "
-            f"{list(POSITIVE_CLASSES[task])}; pass the right --task."
-        )
-    return task, class_names, positive
-
-
-def _writable(folder: Path, what: str) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"0")
-        probe.unlink()
-    except OSError as exc:
-        raise TrainingError(
-            f"Cannot write to the {what} {folder} ({exc.strerror or exc}); choose a writable folder."
-        ) from None
-
-
 def command_line(args: argparse.Namespace) -> str:
     return shlex.join(["python", "train/keras_transfer.py", *args.argv])
 
@@ -319,10 +290,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # torch-side modules first: they load Triton, which must come before TensorFlow (see import_keras)
     from bonecls.keras_model import import_keras
     from bonecls.prepare import load_index
+    from bonecls.training.classify import check_writable, resolve_task
     from bonecls.training.shards import ShardDataset
 
     index = load_index(args.data)
-    task, class_names, positive = _task(index, args)
+    task, class_names, positive = resolve_task(index, args.task)
     train_ds, val_ds, test_ds = (ShardDataset(args.data, s, index) for s in ("train", "val", "test"))
     image_size = args.image_size or train_ds.size
     if image_size < ARCHITECTURES[args.model]:
@@ -331,8 +303,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = Path(args.output)
     card_id = args.id or out_dir.resolve().name
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / card_id
-    _writable(out_dir, "output folder")
-    _writable(run_dir, "run folder")
+    check_writable(out_dir, "output folder")
+    check_writable(run_dir, "run folder")
 
     keras, tf = import_keras()
     if args.threads:
