@@ -87,6 +87,22 @@ def time_calls(fn: Callable[[], object], runs: int, warmup: int = 1) -> list[flo
     return out
 
 
+def time_ab(fns: dict[str, Callable[[], object]], runs: int) -> dict[str, list[float]]:
+    """Seconds per call for each function, the order rotating every run so that no engine always runs
+    first or after the same neighbour (one warm-up each)."""
+    names = list(fns)
+    for name in names:
+        fns[name]()
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(runs):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            t0 = time.perf_counter()
+            fns[name]()
+            out[name].append(time.perf_counter() - t0)
+    return out
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from _common import ROOT, add_repo_to_path, load_average, machine, pct, phantom_image
+from _common import ROOT, add_repo_to_path, load_average, machine, pct, phantom_image, time_ab
 
 add_repo_to_path()
 
@@ -73,21 +73,6 @@ def same_boxes(ref: list, got: list) -> tuple[bool, float]:
         worst = min(worst, scores[k])
         left.pop(k)
     return worst >= IOU_MIN, worst
-
-
-def time_ab(fns: dict[str, Callable[[], object]], runs: int) -> dict[str, list[float]]:
-    """Seconds per call for each function, order rotating every run (one warm-up each)."""
-    names = list(fns)
-    for name in names:
-        fns[name]()
-    out: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(runs):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            t0 = time.perf_counter()
-            fns[name]()
-            out[name].append(time.perf_counter() - t0)
-    return out
 
 
 def baseline_detect(yolo, size: int, conf: float) -> Callable:

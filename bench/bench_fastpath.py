@@ -21,27 +21,12 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from _common import add_repo_to_path, load_average, machine, pct, phantom_image
+from _common import add_repo_to_path, load_average, machine, pct, phantom_image, time_ab
 
 add_repo_to_path()
-
-
-def time_ab(fns: dict[str, Callable[[], object]], runs: int) -> dict[str, list[float]]:
-    """Seconds per call for each function; the order alternates every run (one warm-up each)."""
-    names = list(fns)
-    for name in names:
-        fns[name]()
-    out: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(runs):
-        for name in names if r % 2 == 0 else names[::-1]:
-            t0 = time.perf_counter()
-            fns[name]()
-            out[name].append(time.perf_counter() - t0)
-    return out
 
 
 def random_resnet18(out_dir: Path, size: int) -> Path:

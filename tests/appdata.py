@@ -8,6 +8,8 @@ optionally, a YOLOv8n detector built from its YAML (random weights, no download)
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +162,19 @@ def dicom_bytes(arr: np.ndarray, **tags) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+@contextmanager
+def app_environment(weights: Path, audit_db: Path, monkeypatch) -> Iterator[Path]:
+    """The app on ``weights`` with a fresh audit DB, no background warm-up (deterministic call counts) and
+    empty service caches before and after; yields the audit DB path."""
+    from bonecls.ui import services
+
+    monkeypatch.setenv("BONECLS_WEIGHTS", str(weights))
+    monkeypatch.setenv("BONECLS_AUDIT_DB", str(audit_db))
+    monkeypatch.setenv("BONECLS_WARMUP", "0")
+    services.clear_caches()
+    try:
+        yield audit_db
+    finally:
+        services.clear_caches()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from appdata import build_weights, png_bytes, radiograph_like
+from appdata import app_environment, build_weights, png_bytes, radiograph_like
 from factories import PHI_NEEDLES, make_dicom, make_text
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -46,14 +46,8 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def env(weights_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Weights + a fresh audit DB; no background warm-up (deterministic call counts); empty caches."""
-    from bonecls.ui import services
-
-    monkeypatch.setenv("BONECLS_WEIGHTS", str(weights_dir))
-    monkeypatch.setenv("BONECLS_AUDIT_DB", str(tmp_path / "audit.sqlite"))
-    monkeypatch.setenv("BONECLS_WARMUP", "0")
-    services.clear_caches()
-    yield tmp_path / "audit.sqlite"
-    services.clear_caches()
+    with app_environment(weights_dir, tmp_path / "audit.sqlite", monkeypatch) as audit_db:
+        yield audit_db
 
 
 def new_app() -> AppTest:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from appdata import build_weights, png_bytes, radiograph_like
+from appdata import app_environment, build_weights, png_bytes, radiograph_like
 from kerasdata import save_card, tiny_threeclass
 from streamlit.testing.v1 import AppTest
 
@@ -24,15 +24,9 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def env(weights_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from bonecls.ui import services
-
-    monkeypatch.setenv("BONECLS_WEIGHTS", str(weights_dir))
-    monkeypatch.setenv("BONECLS_AUDIT_DB", str(tmp_path / "audit.sqlite"))
-    monkeypatch.setenv("BONECLS_WARMUP", "0")
-    services.clear_caches()
-    yield
-    services.clear_caches()
+def env(weights_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    with app_environment(weights_dir, tmp_path / "audit.sqlite", monkeypatch) as audit_db:
+        yield audit_db
 
 
 def app_with_images(n: int) -> AppTest:
