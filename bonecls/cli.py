@@ -137,12 +137,12 @@ def _predict_one(engine, card, rg, path: Path, cam_dir: Path | None, args: argpa
             "warnings": list(rg.warnings),
         }
     if cam_dir is not None:
-        from PIL import Image
+        from bonecls.imaging import encode_png
 
         explanation = engine.predict_and_explain(rg, method=args.cam_method)
         pred = explanation.prediction
         out = cam_dir / f"{path.stem}.{args.cam_method.replace('+', 'p')}.png"
-        Image.fromarray(explanation.overlay).save(out)
+        out.write_bytes(encode_png(explanation.overlay))
     else:
         pred = engine.predict(rg)
         out = None

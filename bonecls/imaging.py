@@ -63,6 +63,7 @@ __all__ = [
     "Radiograph",
     "apply_window",
     "default_window",
+    "encode_png",
     "load_radiograph",
     "sniff_format",
     "to_uint8",
@@ -297,6 +298,28 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     out *= 255.0
     out += 0.5
     return out.astype(np.uint8)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """A grey (H, W) or RGB (H, W, 3) uint8 array as PNG bytes, encoded for speed, not size.
+
+    OpenCV's encoder at zlib level 1 writes a 1024-px overlay in about half Pillow's time at the same
+    level (BENCHMARKS.md, time to answer); the viewer, the report and ``bonecls --cam`` all show or
+    save such panels, so their encoding is on the radiologist's wait.
+    """
+    import cv2
+
+    arr = np.ascontiguousarray(image, dtype=np.uint8)
+    if arr.ndim == 3:
+        if arr.shape[2] != 3:
+            raise ValueError(f"encode_png takes grey or RGB images; got shape {arr.shape}")
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    elif arr.ndim != 2:
+        raise ValueError(f"encode_png takes grey or RGB images; got shape {arr.shape}")
+    ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:  # pragma: no cover - OpenCV fails only on unsupported shapes, checked above
+        raise ValueError("OpenCV could not encode the image as PNG")
+    return buf.tobytes()
 
 
 _DICOM_VRS = frozenset(

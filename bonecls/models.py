@@ -223,10 +223,25 @@ def _conv_bn(cin: int, cout: int, k: int, stride: int = 1) -> list[nn.Module]:
 
 
 class CustomV2(nn.Module):
-    """Seed 004 v2: a few large kernels first (7x7, 5x5), then more, smaller 3x3 filters, with BN."""
+    """Seed 004 v2: a few large kernels first (7x7, 5x5), then more, smaller 3x3 filters, with BN.
 
-    def __init__(self, num_classes: int, in_chans: int = 1, head: str = "linear", dropout: float = 0.3):
+    ``pool="avg"`` is seed 004's global average pooling. ``pool="max"`` (registered as
+    ``custom_v2_max``) pools each feature map by its maximum, as weakly supervised lesion detectors do:
+    a fracture gap covers a few of the 256 cells of a 256-px image, and averaging dilutes its feature
+    by the ~250 cells of intact bone around it, while the maximum keeps it whole.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int = 1,
+        head: str = "linear",
+        dropout: float = 0.3,
+        pool: str = "avg",
+    ):
         super().__init__()
+        if pool not in ("avg", "max"):
+            raise ValueError(f"pool must be 'avg' or 'max'; got {pool!r}.")
         self.features = nn.Sequential(
             OrderedDict(
                 [
@@ -237,7 +252,7 @@ class CustomV2(nn.Module):
                 ]
             )
         )
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool2d(1) if pool == "avg" else nn.AdaptiveMaxPool2d(1)
         self.head = make_head(128, num_classes, head, dropout)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -317,14 +332,14 @@ def _torchvision_model(name: str, pretrained: bool) -> nn.Module:
         raise
 
 
-def _build_custom(cls: type) -> Callable:
+def _build_custom(cls: type, **options) -> Callable:
     def build(spec: ModelSpec, num_classes, in_chans, pretrained, head, dropout) -> nn.Module:
         if pretrained:
             raise WeightsError(
                 f"There are no pretrained weights for '{spec.name}' (it is trained from scratch); "
                 "use pretrained=False."
             )
-        return cls(num_classes, in_chans=in_chans, head=head, dropout=dropout)
+        return cls(num_classes, in_chans=in_chans, head=head, dropout=dropout, **options)
 
     return build
 
@@ -401,6 +416,14 @@ def _register() -> dict[str, _Entry]:
             pretrained_available=False, source="bonecls",
         ),
         _build_custom(CustomV2),
+    )  # fmt: skip
+    add(
+        ModelSpec(
+            "custom_v2_max", "custom", 256, "features.block4", "features.block1.0", "head",
+            min_image_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+            pretrained_available=False, source="bonecls",
+        ),
+        _build_custom(CustomV2, pool="max"),
     )  # fmt: skip
     for name in ("resnet18", "resnet50"):
         add(ModelSpec(name, "resnet", 224, "layer4", "conv1", "fc"), _build_torchvision)

@@ -56,6 +56,7 @@ _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 PYTORCH_ARCHITECTURES = (
     "simple_cnn",
     "custom_v2",
+    "custom_v2_max",
     "resnet18",
     "resnet50",
     "densenet121",

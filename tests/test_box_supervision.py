@@ -19,6 +19,7 @@ from bonecls.training.lesion import (
     HEAD_NAME,
     LESION_CELL_WEIGHT,
     attach_lesion_head,
+    box_crops,
     cell_targets,
     lesion_head_of,
     negative_class,
@@ -146,6 +147,30 @@ def test_cell_targets_negative_images_boxes_and_unboxed_positives() -> None:
         negative_class(["a", "b", "c"], ["c"])
 
 
+def test_box_crops_keep_lesions_whole_and_relabel_windows_that_miss_them() -> None:
+    torch.manual_seed(0)
+    n, size, crop = 64, 64, 24
+    x = torch.arange(n * size * size, dtype=torch.float32).reshape(n, 1, size, size)
+    masks = torch.zeros(n, 1, size, size)
+    masks[n // 2 :, 0, 40:48, 8:16] = 1  # positives (label 1) with an 8 x 8 lesion
+    labels = torch.tensor([0] * (n // 2) + [1] * (n // 2))
+    has = labels.bool()
+    cx, cm, cy = box_crops(x, masks, labels, has, crop, negative=0)
+    assert cx.shape == (n, 1, crop, crop) and cm.shape == (n, 1, crop, crop) and cy.shape == (n,)
+    for i in range(n):  # every window is an unscaled piece of its own image
+        r0, c0 = divmod(int(cx[i, 0, 0, 0]) - i * size * size, size)
+        assert torch.equal(cx[i], x[i, :, r0 : r0 + crop, c0 : c0 + crop])
+        assert torch.equal(cm[i], masks[i, :, r0 : r0 + crop, c0 : c0 + crop]) or cy[i] == 0
+    assert cy[: n // 2].eq(0).all() and cm[: n // 2].eq(0).all()  # negatives stay negative
+    pos_windows = cy[n // 2 :]
+    assert (cm[n // 2 :][pos_windows == 1].flatten(1).sum(1) >= 32).all()  # at least half the lesion
+    assert cm[n // 2 :][pos_windows == 0].eq(0).all()  # relabelled windows carry no lesion cells
+    assert 0 < int(pos_windows.eq(0).sum()) < n // 4  # about one in four positives is a hard negative
+    # a positive without boxes is shrunk whole (its lesion cannot be missed), keeping its label
+    sx, _, sy = box_crops(x[-1:], torch.zeros(1, 1, size, size), labels[-1:], torch.tensor([False]), crop, 0)
+    assert sy.tolist() == [1] and torch.allclose(sx.mean(), x[-1].mean(), rtol=1e-3)
+
+
 def test_lesion_head_is_training_only() -> None:
     from bonecls.models import create_model
 
@@ -188,6 +213,27 @@ def test_classify_with_box_loss_writes_a_plain_card_and_refuses_mismatched_resum
     resume_without_boxes = base_args(prep, tmp_path, "--epochs", "2", "--batch-size", "8", "--resume", "auto")
     with pytest.raises(TrainingError, match=r"trained with --box-loss 1\.0, not 0\.0"):
         run(parse_args(resume_without_boxes))
+
+
+def test_classify_with_box_crops_trains_on_windows_and_validates_whole_images(
+    phantoms: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from test_train import base_args
+
+    from bonecls.training.classify import parse_args, run
+    from bonecls.weights import load_pytorch
+
+    _, prep = phantoms
+    with pytest.raises(TrainingError, match="needs --box-loss"):
+        run(parse_args(base_args(prep, tmp_path / "a", "--box-crop", "16")))
+    with pytest.raises(TrainingError, match="between 16 and the image size"):
+        run(parse_args(base_args(prep, tmp_path / "b", "--box-loss", "1", "--box-crop", "32")))
+    args = base_args(prep, tmp_path, "--box-loss", "1", "--box-crop", "16", "--batch-size", "8")
+    summary = run(parse_args(args + ["--model", "custom_v2_max"]))
+    assert np.isfinite(summary["test_accuracy"])
+    model, card = load_pytorch(tmp_path / "model")
+    assert card.architecture == "custom_v2_max" and card.extra["box_crop"] == 16
+    assert model(torch.rand(1, 1, 32, 32)).shape == (1, 2)  # whole images at inference
 
 
 def test_box_loss_without_boxes_is_refused(phantoms: tuple[Path, Path], tmp_path: Path) -> None:

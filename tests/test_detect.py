@@ -376,6 +376,33 @@ def test_onnx_boxes_match_pytorch(card_copy, yolo_data, offline_env, no_network)
         OnnxDetector.from_card(card_copy)
 
 
+def test_shipped_detector_onnx_export_draws_the_pytorch_boxes(offline_env, no_network, monkeypatch):
+    """The app's pneumonia boxes come from the shipped ONNX export; they equal the PyTorch boxes."""
+    pytest.importorskip("onnxruntime")
+    from bonecls.detect import Detector, OnnxDetector
+    from bonecls.imaging import load_radiograph
+    from bonecls.ui import services
+
+    card_dir = REPO / "weights" / "pneumonia-det"
+    det, fast = Detector.from_card(card_dir), OnnxDetector.from_card(card_dir)
+    total = 0
+    for path in sorted((REPO / "examples" / "pneumonia").glob("*.png")):
+        rg = load_radiograph(path.read_bytes())
+        a, b = det.detect(rg, conf=0.05), fast.detect(rg, conf=0.05)
+        assert [x.label for x in a] == [x.label for x in b], path.name
+        if a:
+            assert dm.box_iou([x.xyxy() for x in a], [x.xyxy() for x in b]).max(axis=1).min() >= 0.99
+            assert np.allclose([x.confidence for x in a], [x.confidence for x in b], atol=1e-3)
+        total += len(a)
+    assert total > 0, "no box on the pneumonia examples: the comparison would prove nothing"
+    services.clear_caches()
+    assert isinstance(services.box_detector(str(card_dir), "sha"), OnnxDetector)
+    monkeypatch.setenv("BONECLS_ONNX", "0")
+    services.clear_caches()
+    assert isinstance(services.box_detector(str(card_dir), "sha"), Detector)
+    services.clear_caches()
+
+
 # ------------------------------------------------------------------------------------------------------
 # (5) detection_metrics, hand-computed
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import time
 
 import numpy as np
 import pydicom
@@ -504,14 +503,20 @@ def test_no_patient_identifier_reaches_the_radiograph() -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_decompression_bomb_is_rejected_from_the_header_quickly() -> None:
+def test_decompression_bomb_is_rejected_from_the_header_without_inflating() -> None:
+    import tracemalloc
+
     data = make_png_bomb()
-    start = time.perf_counter()
-    with pytest.raises(
-        ImageError, match=r"^Image is 60000×60000 pixels, above the limit of 100,000,000 pixels\.$"
-    ):
-        load_radiograph(data)
-    assert time.perf_counter() - start < 1.0
+    tracemalloc.start()
+    try:
+        with pytest.raises(
+            ImageError, match=r"^Image is 60000×60000 pixels, above the limit of 100,000,000 pixels\.$"
+        ):
+            load_radiograph(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20  # the decoded image would be 3.6 GB; only the header was read
 
 
 def test_limits_are_checked_before_decoding() -> None:
@@ -595,17 +600,11 @@ def test_sha256_is_of_the_input_bytes() -> None:
     assert load_radiograph(data).sha256 == hashlib.sha256(data).hexdigest()
 
 
-def test_loading_a_1024_square_16_bit_png_is_fast() -> None:
+def test_a_1024_square_16_bit_png_keeps_every_value() -> None:
+    """The decode timed in bench/bench_inference.py: full size and full 16-bit depth."""
     rng = np.random.default_rng(0)
     ramp = np.add.outer(np.arange(1024), np.arange(1024)) * 30
     arr = (ramp + rng.integers(0, 64, (1024, 1024))).astype(np.uint16)
-    data = make_png(arr)
-    load_radiograph(data)
-    best = min(_timed(load_radiograph, data) for _ in range(3))
-    assert best < 0.25  # PNG inflate dominates (~10 ms here); generous for a loaded CI runner
-
-
-def _timed(fn, *args) -> float:
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
+    rg = load_radiograph(make_png(arr))
+    assert rg.raw.shape == (1024, 1024)
+    np.testing.assert_array_equal(rg.raw.astype(np.int64), arr.astype(np.int64))

@@ -24,6 +24,7 @@ from bonecls.models import (
 EXPECTED = [
     "simple_cnn",
     "custom_v2",
+    "custom_v2_max",
     "resnet18",
     "resnet50",
     "densenet121",

@@ -151,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
         "boxes.csv); 0 = image labels only",
     )
     g.add_argument(
+        "--box-crop",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --box-loss: train on N-px windows around the lesions and hard-negative windows beside "
+        "them, at full resolution (validation and test stay whole-image; use a max-pooled model)",
+    )
+    g.add_argument(
         "--monitor", choices=MONITORS, default="f1_macro", help="validation metric for best/early stop"
     )
     g.add_argument("--patience", type=int, default=8, help="early stopping; 0 = off")
@@ -550,6 +558,8 @@ def _run(args: argparse.Namespace, info: du.DistInfo, t_start: float) -> dict[st
         raise TrainingError(error)
     if args.init_from:
         _init_backbone(model, args)
+    if args.box_crop and args.box_loss <= 0:
+        raise TrainingError("--box-crop trains on windows around the lesion boxes; it needs --box-loss > 0.")
     boxes = None
     if args.box_loss > 0:
         boxes = _box_supervision(args, train_ds, class_names, positive, image_size)
@@ -862,7 +872,13 @@ def _box_supervision(args, train_ds, class_names, positive, image_size) -> BoxSu
         f"Box supervision (weight {args.box_loss:g}): {int((boxed & pos).sum())} of {int(pos.sum())} "
         f"positive training images have boxes; cells outside boxes are '{class_names[negative]}'."
     )
-    return BoxSupervision(train_ds, negative, args.box_loss)
+    if args.box_crop is not None and not 16 <= args.box_crop < image_size:
+        raise TrainingError(
+            f"--box-crop {args.box_crop} must lie between 16 and the image size ({image_size}) px."
+        )
+    if args.box_crop:
+        print(f"Box crops: training on {args.box_crop}-px windows of the {image_size}-px images.")
+    return BoxSupervision(train_ds, negative, args.box_loss, args.box_crop)
 
 
 @dataclass(frozen=True)
@@ -981,6 +997,7 @@ def _finish(setup: _Setup, outcome: _Outcome, aug: AugmentConfig | None, shear: 
             "shear": shear,
             "amp": str(setup.args.amp),
             "box_loss": setup.args.box_loss,
+            "box_crop": setup.args.box_crop,
             "dataset_fingerprint": setup.index.get("fingerprint"),
             "torch": str(torch.__version__),
         },

@@ -249,6 +249,8 @@ def train_one_epoch(
         else:
             x = preprocess(images, train=True, params=params)
         y = labels.to(device, non_blocking=True)
+        if boxes is not None:
+            x, masks, y = boxes.crop(x, masks, y, has)
         with autocast(device, amp_dtype):
             logits = model(x)
             loss = criterion(logits.float(), y)

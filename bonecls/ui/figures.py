@@ -9,7 +9,6 @@ radiograph's own pixel space.
 from __future__ import annotations
 
 import base64
-import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
+
+from bonecls.imaging import encode_png
 
 __all__ = [
     "Panel",
@@ -63,10 +64,7 @@ def shrink(image: np.ndarray, max_side: int = 1024) -> np.ndarray:
 
 
 def _png_uri(arr: np.ndarray) -> str:
-    buf = io.BytesIO()
-    mode = "L" if arr.ndim == 2 else "RGB"
-    Image.fromarray(arr, mode=mode).save(buf, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(encode_png(arr)).decode("ascii")
 
 
 def image_data_uri(image: np.ndarray, max_side: int = 1024) -> tuple[str, float]:

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from bonecls.errors import BoneclsError
+
 log = logging.getLogger("bonecls.ui")
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "HeatMap",
     "ModelEntry",
     "batch_predictor",
+    "box_detector",
     "cached_prediction",
     "cam",
     "cam_methods",
@@ -154,6 +157,7 @@ def clear_caches() -> None:
     predictor.clear()
     batch_predictor.clear()
     detector.clear()
+    box_detector.clear()
     _PRELOADED.clear()
     _LOADED.clear()
 
@@ -276,6 +280,24 @@ def predictor(card_dir: str, sha256: str) -> Any:
 def detector(card_dir: str, sha256: str) -> Any:
     """A :class:`bonecls.detect.Detector`; ``sha256`` is part of the cache key only."""
     return _load("detector", card_dir, sha256)
+
+
+@st.cache_resource(show_spinner="Loading the detector (once per server)…", max_entries=4)
+def box_detector(card_dir: str, sha256: str) -> Any:
+    """What draws the pneumonia boxes: the card's ONNX export on ONNX Runtime
+    (:class:`bonecls.detect.OnnxDetector`, same boxes as PyTorch: tests/test_detect.py; faster:
+    BENCHMARKS.md) when the card has one and ``BONECLS_ONNX`` is not 0, else :func:`detector`.
+    EigenCAM always runs on the PyTorch detector."""
+    from bonecls.fastpath import enabled
+
+    if enabled():
+        from bonecls.detect import OnnxDetector
+
+        try:
+            return OnnxDetector.from_card(card_dir)
+        except (BoneclsError, ImportError) as exc:
+            log.info("ONNX boxes unavailable for %s (%s); using PyTorch", Path(card_dir).name, exc)
+    return detector(card_dir, sha256)
 
 
 def warm_up() -> bool:
@@ -424,7 +446,7 @@ def detect(entry: ModelEntry, rg: Any, floor: float = 0.05) -> list[Any]:
     """All boxes at confidence >= ``floor`` (the page filters with its slider), computed at most once."""
 
     def compute() -> list[Any]:
-        return list(detector(str(entry.path), entry.sha256).detect(rg, conf=floor))
+        return list(box_detector(str(entry.path), entry.sha256).detect(rg, conf=floor))
 
     return _cached(_DETECTIONS, (rg.sha256, entry.sha256, floor), "detect", compute)
 
