@@ -28,13 +28,7 @@ from _common import time_calls as time_answer
 
 add_repo_to_path(tests=True)
 
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    import cv2
-
-    ok, buf = cv2.imencode(".png", rgb[:, :, ::-1])
-    assert ok
-    return buf.tobytes()
+from bonecls.imaging import encode_png  # noqa: E402  (the app's and the CLI's PNG encoder)
 
 
 def ours(model_id: str, data: bytes):

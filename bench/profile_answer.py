@@ -55,7 +55,7 @@ STAGES: dict[str, list[tuple[str, str]]] = {
         ("bonecls.explain", "resize_heatmap"),
     ],
     "colormap + overlay": [("bonecls.predict", "overlay")],
-    "PNG encode": [("__main__", "encode_png")],
+    "PNG encode": [("bonecls.imaging", "encode_png")],
     "explain: hooks, set-up, softmax": [
         ("bonecls.predict", "Predictor.explain"),
         ("bonecls.predict", "explain_with_logits"),  # predict.py's own reference to it
@@ -76,18 +76,9 @@ SPY: dict[str, list[tuple[str, str]]] = {
     ],
     "heat map: sanitise + resize to 1024": [("_sanitize", "explain.py"), ("resize_heatmap", "explain.py")],
     "colormap + overlay": [("overlay", "explain.py")],
-    "PNG encode": [("encode_png", "profile_answer.py")],
+    "PNG encode": [("encode_png", "imaging.py")],
     "explain: hooks, set-up, softmax": [("explain", "predict.py"), ("explain_with_logits", "explain.py")],
 }
-
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    """The time-to-answer loop's encoder (bench/bench_inference.py): OpenCV, default level."""
-    import cv2
-
-    ok, buf = cv2.imencode(".png", rgb[:, :, ::-1])
-    assert ok
-    return buf.tobytes()
 
 
 class StageTimer:
@@ -135,7 +126,7 @@ def answer_fn(model: str, data: bytes) -> Callable[[], bytes]:
 
     def answer() -> bytes:
         rg = imaging.load_radiograph(data)  # looked up per call, so the stage wrapper sees it
-        return encode_png(predictor.explain(rg, method="gradcam").overlay)
+        return imaging.encode_png(predictor.explain(rg, method="gradcam").overlay)
 
     return answer
 
@@ -226,10 +217,10 @@ def png_table(rgb: np.ndarray, runs: int) -> list[str]:
 
     rows = ["| encoder | p50 ms | size KiB | used by |", "|---|---|---|---|"]
     for name, fn, who in (
-        ("OpenCV default", cv(None), "this loop, bench_inference.py"),
-        ("OpenCV level 1", cv(1), ""),
-        ("Pillow level 1", pil(1), "the app (bonecls/ui/figures.py)"),
-        ("Pillow default (6)", pil(None), "CLI `--cam` overlays"),
+        ("OpenCV default", cv(None), ""),
+        ("OpenCV level 1", cv(1), "bonecls.imaging.encode_png: the app, `--cam`, these benches"),
+        ("Pillow level 1", pil(1), "the app before 2026-12"),
+        ("Pillow default (6)", pil(None), "`--cam` before 2026-12"),
     ):
         t = time_calls(fn, runs)
         rows.append(f"| {name} | {pct(t, 50):.1f} | {len(fn()) / 1024:.0f} | {who} |")
