@@ -220,13 +220,18 @@ def probability_figure(
         )
     )
     if thresholds and len(positive_classes) == 1 and not greyed:
-        for key, name in (("negative_below", "negative below"), ("positive_at", "positive at")):
+        # labels point away from each other (left of the lower line, right of the upper) so that close
+        # thresholds do not print one label over the other
+        for key, name, side in (
+            ("negative_below", "negative below", "top left"),
+            ("positive_at", "positive at", "top right"),
+        ):
             if key in thresholds:
                 fig.add_vline(
                     x=float(thresholds[key]),
                     line={"dash": "dash", "color": "#555", "width": 1},
                     annotation_text=f"{name} {float(thresholds[key]):.2f}",
-                    annotation_position="top",
+                    annotation_position=side,
                     annotation_font_size=11,
                 )
     fig.update_xaxes(range=[0, 1.001], tickvals=[0, 0.25, 0.5, 0.75, 1.0], tickformat=".0%", title=None)
