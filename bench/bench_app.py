@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -30,14 +27,10 @@ from _common import load_average
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+import streamlit_server  # noqa: E402  (tests/streamlit_server.py: start, health wait, stop)
+
 CHROMIUM = "/usr/bin/chromium"
 PAGE = "Pneumonia"  # the reading page driven (its models must be installed)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -48,24 +41,12 @@ def rss_mb(pid: int) -> float:
 def one_run(tmp: Path, dicoms: list[Path]) -> dict[str, float]:
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
-    env = {**os.environ, "BONECLS_AUDIT_DB": str(tmp / "audit.sqlite"), "PYTHONUNBUFFERED": "1"}
+    log_path = tmp / "server.log"
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    proc, url = streamlit_server.start(log_path, {"BONECLS_AUDIT_DB": str(tmp / "audit.sqlite")})
     out: dict[str, float] = {}
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                time.sleep(0.2)
+        streamlit_server.wait_healthy(proc, url, log_path)
         out["server_healthy_s"] = time.perf_counter() - t0
         with sync_playwright() as p:
             browser = p.chromium.launch(
@@ -98,8 +79,7 @@ def one_run(tmp: Path, dicoms: list[Path]) -> dict[str, float]:
             out["server_rss_all_models_mb"] = rss_mb(proc.pid)
             browser.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        streamlit_server.stop(proc)
     return out
 
 

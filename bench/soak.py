@@ -28,9 +28,7 @@ import asyncio
 import contextlib
 import itertools
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +43,8 @@ from _common import load_average
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+import streamlit_server  # noqa: E402  (tests/streamlit_server.py: start, health wait, stop)
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 BANNER = "Reading aid, not a diagnosis."
@@ -58,12 +58,6 @@ DEFAULT_BAD = (
     "zip-archive",
     "dicom-rle-segment-overrun",
 )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -111,54 +105,6 @@ def bad_files(names: list[str], folder: Path) -> list[tuple[Path, str]]:
         path.write_bytes(payload)
         out.append((path, str(result.error)))
     return out
-
-
-def start_server(tmp: Path, port: int) -> tuple[subprocess.Popen, Path]:
-    env = {
-        **os.environ,
-        "BONECLS_AUDIT_DB": str(tmp / "audit.sqlite"),
-        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
-        "PYTHONUNBUFFERED": "1",
-    }
-    log_path = tmp / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    return proc, log_path
-
-
-def wait_healthy(proc: subprocess.Popen, url: str, log_path: Path, timeout: float = 120.0) -> None:
-    t0 = time.monotonic()
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.read().strip() == b"ok":
-                    return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() - t0 > timeout:
-            raise SystemExit(f"streamlit did not become healthy:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.3)
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        children = []
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-    for child in children:  # ours: started by the server we started
-        with contextlib.suppress(psutil.Error):
-            child.kill()
 
 
 class StepFailed(Exception):
@@ -368,17 +314,16 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         (tmp / "bad").mkdir()
         bad = bad_files(args.bad, tmp / "bad")
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        proc, log_path = start_server(tmp, port)
+        log_path = tmp / "server.log"
+        proc, url = streamlit_server.start(log_path, {"BONECLS_AUDIT_DB": str(tmp / "audit.sqlite")})
         t0 = time.monotonic()
         try:
-            wait_healthy(proc, url, log_path)
+            streamlit_server.wait_healthy(proc, url, log_path)
             budget = args.minutes * 60 + 4 * args.step_timeout + 120
             asyncio.run(asyncio.wait_for(drive(url, proc.pid, args, good, bad, stats), timeout=budget))
         finally:
             wall = time.monotonic() - t0
-            stop_server(proc)
+            streamlit_server.stop(proc)
             log_text = log_path.read_text(errors="replace")
         log_errors = log_text.count("Traceback") + log_text.count(" ERROR ")
         if log_errors:

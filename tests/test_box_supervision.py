@@ -229,7 +229,7 @@ def test_classify_with_box_crops_trains_on_windows_and_validates_whole_images(
     with pytest.raises(TrainingError, match="between 16 and the image size"):
         run(parse_args(base_args(prep, tmp_path / "b", "--box-loss", "1", "--box-crop", "32")))
     args = base_args(prep, tmp_path, "--box-loss", "1", "--box-crop", "16", "--batch-size", "8")
-    summary = run(parse_args(args + ["--model", "custom_v2_max"]))
+    summary = run(parse_args([*args, "--model", "custom_v2_max"]))
     assert np.isfinite(summary["test_accuracy"])
     model, card = load_pytorch(tmp_path / "model")
     assert card.architecture == "custom_v2_max" and card.extra["box_crop"] == 16

@@ -15,15 +15,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import streamlit_server
 from appdata import build_weights, radiograph_like
 from factories import PHI_NEEDLES, make_dicom
 
@@ -45,66 +42,22 @@ def _need_chromium() -> None:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     _need_chromium()
     tmp = tmp_path_factory.mktemp("browser")
     weights = build_weights(tmp / "weights")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "BONECLS_WEIGHTS": str(weights),
-        "BONECLS_AUDIT_DB": str(tmp / "audit.sqlite"),
-        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
-        "PYTHONUNBUFFERED": "1",
-    }
     log_path = tmp / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app.py",
-                "--server.port",
-                str(port),
-                "--server.address",
-                "127.0.0.1",
-                "--server.headless",
-                "true",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    t0 = time.perf_counter()
+    env = {"BONECLS_WEIGHTS": str(weights), "BONECLS_AUDIT_DB": str(tmp / "audit.sqlite")}
+    proc, url = streamlit_server.start(log_path, env)
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                    if resp.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.perf_counter() - t0 > 90:
-                pytest.fail(f"streamlit did not become healthy:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
+        try:
+            streamlit_server.wait_healthy(proc, url, log_path, timeout=90)
+        except streamlit_server.ServerNotHealthy as exc:
+            pytest.fail(str(exc))
         yield url, tmp
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        streamlit_server.stop(proc)
         if "Traceback" in log_path.read_text():
             print(log_path.read_text()[-4000:])
 
