@@ -166,6 +166,13 @@ def test_box_crops_keep_lesions_whole_and_relabel_windows_that_miss_them() -> No
     assert (cm[n // 2 :][pos_windows == 1].flatten(1).sum(1) >= 32).all()  # at least half the lesion
     assert cm[n // 2 :][pos_windows == 0].eq(0).all()  # relabelled windows carry no lesion cells
     assert 0 < int(pos_windows.eq(0).sum()) < n // 4  # about one in four positives is a hard negative
+    # a lesion larger than the window (every window lies mostly inside it) keeps the label and its cells,
+    # although no window holds half of it
+    big = torch.zeros(1, 1, size, size)
+    big[0, 0, 4:60, 4:60] = 1
+    for _ in range(8):
+        _, bm, by = box_crops(x[-1:], big, labels[-1:], torch.tensor([True]), crop, 0)
+        assert by.item() == 1 and bm.mean() >= 0.5
     # a positive without boxes is shrunk whole (its lesion cannot be missed), keeping its label
     sx, _, sy = box_crops(x[-1:], torch.zeros(1, 1, size, size), labels[-1:], torch.tensor([False]), crop, 0)
     assert sy.tolist() == [1] and torch.allclose(sx.mean(), x[-1].mean(), rtol=1e-3)

@@ -124,7 +124,7 @@ def lesion_loss(
 
 LESION_CROP_P = 0.75  # share of a positive image's windows that hold its lesion
 _CROP_TRIES = 8  # random windows tried to miss a lesion before falling back to the lesion window
-KEEP_LESION = 0.5  # a window holding at least this share of the lesion keeps the image's label
+KEEP_LESION = 0.5  # share of the lesion (or of the window, for big lesions) that keeps the label
 
 
 def box_crops(
@@ -177,7 +177,9 @@ def box_crops(
         r0, c0 = window
         crop_m = masks[i, :, r0 : r0 + size, c0 : c0 + size]
         kept = float(crop_m.sum()) / area if area > 0 else 0.0
-        if label != negative and kept < KEEP_LESION:
+        # a window keeps the image's label when it holds half the lesion, or when the lesion fills half
+        # the window (a lesion larger than the window never fits half into it)
+        if label != negative and kept < KEEP_LESION and float(crop_m.mean()) < KEEP_LESION:
             label, crop_m = negative, torch.zeros_like(crop_m)
         xs.append(x[i, :, r0 : r0 + size, c0 : c0 + size])
         ms.append(crop_m)
