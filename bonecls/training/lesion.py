@@ -127,6 +127,16 @@ _CROP_TRIES = 8  # random windows tried to miss a lesion before falling back to 
 KEEP_LESION = 0.5  # share of the lesion (or of the window, for big lesions) that keeps the label
 
 
+def _window_around(mask: torch.Tensor, size: int, fr: float = 0.5, fc: float = 0.5) -> tuple[int, int]:
+    """Top-left of the ``size`` window placing the centre of ``mask``'s lesion at (fr, fc) of its side,
+    clamped to the image."""
+    h, w = mask.shape
+    rows, cols = torch.nonzero(mask > 0, as_tuple=True)
+    r0 = round(float(rows.float().mean()) - size * fr)
+    c0 = round(float(cols.float().mean()) - size * fc)
+    return min(max(r0, 0), h - size), min(max(c0, 0), w - size)
+
+
 def box_crops(
     x: torch.Tensor,
     masks: torch.Tensor,
@@ -157,11 +167,7 @@ def box_crops(
             continue
         window = None
         if label != negative and rand() < LESION_CROP_P:
-            rows, cols = torch.nonzero(m > 0, as_tuple=True)
-            cy, cx = float(rows.float().mean()), float(cols.float().mean())
-            r0 = round(cy - size * (0.25 + 0.5 * rand()))
-            c0 = round(cx - size * (0.25 + 0.5 * rand()))
-            window = (min(max(r0, 0), h - size), min(max(c0, 0), w - size))
+            window = _window_around(m, size, 0.25 + 0.5 * rand(), 0.25 + 0.5 * rand())
         else:
             for _ in range(_CROP_TRIES):
                 r0 = int(rand() * (h - size + 1))
@@ -170,10 +176,7 @@ def box_crops(
                     window = (r0, c0)
                     break
             if window is None:  # the lesion fills the image: take the window around it
-                rows, cols = torch.nonzero(m > 0, as_tuple=True)
-                r0 = round(float(rows.float().mean()) - size / 2)
-                c0 = round(float(cols.float().mean()) - size / 2)
-                window = (min(max(r0, 0), h - size), min(max(c0, 0), w - size))
+                window = _window_around(m, size)
         r0, c0 = window
         crop_m = masks[i, :, r0 : r0 + size, c0 : c0 + size]
         kept = float(crop_m.sum()) / area if area > 0 else 0.0
