@@ -202,8 +202,10 @@ def png_table(rgb: np.ndarray, runs: int) -> list[str]:
 
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
 
-    def cv(level: int | None) -> Callable[[], bytes]:
+    def cv(level: int | None, row_filter: int | None = None) -> Callable[[], bytes]:
         params = [] if level is None else [cv2.IMWRITE_PNG_COMPRESSION, level]
+        if row_filter is not None:
+            params += [cv2.IMWRITE_PNG_FILTER, row_filter]
         return lambda: cv2.imencode(".png", bgr, params)[1].tobytes()
 
     def pil(level: int | None) -> Callable[[], bytes]:
@@ -218,7 +220,13 @@ def png_table(rgb: np.ndarray, runs: int) -> list[str]:
     rows = ["| encoder | p50 ms | size KiB | used by |", "|---|---|---|---|"]
     for name, fn, who in (
         ("OpenCV default", cv(None), ""),
-        ("OpenCV level 1", cv(1), "bonecls.imaging.encode_png: the app, `--cam`, these benches"),
+        (
+            "OpenCV level 1, Up filter",
+            cv(1, cv2.IMWRITE_PNG_FILTER_UP),
+            "bonecls.imaging.encode_png: the app, `--cam`, these benches",
+        ),
+        ("OpenCV level 1, all filters tried", cv(1), "encode_png before 2026-12-03 (session 5)"),
+        ("OpenCV level 0, no filter", cv(0, cv2.IMWRITE_PNG_FILTER_NONE), "(uncompressed: 4x the bytes)"),
         ("Pillow level 1", pil(1), "the app before 2026-12"),
         ("Pillow default (6)", pil(None), "`--cam` before 2026-12"),
     ):

@@ -608,3 +608,21 @@ def test_a_1024_square_16_bit_png_keeps_every_value() -> None:
     rg = load_radiograph(make_png(arr))
     assert rg.raw.shape == (1024, 1024)
     np.testing.assert_array_equal(rg.raw.astype(np.int64), arr.astype(np.int64))
+
+
+def test_encode_png_is_lossless_for_grey_and_rgb() -> None:
+    """The app's panels and ``--cam`` files: every pixel survives, RGB stays in RGB order."""
+    grey = (np.add.outer(np.arange(48), np.arange(64)) * 3 % 256).astype(np.uint8)
+    with Image.open(io.BytesIO(imaging.encode_png(grey))) as im:
+        assert im.mode == "L"
+        np.testing.assert_array_equal(np.asarray(im), grey)
+    rgb = colour_pattern(48, 64)
+    with Image.open(io.BytesIO(imaging.encode_png(rgb))) as im:
+        assert im.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(im), rgb)
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 4), (8, 8, 1), (8,), (2, 8, 8, 3)])
+def test_encode_png_refuses_other_shapes(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="grey or RGB"):
+        imaging.encode_png(np.zeros(shape, dtype=np.uint8))
