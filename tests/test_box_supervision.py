@@ -261,24 +261,41 @@ def test_box_loss_without_boxes_is_refused(phantoms: tuple[Path, Path], tmp_path
         run(parse_args(base_args(tmp_path / "prep", tmp_path, "--box-loss", "1")))
 
 
-def test_init_from_an_installed_card_copies_the_backbone_only(
+def test_init_from_copies_the_head_only_for_the_same_classes(
     phantoms: tuple[Path, Path], tmp_path: Path
 ) -> None:
+    import argparse
+
     from test_train import base_args
 
-    from bonecls.training.classify import parse_args, run
+    from bonecls.models import create_model, model_spec
+    from bonecls.training.classify import _init_from, parse_args, run
     from bonecls.weights import load_pytorch
 
     _, prep = phantoms
     run(parse_args(base_args(prep, tmp_path / "a", "--batch-size", "8")))
-    source, _ = load_pytorch(tmp_path / "a" / "model")
+    source, src_card = load_pytorch(tmp_path / "a" / "model")
     args = base_args(prep, tmp_path / "b", "--batch-size", "8", "--init-from", str(tmp_path / "a" / "model"))
-    args += ["--max-train-batches", "0"]  # no step: the saved backbone is the initialization itself
+    args += ["--max-train-batches", "0"]  # no step: the saved weights are the initialization itself
     run(parse_args(args))
     model, card = load_pytorch(tmp_path / "b" / "model")
     src, got = source.state_dict(), model.state_dict()
-    assert torch.equal(got["features.conv1.weight"], src["features.conv1.weight"])
+    assert card.class_names == src_card.class_names
+    for key, value in src.items():  # same classes: backbone and head, every tensor
+        assert torch.equal(got[key], value), key
     assert card.extra["init_from"] == str(tmp_path / "a" / "model")
+
+    # other classes (the same two, swapped): the backbone is copied, the head is left as it was
+    head = model_spec(src_card.architecture).classifier + "."
+    fresh = create_model(src_card.architecture, num_classes=2, in_chans=1)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    ns = argparse.Namespace(init_from=str(tmp_path / "a" / "model"), model=src_card.architecture, in_chans=1)
+    _init_from(fresh, ns, list(reversed(src_card.class_names)))
+    after = fresh.state_dict()
+    heads = [k for k in after if k.startswith(head)]
+    assert heads and all(torch.equal(after[k], before[k]) for k in heads)
+    assert all(torch.equal(after[k], src[k]) for k in after if not k.startswith(head))
+
     wrong = base_args(
         prep, tmp_path / "c", "--model", "resnet18", "--init-from", str(tmp_path / "a" / "model")
     )

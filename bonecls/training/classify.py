@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="CARD",
         help="start the backbone from an installed model of the same architecture (a card folder or id, "
-        "sha256 checked); the head starts fresh. Works offline, unlike --pretrained",
+        "sha256 checked); its head too when it has the same classes, else the head starts fresh. Works "
+        "offline, unlike --pretrained",
     )
     g.add_argument("--freeze-backbone", action=argparse.BooleanOptionalAction, default=False)
     g.add_argument("--channels-last", action="store_true", help="channels_last memory format (CUDA convnets)")
@@ -557,7 +558,7 @@ def _run(args: argparse.Namespace, info: du.DistInfo, t_start: float) -> dict[st
     if error:
         raise TrainingError(error)
     if args.init_from:
-        _init_backbone(model, args)
+        _init_from(model, args, class_names)
     if args.box_crop and args.box_loss <= 0:
         raise TrainingError("--box-crop trains on windows around the lesion boxes; it needs --box-loss > 0.")
     boxes = None
@@ -826,9 +827,11 @@ def _run(args: argparse.Namespace, info: du.DistInfo, t_start: float) -> dict[st
     return du.broadcast_object(summary)
 
 
-def _init_backbone(model: nn.Module, args: argparse.Namespace) -> None:
-    """Copy every backbone tensor of ``--init-from``'s weights into ``model`` (same shapes); the head stays
-    freshly initialized, so the source may have other classes."""
+def _init_from(model: nn.Module, args: argparse.Namespace, class_names: list[str]) -> None:
+    """Copy every backbone tensor of ``--init-from``'s weights into ``model`` (same shapes). The head is
+    copied too when the source answers the same classes in the same order (a fine-tune of that model
+    on new data or at a new learning rate); otherwise it stays freshly initialized, so the source may
+    have other classes."""
     from bonecls.errors import WeightsError
     from bonecls.models import model_spec
     from bonecls.weights import load_pytorch
@@ -844,14 +847,19 @@ def _init_backbone(model: nn.Module, args: argparse.Namespace) -> None:
         )
     head = model_spec(card.architecture).classifier + "."
     own = model.state_dict()
-    backbone = {k: v for k, v in source.state_dict().items() if not k.startswith(head) and k in own}
-    mismatched = [k for k, v in backbone.items() if own[k].shape != v.shape]
+    theirs = {k: v for k, v in source.state_dict().items() if k in own}
+    same_head = list(card.class_names) == list(class_names) and all(
+        own[k].shape == v.shape for k, v in theirs.items() if k.startswith(head)
+    )
+    copied = {k: v for k, v in theirs.items() if same_head or not k.startswith(head)}
+    mismatched = [k for k, v in copied.items() if own[k].shape != v.shape]
     if mismatched:
         raise TrainingError(f"--init-from {card.id}: tensor shapes differ ({', '.join(mismatched[:3])}).")
-    own.update({k: v.to(own[k].dtype) for k, v in backbone.items()})
+    own.update({k: v.to(own[k].dtype) for k, v in copied.items()})
     model.load_state_dict(own)
     print(
-        f"Initialized {len(backbone)} backbone tensors from {card.id} (sha256 {card.sha256[:12]}); new head."
+        f"Initialized {len(copied)} tensors from {card.id} (sha256 {card.sha256[:12]}); "
+        + ("its head too (same classes)." if same_head else "new head (other classes).")
     )
 
 
