@@ -403,6 +403,45 @@ def test_shipped_detector_onnx_export_draws_the_pytorch_boxes(offline_env, no_ne
     services.clear_caches()
 
 
+def test_warm_up_preloads_the_onnx_box_detector(offline_env, no_network, monkeypatch, tmp_path, caplog):
+    """The app's warm-up loads what draws the boxes (ONNX) and EigenCAM's PyTorch model, so the first
+    pneumonia image loads nothing; a broken ONNX file costs the warm-up nothing and falls back."""
+    pytest.importorskip("onnxruntime")
+    from bonecls.detect import Detector, OnnxDetector
+    from bonecls.ui import services
+
+    root = tmp_path / "weights"
+    shutil.copytree(REPO / "weights" / "pneumonia-det", root / "pneumonia-det")
+    monkeypatch.setenv("BONECLS_WEIGHTS", str(root))
+    try:
+        for onnx_on, kinds in (("1", {"detector", "onnx_detector"}), ("0", {"detector"})):
+            monkeypatch.setenv("BONECLS_ONNX", onnx_on)
+            services.clear_caches()
+            (entry,) = services.installed_models()
+            services._warm()
+            assert {k[0] for k in services._PRELOADED} == kinds
+            assert services.STATS["load"] == len(kinds)
+            boxes = services.box_detector(str(entry.path), entry.sha256)
+            assert isinstance(boxes, OnnxDetector if onnx_on == "1" else Detector)
+            assert isinstance(services.detector(str(entry.path), entry.sha256), Detector)
+            assert services.STATS["load"] == len(kinds), "the first image loaded a model again"
+            assert not services._PRELOADED
+
+        monkeypatch.setenv("BONECLS_ONNX", "1")
+        onnx_file = root / "pneumonia-det" / "model.onnx"
+        onnx_file.write_bytes(onnx_file.read_bytes()[:-10] + b"0123456789")  # checksum no longer matches
+        services.clear_caches()
+        with caplog.at_level("INFO", logger="bonecls"):
+            services._warm()
+        assert "no ONNX boxes for pneumonia-det" in caplog.text
+        assert {k[0] for k in services._PRELOADED} == {"detector"}
+        (entry,) = services.installed_models()
+        assert isinstance(services.box_detector(str(entry.path), entry.sha256), Detector)
+        assert services.STATS["load"] == 1
+    finally:
+        services.clear_caches()
+
+
 # ------------------------------------------------------------------------------------------------------
 # (5) detection_metrics, hand-computed
 

@@ -10,7 +10,7 @@
   opacity and window are applied afterwards on the cached map (cheap). On a new image the CAM's
   forward pass is also the prediction: one pass, not two.
 - Warm-up: :func:`warm_up` imports torch and loads every installed model in a background thread
-  when the first session starts.
+  when the first session starts, the detector's ONNX export (:func:`box_detector`) included.
 - Detections: run once per (image, model) at a low confidence floor; the page's slider filters.
 
 ``STATS`` counts the real model calls (tests and the latency caption use it).
@@ -249,6 +249,10 @@ def _construct(kind: str, card_dir: str) -> Any:
         from bonecls.predict import Predictor
 
         model = Predictor.from_card(card_dir)
+    elif kind == "onnx_detector":
+        from bonecls.detect import OnnxDetector
+
+        model = OnnxDetector.from_card(card_dir)
     else:
         from bonecls.detect import Detector
 
@@ -291,13 +295,18 @@ def box_detector(card_dir: str, sha256: str) -> Any:
     from bonecls.fastpath import enabled
 
     if enabled():
-        from bonecls.detect import OnnxDetector
-
         try:
-            return OnnxDetector.from_card(card_dir)
+            return _load("onnx_detector", card_dir, sha256)
         except (BoneclsError, ImportError) as exc:
             log.info("ONNX boxes unavailable for %s (%s); using PyTorch", Path(card_dir).name, exc)
     return detector(card_dir, sha256)
+
+
+def _has_onnx(entry: ModelEntry) -> bool:
+    """Whether :func:`box_detector` will ask for this detector's ONNX export (so warm-up loads it)."""
+    from bonecls.fastpath import enabled
+
+    return enabled() and "onnx" in dict(entry.card.extra or {})
 
 
 def warm_up() -> bool:
@@ -321,13 +330,24 @@ def _warm() -> None:
         import bonecls.predict  # noqa: F401  (torch, timm, pytorch-grad-cam)
 
         for entry in installed_models():
-            kind = "detector" if entry.framework == "ultralytics" else "classifier"
-            if entry.framework not in ("pytorch", "ultralytics"):
+            if entry.framework == "pytorch":
+                kinds = ["classifier"]
+            elif entry.framework == "ultralytics":  # EigenCAM's PyTorch model, and what draws the boxes
+                kinds = ["detector", *(["onnx_detector"] if _has_onnx(entry) else [])]
+            else:
                 continue
-            key = (kind, str(entry.path), entry.sha256)
-            with _key_lock(key):
-                if key not in _LOADED and key not in _PRELOADED:
-                    _PRELOADED[key] = _construct(kind, str(entry.path))
+            for kind in kinds:
+                key = (kind, str(entry.path), entry.sha256)
+                with _key_lock(key):
+                    if key in _LOADED or key in _PRELOADED:
+                        continue
+                    try:
+                        _PRELOADED[key] = _construct(kind, str(entry.path))
+                    except (BoneclsError, ImportError) as exc:
+                        if kind != "onnx_detector":
+                            raise
+                        # box_detector meets the same error on first use and falls back to PyTorch
+                        log.info("warm-up: no ONNX boxes for %s (%s)", entry.id, exc)
     except Exception:  # warm-up is an optimisation: the pages load (and report) on their own
         log.warning("warm-up failed; models will load on first use", exc_info=True)
     log.info("warm-up done in %.1f s", time.perf_counter() - t0)
