@@ -243,6 +243,24 @@ def test_classify_with_box_crops_trains_on_windows_and_validates_whole_images(
     assert model(torch.rand(1, 1, 32, 32)).shape == (1, 2)  # whole images at inference
 
 
+def test_two_rank_gloo_run_with_box_crops(phantoms: tuple[Path, Path], tmp_path: Path) -> None:
+    """The recipe of the shipped fracture model under torchrun: each rank cuts its own windows, the
+    lesion head's gradients are averaged with the rest, and rank 0 writes a plain card."""
+    from test_train import base_args, torchrun
+
+    from bonecls.weights import load_pytorch
+
+    _, prep = phantoms
+    args = base_args(prep, tmp_path, "--box-loss", "1", "--box-crop", "16", "--batch-size", "4")
+    p = torchrun(2, [*args, "--model", "custom_v2_max"])
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    model, card = load_pytorch(tmp_path / "model")  # strict: no lesion head in the shipped weights
+    assert card.extra["world_size"] == 2 and card.extra["box_crop"] == 16
+    assert card.extra["box_loss"] == 1.0
+    assert "Box crops: training on 16-px windows" in p.stdout
+    assert model(torch.rand(1, 1, 32, 32)).shape == (1, 2)
+
+
 def test_box_loss_without_boxes_is_refused(phantoms: tuple[Path, Path], tmp_path: Path) -> None:
     import shutil
 
