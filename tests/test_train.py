@@ -319,6 +319,29 @@ def test_augmentation_on_device_batches() -> None:
     assert b.shape == (2, 3, 48, 48) and torch.allclose(b, torch.full_like(b, 2.0))
 
 
+@pytest.mark.parametrize("size", [32, 48])
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_device_preprocess_equals_the_textbook_normalisation(size: int, in_chans: int) -> None:
+    """The fused multiply-add (the /255 folded into the scale when not augmenting) gives
+    (x / 255 - mean) / std, resized or not, with and without the augmentation path."""
+    import torch.nn.functional as F
+
+    mean, std = [0.485, 0.456, 0.406][:in_chans], [0.229, 0.224, 0.225][:in_chans]
+    x8 = torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ref = x8.float() / 255.0
+    if size != 32:
+        ref = F.interpolate(ref, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    ref = (ref.expand(-1, in_chans, -1, -1) - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(
+        1, -1, 1, 1
+    )
+    for augment, train in ((None, False), (AugmentConfig.off(), True), (AugmentConfig(), False)):
+        got = DevicePreprocess("cpu", size, in_chans, mean, std, augment)(x8, train=train)
+        assert got.shape == ref.shape and got.is_contiguous()
+        torch.testing.assert_close(got, ref, atol=2e-5, rtol=0)
+    floats = DevicePreprocess("cpu", size, in_chans, mean, std)(x8.float() / 255.0)  # already in [0, 1]
+    torch.testing.assert_close(floats, ref, atol=2e-5, rtol=0)
+
+
 def test_presets_lr_scaling_and_class_weights() -> None:
     a = parse_args(["--data", "d", "--output", "o", "--preset", "seed002", "--epochs", "5"])
     assert (a.model, a.image_size, a.in_chans, a.batch_size, a.epochs) == ("efficientnet_b6", 224, 3, 16, 5)

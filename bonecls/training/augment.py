@@ -167,10 +167,16 @@ class DevicePreprocess(torch.nn.Module):
         self.in_chans = in_chans
         if len(mean) != in_chans or len(std) != in_chans:
             raise ValueError(f"mean/std need {in_chans} values; got {list(mean)} / {list(std)}.")
-        self.register_buffer(
-            "mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
-        )
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).to(self.device))
+        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).to(self.device)
+        self.register_buffer("mean", mean_t)
+        self.register_buffer("std", std_t)
+        # (x - mean) / std as one multiply-add per output value: x * scale + shift. The /255 of uint8
+        # input folds into the scale when nothing needs the [0, 1] range in between (no augmentation;
+        # resizing is linear). bench/bench_input_pipeline.py: about 3x fewer passes over the batch.
+        self.register_buffer("scale", 1.0 / std_t)
+        self.register_buffer("scale_u8", 1.0 / (255.0 * std_t))
+        self.register_buffer("shift", -mean_t / std_t)
         self.augment = BatchAugment(augment) if augment is not None else None
         self.channels_last = channels_last
 
@@ -191,7 +197,14 @@ class DevicePreprocess(torch.nn.Module):
         x = batch.to(self.device, non_blocking=True)
         if x.ndim == 3:
             x = x.unsqueeze(1)
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        augmenting = train and self.augment is not None
+        scale = self.scale
+        if x.dtype == torch.uint8 and augmenting:  # the augmentations work on [0, 1]
+            x = x.float().div_(255.0)
+        elif x.dtype == torch.uint8:
+            x, scale = x.float(), self.scale_u8
+        else:
+            x = x.float()
         if x.shape[1] != 1:
             x = x.mean(dim=1, keepdim=True)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
@@ -202,13 +215,12 @@ class DevicePreprocess(torch.nn.Module):
                 antialias=True,
                 align_corners=False,
             )
-        if train and self.augment is not None:
+        if augmenting:
             if masks is not None:
                 x, masks = self.augment(x, params, masks)
             else:
                 x = self.augment(x, params)
-        x = x.expand(-1, self.in_chans, -1, -1)
-        x = (x - self.mean) / self.std
+        x = torch.addcmul(self.shift, x.expand(-1, self.in_chans, -1, -1), scale)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x = x.contiguous() if not self.channels_last else x
