@@ -302,6 +302,7 @@ def test_init_from_copies_the_head_only_for_the_same_classes(
     for key, value in src.items():  # same classes: backbone and head, every tensor
         assert torch.equal(got[key], value), key
     assert card.extra["init_from"] == str(tmp_path / "a" / "model")
+    assert card.extra["init_from_sha256"] == src_card.sha256
 
     # other classes (the same two, swapped): the backbone is copied, the head is left as it was
     head = model_spec(src_card.architecture).classifier + "."

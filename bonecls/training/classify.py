@@ -558,7 +558,7 @@ def _run(args: argparse.Namespace, info: du.DistInfo, t_start: float) -> dict[st
     if error:
         raise TrainingError(error)
     if args.init_from:
-        _init_from(model, args, class_names)
+        args.init_from_sha256 = _init_from(model, args, class_names)
     if args.box_crop and args.box_loss <= 0:
         raise TrainingError("--box-crop trains on windows around the lesion boxes; it needs --box-loss > 0.")
     boxes = None
@@ -827,11 +827,12 @@ def _run(args: argparse.Namespace, info: du.DistInfo, t_start: float) -> dict[st
     return du.broadcast_object(summary)
 
 
-def _init_from(model: nn.Module, args: argparse.Namespace, class_names: list[str]) -> None:
+def _init_from(model: nn.Module, args: argparse.Namespace, class_names: list[str]) -> str:
     """Copy every backbone tensor of ``--init-from``'s weights into ``model`` (same shapes). The head is
     copied too when the source answers the same classes in the same order (a fine-tune of that model
     on new data or at a new learning rate); otherwise it stays freshly initialized, so the source may
-    have other classes."""
+    have other classes. Returns the source's sha256, which the new card records (a fine-tune may
+    replace the very folder it started from)."""
     from bonecls.errors import WeightsError
     from bonecls.models import model_spec
     from bonecls.weights import load_pytorch
@@ -861,6 +862,7 @@ def _init_from(model: nn.Module, args: argparse.Namespace, class_names: list[str
         f"Initialized {len(copied)} tensors from {card.id} (sha256 {card.sha256[:12]}); "
         + ("its head too (same classes)." if same_head else "new head (other classes).")
     )
+    return card.sha256
 
 
 def _box_supervision(args, train_ds, class_names, positive, image_size) -> BoxSupervision:
@@ -1000,6 +1002,7 @@ def _finish(setup: _Setup, outcome: _Outcome, aug: AugmentConfig | None, shear: 
             "seed": setup.args.seed,
             "pretrained": bool(setup.args.pretrained),
             "init_from": setup.args.init_from,
+            "init_from_sha256": getattr(setup.args, "init_from_sha256", None),
             "freeze_backbone": bool(setup.args.freeze_backbone),
             "augmentation": aug.to_dict() if aug else None,
             "shear": shear,
