@@ -24,4 +24,5 @@ USER app
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD python -c "import os,urllib.request; p=os.environ.get('WEBSITES_PORT') or os.environ.get('PORT') or '8501'; urllib.request.urlopen(f'http://127.0.0.1:{p}/_stcore/health', timeout=4)"
-CMD ["sh", "-c", "exec streamlit run app.py --server.address=0.0.0.0 --server.port=${WEBSITES_PORT:-${PORT:-8501}} --server.headless=true"]
+# bonecls.serve = `streamlit run app.py` with the models loading from server start (bonecls/serve.py)
+CMD ["sh", "-c", "exec python -m bonecls.serve --server.address=0.0.0.0 --server.port=${WEBSITES_PORT:-${PORT:-8501}} --server.headless=true"]

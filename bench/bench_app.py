@@ -38,12 +38,13 @@ def rss_mb(pid: int) -> float:
     return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
 
 
-def one_run(tmp: Path, dicoms: list[Path]) -> dict[str, float]:
+def one_run(tmp: Path, dicoms: list[Path], launcher: bool = False) -> dict[str, float]:
     from playwright.sync_api import sync_playwright
 
     log_path = tmp / "server.log"
     t0 = time.perf_counter()
-    proc, url = streamlit_server.start(log_path, {"BONECLS_AUDIT_DB": str(tmp / "audit.sqlite")})
+    env = {"BONECLS_AUDIT_DB": str(tmp / "audit.sqlite")}
+    proc, url = streamlit_server.start(log_path, env, launcher=launcher)
     out: dict[str, float] = {}
     try:
         streamlit_server.wait_healthy(proc, url, log_path)
@@ -94,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--page", default=PAGE, help="reading page to drive: Fracture, Pneumonia ...")
+    parser.add_argument(
+        "--launcher",
+        action="store_true",
+        help="start the server with `python -m bonecls.serve` (models load from server start)",
+    )
     args = parser.parse_args(argv)
     globals()["PAGE"] = args.page
     examples = sorted((ROOT / "examples" / args.page.lower()).rglob("*.dcm"))
@@ -105,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.runs):
             run_dir = Path(tmp) / str(i)
             run_dir.mkdir()
-            runs.append(one_run(run_dir, examples[:2]))
+            runs.append(one_run(run_dir, examples[:2], launcher=args.launcher))
     print(f"Machine: {os.cpu_count()} CPUs, load average {load_average()}\n")
     print("| measure | median | runs |")
     print("|---|---|---|")

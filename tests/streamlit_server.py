@@ -27,9 +27,11 @@ class ServerNotHealthy(RuntimeError):
 
 
 def start(
-    log_path: Path, env: dict[str, str] | None = None, port: int | None = None
+    log_path: Path, env: dict[str, str] | None = None, port: int | None = None, launcher: bool = False
 ) -> tuple[subprocess.Popen, str]:
-    """Start the app (no usage stats, no file watcher) and return the process and its URL."""
+    """Start the app (no usage stats, no file watcher) and return the process and its URL; with
+    ``launcher`` through ``python -m bonecls.serve`` (models load from server start), else with
+    ``streamlit run app.py`` (models load with the first session, as on Streamlit Community Cloud)."""
     port = port or free_port()
     full_env = {
         **os.environ,
@@ -39,7 +41,8 @@ def start(
     }
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+            [sys.executable, "-m", *(["bonecls.serve"] if launcher else ["streamlit", "run", "app.py"]),
+             "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true",
              "--server.fileWatcherType", "none"],
             cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,

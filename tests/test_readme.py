@@ -20,7 +20,7 @@ def test_readme_opens_with_exactly_two_commands() -> None:
     commands = _readme_commands()
     assert len(commands) == 2, commands
     app_cmd, test_cmd = commands
-    assert app_cmd.startswith("bash scripts/setup.sh") and "streamlit run app.py" in app_cmd
+    assert app_cmd.startswith("bash scripts/setup.sh") and "-m bonecls.serve" in app_cmd
     assert test_cmd.startswith("bash scripts/setup.sh --dev") and "pytest" in test_cmd
 
 
@@ -34,3 +34,4 @@ def test_dockerfile_installs_through_the_same_script() -> None:
     assert "RUN bash scripts/setup.sh" in dockerfile
     assert "EXPOSE 8501" in dockerfile and "/_stcore/health" in dockerfile and "WEBSITES_PORT" in dockerfile
     assert re.search(r"^USER (?!root)\w+", dockerfile, re.M), "the container must not run as root"
+    assert "exec python -m bonecls.serve --server.address=0.0.0.0" in dockerfile  # the README's launcher
