@@ -1,8 +1,10 @@
 """The app as a radiologist meets it: cold start, first and warm answers, memory with all models loaded.
 
-    .venv/bin/python bench/bench_app.py [--runs 3]
+    .venv/bin/python bench/bench_app.py [--runs 3] [--launcher] [--arrive-after S]
 
-Starts `streamlit run app.py` on a free loopback port with the shipped weights, drives Debian
+Starts `streamlit run app.py` (with ``--launcher``: ``python -m bonecls.serve``, which starts the
+model warm-up with the server) on a free loopback port with the shipped weights; after
+``--arrive-after`` seconds (0: the first reader arrives at once, the worst case) drives Debian
 Chromium through Playwright (the same steps as tests/test_browser.py: upload a DICOM, open the
 Fracture page, wait for the prediction and the overlay), and reports per run:
 - server start to healthy (s), page load (s),
@@ -38,7 +40,9 @@ def rss_mb(pid: int) -> float:
     return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
 
 
-def one_run(tmp: Path, dicoms: list[Path], launcher: bool = False) -> dict[str, float]:
+def one_run(
+    tmp: Path, dicoms: list[Path], launcher: bool = False, arrive_after: float = 0.0
+) -> dict[str, float]:
     from playwright.sync_api import sync_playwright
 
     log_path = tmp / "server.log"
@@ -49,6 +53,7 @@ def one_run(tmp: Path, dicoms: list[Path], launcher: bool = False) -> dict[str, 
     try:
         streamlit_server.wait_healthy(proc, url, log_path)
         out["server_healthy_s"] = time.perf_counter() - t0
+        time.sleep(arrive_after)  # the first reader arrives this long after the server is up
         with sync_playwright() as p:
             browser = p.chromium.launch(
                 executable_path=CHROMIUM,
@@ -100,6 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="start the server with `python -m bonecls.serve` (models load from server start)",
     )
+    parser.add_argument(
+        "--arrive-after",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="open the page S seconds after the server is healthy (a reader who is not the first to "
+        "arrive; 0 = at once, the worst case)",
+    )
     args = parser.parse_args(argv)
     globals()["PAGE"] = args.page
     examples = sorted((ROOT / "examples" / args.page.lower()).rglob("*.dcm"))
@@ -111,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.runs):
             run_dir = Path(tmp) / str(i)
             run_dir.mkdir()
-            runs.append(one_run(run_dir, examples[:2], launcher=args.launcher))
+            runs.append(
+                one_run(run_dir, examples[:2], launcher=args.launcher, arrive_after=args.arrive_after)
+            )
     print(f"Machine: {os.cpu_count()} CPUs, load average {load_average()}\n")
     print("| measure | median | runs |")
     print("|---|---|---|")
