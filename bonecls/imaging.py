@@ -307,8 +307,8 @@ def encode_png(image: np.ndarray) -> bytes:
     level (BENCHMARKS.md, time to answer); the viewer, the report and ``bonecls --cam`` all show or
     save such panels, so their encoding is on the radiologist's wait. One fixed row filter (Up)
     instead of libpng's per-row trial of all five: the trial cost more than the compression itself
-    (76 against 43 ms on a 1024-px fracture overlay) and its files came out larger (789 against
-    759 KiB), since radiographs and heat maps change smoothly from row to row.
+    (57 against 33 ms for a 1024-px fracture overlay, BENCHMARKS.md section 1) and its files came out
+    larger (778 against 745 KiB), since radiographs and heat maps change smoothly from row to row.
     """
     import cv2
 
