@@ -3,6 +3,7 @@ checkpoints, preflight errors, exact cross-rank metrics, calibration, thresholds
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -95,9 +96,13 @@ def test_serial_one_epoch_produces_a_loadable_card(prepared: Path, tmp_path: Pat
     assert state["epoch"] == 2 and state["args"]["model"] == "simple_cnn" and len(state["rng"]) == 1
 
 
-def test_threeclass_phantoms_dense_bn_head_and_no_shear(tmp_path: Path) -> None:
+def test_threeclass_phantoms_dense_bn_head_and_no_shear(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from bonecls.errors import DataError
     from bonecls.phantom import write_dataset
     from bonecls.prepare import prepare
+    from bonecls.training.evaluation import evaluate_card
     from bonecls.weights import load_pytorch
 
     src = write_dataset("threeclass", "threeclass", tmp_path / "src", n=30, size=32, seed=4, progress=False)
@@ -109,6 +114,28 @@ def test_threeclass_phantoms_dense_bn_head_and_no_shear(tmp_path: Path) -> None:
     assert card.positive_classes == ["fractured", "beyond_repair"]
     assert card.extra["shear"] == 0.0 and card.extra["augmentation"]["shear_deg"] == 0.0
     assert len(card.test_metrics["confusion_matrix"]) == 3
+    # train/evaluate.py re-scores the installed card on the same test split: the same predictions
+    tm = card.test_metrics
+    got = evaluate_card(tmp_path / "model", tmp_path / "prep", split="test")
+    assert got["sha256"] == card.sha256 and got["split"] == "test"
+    assert got["metrics"]["confusion_matrix"] == tm["confusion_matrix"]
+    assert got["metrics"]["accuracy"] == pytest.approx(tm["accuracy"])
+    assert got["metrics"]["f1_macro"] == pytest.approx(tm["f1_macro"])
+    assert got["metrics"]["ece"] == pytest.approx(tm["ece"], abs=0.02)  # fp16 weights on the card
+    assert evaluate_card(tmp_path / "model", tmp_path / "prep", split="val")["metrics"]["n"] == 3
+    with pytest.raises(DataError, match="answers \\['healthy', 'fractured', 'beyond_repair'\\]"):
+        evaluate_card(tmp_path / "model", prepared)  # a fracture dataset: other classes
+    spec = importlib.util.spec_from_file_location("train_evaluate", ROOT / "train" / "evaluate.py")
+    evaluate_cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate_cli)
+    out_json = tmp_path / "eval.json"
+    argv = ["--data", str(tmp_path / "prep"), "--card", str(tmp_path / "model"), "--json", str(out_json)]
+    assert evaluate_cli.main([*argv, "--no-progress"]) == 0
+    assert f"tiny-test on test of {tmp_path / 'prep'}: n 3, accuracy" in capsys.readouterr().out
+    assert json.loads(out_json.read_text())[0]["metrics"]["confusion_matrix"] == tm["confusion_matrix"]
+    wrong_task = ["--data", str(prepared), "--card", str(tmp_path / "model"), "--no-progress"]
+    assert evaluate_cli.main(wrong_task) == 2
+    assert "score it on a dataset of its own task" in capsys.readouterr().err
 
 
 def test_two_rank_gloo_run_produces_a_loadable_card(prepared: Path, tmp_path: Path) -> None:

@@ -1,0 +1,96 @@
+"""Score an installed classifier card on a split of a prepared dataset, as training scored it.
+
+Training writes held-out test metrics into each card, but only for the split of the dataset it was
+trained on. Comparing two models (the shipped one and a retrained one, say) on the same images needs
+the same arithmetic run on a split of one's choosing: :func:`evaluate_card` loads the card (sha256
+checked), feeds the split through the card's own preprocessing (its input size, channels and
+normalisation) and applies the card's temperature and thresholds, so the figures are exactly those
+the app and the CLI would produce on these images. ``train/evaluate.py`` is its command line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bonecls.errors import DataError
+
+
+def evaluate_card(
+    card: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    *,
+    split: str = "test",
+    batch_size: int = 64,
+    threads: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Metrics of ``card`` (a card folder or installed id) on ``split`` of the prepared ``data_dir``.
+
+    Returns the card's id and sha256, the split and the dataset fingerprint, the classification metrics
+    of training's test report (accuracy, macro-F1, per class, confusion matrix, ROC-AUC, suspicion AUC),
+    the ECE and the sensitivity/specificity at the card's two thresholds. Raises ``DataError`` when the
+    dataset's classes are not the card's (in name and order): scoring would be meaningless.
+    """
+    from torch.utils.data import DataLoader
+
+    from bonecls.training.augment import DevicePreprocess
+    from bonecls.training.calibration import reliability
+    from bonecls.training.engine import evaluate
+    from bonecls.training.metrics import (
+        binary_rates,
+        classification_metrics,
+        is_positive,
+        softmax_np,
+        suspicion,
+    )
+    from bonecls.training.shards import ShardDataset
+    from bonecls.weights import load_pytorch
+
+    if threads:
+        torch.set_num_threads(threads)
+    model, c = load_pytorch(card)
+    ds = ShardDataset(data_dir, split)
+    if ds.class_names != list(c.class_names):
+        raise DataError(
+            f"The prepared dataset {Path(data_dir)} has classes {ds.class_names}, but model '{c.id}' "
+            f"answers {list(c.class_names)}; score it on a dataset of its own task."
+        )
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
+    prep = DevicePreprocess("cpu", c.input_size, c.in_chans, c.normalization.mean, c.normalization.std)
+    with torch.inference_mode():
+        out = evaluate(model, loader, prep, torch.device("cpu"), progress=progress, desc=f"{c.id} {split}")
+    probs = softmax_np(out.logits, c.temperature)
+    metrics = classification_metrics(out.labels, probs, c.class_names, c.positive_classes)
+    metrics["ece"] = reliability(probs, out.labels)["ece"]
+    score = suspicion(probs, c.class_names, c.positive_classes)
+    pos = is_positive(out.labels, c.class_names, c.positive_classes)
+    metrics["at_negative_below"] = binary_rates(pos, score, c.thresholds.negative_below)
+    metrics["at_positive_at"] = binary_rates(pos, score, c.thresholds.positive_at)
+    return {
+        "model": c.id,
+        "sha256": c.sha256,
+        "data": str(data_dir),
+        "split": split,
+        "dataset_fingerprint": ds.index.get("fingerprint"),
+        "metrics": metrics,
+    }
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """One line a reader compares across models: n, accuracy, macro-F1, ROC-AUC, ECE."""
+    m = result["metrics"]
+
+    def f(key: str) -> str:
+        v = m.get(key)
+        return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+
+    return (
+        f"{result['model']} on {result['split']} of {result['data']}: n {m['n']}, "
+        f"accuracy {f('accuracy')}, macro-F1 {f('f1_macro')}, ROC-AUC {f('roc_auc')}, "
+        f"suspicion AUC {f('suspicion_auc')}, ECE {f('ece')}"
+    )
