@@ -349,7 +349,8 @@ def test_augmentation_on_device_batches() -> None:
 @pytest.mark.parametrize("size", [32, 48])
 @pytest.mark.parametrize("in_chans", [1, 3])
 def test_device_preprocess_equals_the_textbook_normalisation(size: int, in_chans: int) -> None:
-    """The fused multiply-add (the /255 folded into the scale when not augmenting) gives
+    """Both forms of the normalisation (per-channel copy + in-place multiply-add on CPU, one
+    addcmul for channels-last / GPU; the /255 folded into the scale when not augmenting) give
     (x / 255 - mean) / std, resized or not, with and without the augmentation path."""
     import torch.nn.functional as F
 
@@ -367,6 +368,10 @@ def test_device_preprocess_equals_the_textbook_normalisation(size: int, in_chans
         torch.testing.assert_close(got, ref, atol=2e-5, rtol=0)
     floats = DevicePreprocess("cpu", size, in_chans, mean, std)(x8.float() / 255.0)  # already in [0, 1]
     torch.testing.assert_close(floats, ref, atol=2e-5, rtol=0)
+    # channels-last takes the single-addcmul branch (the GPU form): same values, channels-last memory
+    cl = DevicePreprocess("cpu", size, in_chans, mean, std, channels_last=True)(x8)
+    assert cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(cl, ref, atol=2e-5, rtol=0)
 
 
 def test_presets_lr_scaling_and_class_weights() -> None:
