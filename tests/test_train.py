@@ -152,6 +152,91 @@ def test_two_rank_gloo_run_produces_a_loadable_card(prepared: Path, tmp_path: Pa
     assert p.stdout.count("epoch 1/1:") == 1  # only rank 0 prints
 
 
+def _checkpoint_model(run_dir: Path, epoch: int) -> dict[str, torch.Tensor]:
+    return ckpt.load(ckpt.checkpoint_path(run_dir / "checkpoints", epoch))["model"]
+
+
+def test_fsdp_two_ranks_match_ddp_and_resume_after_a_kill(prepared: Path, tmp_path: Path) -> None:
+    """FSDP2 on 2 gloo ranks trains the same model as DDP (same data, global batch, seed), its checkpoints
+    hold plain full state dicts, and a rank killed after epoch 1 resumes into the sharded model."""
+    from bonecls.weights import load_pytorch
+
+    # shard every submodule of >= 1000 parameters (simple_cnn's convs and linears) as well as the root
+    two_epochs = ["--batch-size", "8", "--epochs", "2", "--resume", "auto"]
+    p = torchrun(2, base_args(prepared, tmp_path / "ddp", *two_epochs))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    fsdp_args = base_args(prepared, tmp_path / "fsdp", *two_epochs, "--strategy", "fsdp")
+    fsdp_args += ["--fsdp-min-params", "1000"]
+    p = torchrun(2, [*fsdp_args, "--fault-exit-after-epoch", "1"])
+    assert p.returncode != 0 and not (tmp_path / "fsdp" / "model" / "card.json").exists()
+    assert [e for e, _ in ckpt.list_checkpoints(tmp_path / "fsdp" / "run" / "checkpoints")] == [1]
+    p = torchrun(2, fsdp_args)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "epoch 1 done); continuing at epoch 2" in p.stdout and "epoch 1/2:" not in p.stdout
+    for epoch in (1, 2):
+        ddp = _checkpoint_model(tmp_path / "ddp" / "run", epoch)
+        fsdp = _checkpoint_model(tmp_path / "fsdp" / "run", epoch)
+        assert sorted(fsdp) == sorted(ddp) and not any(k.startswith(("module.", "_fsdp")) for k in fsdp)
+        for k, v in ddp.items():
+            assert type(fsdp[k]) is torch.Tensor, k  # gathered, not a DTensor shard
+            torch.testing.assert_close(fsdp[k], v, rtol=1e-4, atol=1e-5, msg=f"{k} after epoch {epoch}")
+    _, ddp_card = load_pytorch(tmp_path / "ddp" / "model")
+    _, fsdp_card = load_pytorch(tmp_path / "fsdp" / "model")
+    assert fsdp_card.extra["strategy"] == "fsdp" and fsdp_card.extra["world_size"] == 2
+    assert fsdp_card.test_metrics["confusion_matrix"] == ddp_card.test_metrics["confusion_matrix"]
+
+
+def test_amp_bf16_on_cpu(prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--amp on CPU trains under bf16 autocast (the GPU's fp16 + GradScaler path needs CUDA) and still
+    writes fp32-trained, loadable weights whose predictions are finite."""
+    from bonecls.weights import load_pytorch
+
+    summary = run(parse_args(base_args(prepared, tmp_path, "--amp")))
+    assert "amp torch.bfloat16" in capsys.readouterr().out
+    model, card = load_pytorch(tmp_path / "model")
+    assert card.extra["amp"] == "auto" and summary["world_size"] == 1
+    state = _checkpoint_model(tmp_path / "run", 1)
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())  # master weights
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.rand(2, 1, 32, 32))).all()
+
+
+def test_two_nodes_rendezvous_on_loopback(prepared: Path, tmp_path: Path) -> None:
+    """Multi-node: two torchrun launchers (--nnodes=2, one rank each) meet through the c10d rendezvous
+    on a loopback endpoint, as two machines would on their network; rank 0 writes the card."""
+    import socket
+
+    from bonecls.weights import load_pytorch
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = base_args(prepared, tmp_path, "--batch-size", "8")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    nodes = []
+    for node in range(2):
+        launcher = [
+            "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
+            f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=bonecls-test", f"--node-rank={node}",
+        ]  # fmt: skip
+        log = (tmp_path / f"node{node}.log").open("w")
+        cmd = [sys.executable, *launcher, SCRIPT, *args]
+        nodes.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+    try:
+        codes = [proc.wait(timeout=180) for proc, _ in nodes]
+    finally:
+        for proc, log in nodes:
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+    logs = [(tmp_path / f"node{n}.log").read_text() for n in range(2)]
+    assert codes == [0, 0], "\n".join(t[-3000:] for t in logs)
+    _, card = load_pytorch(tmp_path / "model")
+    assert card.command.startswith("torchrun --nnodes=2 --nproc_per_node=1")
+    assert card.extra["world_size"] == 2 and card.extra["global_batch"] == 16
+    assert sum("World size 2 (gloo, cpu, 1 thread(s)/rank)" in t for t in logs) == 1  # rank 0 only
+
+
 def test_resume_after_a_killed_run(prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     args = base_args(prepared, tmp_path, "--epochs", "2", "--resume", "auto")
     p = serial([*args, "--fault-exit-after-epoch", "1"])
@@ -166,6 +251,12 @@ def test_resume_after_a_killed_run(prepared: Path, tmp_path: Path, capsys: pytes
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["resumed_from"] == 1 and s["epochs"] == [1, 2]
     assert (tmp_path / "model" / "card.json").is_file()
+    # the resumed run is the uninterrupted run: same RNG streams, optimizer and schedule state
+    whole = tmp_path / "uninterrupted"
+    run(parse_args(base_args(prepared, whole, "--epochs", "2")))
+    resumed, uninterrupted = _checkpoint_model(tmp_path / "run", 2), _checkpoint_model(whole / "run", 2)
+    for k, v in uninterrupted.items():
+        assert torch.equal(resumed[k], v), k
 
 
 def test_kill_during_checkpoint_save_keeps_the_previous_one(tmp_path: Path) -> None:

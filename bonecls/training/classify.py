@@ -636,7 +636,7 @@ def _run(args: argparse.Namespace, info: du.DistInfo, t_start: float) -> dict[st
 
     # ---- resume
     start_epoch, best, best_loss, best_epoch, history = 1, -math.inf, math.inf, 0, []
-    resumed_from = None
+    resumed_from, rng_restored = None, False
     if args.resume:
         if main:
             ckpt.clean_stale_temp(ckpt_dir)
@@ -672,7 +672,8 @@ def _run(args: argparse.Namespace, info: du.DistInfo, t_start: float) -> dict[st
             best_loss = float(state.get("best_loss", math.inf))
             history = list(state.get("history", []))
             rng = state.get("rng", [])
-            if len(rng) == info.world_size:
+            rng_restored = len(rng) == info.world_size
+            if rng_restored:
                 ckpt.set_rng_state(rng[info.rank])
             resumed_from = int(state["epoch"])
             print(
@@ -680,7 +681,10 @@ def _run(args: argparse.Namespace, info: du.DistInfo, t_start: float) -> dict[st
                 flush=True,
             )
 
-    torch.manual_seed(args.seed * 1000 + info.rank + 7919 * start_epoch)  # augmentation differs per rank
+    if not rng_restored:
+        # augmentation and dropout differ per rank; a resume that could not restore this rank's RNG
+        # state (another world size) still starts a stream of its own for the epochs left
+        torch.manual_seed(args.seed * 1000 + info.rank + 7919 * start_epoch)
     logger = RunLogger(args, run_dir, main)
     kill_hook = _fault_kill_hook(args, info.rank)
     since_best = sum(1 for h in history if h["epoch"] > best_epoch)
