@@ -237,6 +237,71 @@ def test_two_nodes_rendezvous_on_loopback(prepared: Path, tmp_path: Path) -> Non
     assert sum("World size 2 (gloo, cpu, 1 thread(s)/rank)" in t for t in logs) == 1  # rank 0 only
 
 
+def test_mlflow_and_wandb_log_offline(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no tracking server configured, --mlflow writes a SQLite tracking store in the run dir and
+    --wandb an offline run there: each holds the epoch metrics the run printed."""
+    mlflow = pytest.importorskip("mlflow")
+    pytest.importorskip("wandb")
+    for var in ("MLFLOW_TRACKING_URI", "WANDB_MODE", "WANDB_API_KEY", "WANDB_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    p = serial(base_args(prepared, tmp_path, "--epochs", "2", "--mlflow", "--wandb"))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if client.search_runs([e.experiment_id])]
+    (mlrun,) = client.search_runs([experiment.experiment_id])
+    assert mlrun.data.params["model"] == "simple_cnn" and mlrun.info.status == "FINISHED"
+    history = client.get_metric_history(mlrun.info.run_id, "val/loss")
+    assert [m.step for m in history] == [1, 2] and all(math.isfinite(m.value) for m in history)
+    (offline,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    wandb_rows = _wandb_history(offline)
+    assert [row["_step"] for row in wandb_rows] == [1, 2]
+    assert [row["val/loss"] for row in wandb_rows] == pytest.approx([m.value for m in history])
+
+
+@pytest.mark.parametrize(("flag", "missing"), [("--mlflow", "sqlalchemy"), ("--wandb", "wandb")])
+def test_missing_tracking_package_is_a_sentence(
+    flag: str, missing: str, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bonecls.training.classify import RunLogger
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setitem(sys.modules, missing, None)  # import fails as if it were not installed
+    args = parse_args([*base_args(prepared, tmp_path), flag])
+    with pytest.raises(TrainingError, match=r"pip install -r requirements-tracking\.txt"):
+        RunLogger(args, tmp_path / "run", enabled=True)
+
+
+def _wandb_history(path: Path) -> list[dict]:
+    """The history rows of an offline W&B run file: a 7-byte header, then LevelDB-log blocks of 32 KiB
+    whose chunks (crc32, length, type: full / first / middle / last) carry protobuf ``Record``s."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, records, partial = path.read_bytes(), 7, [], b""
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a chunk header is padding
+            pos += 32768 - pos % 32768
+            continue
+        size, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk, pos = data[pos + 7 : pos + 7 + size], pos + 7 + size
+        if kind in (1, 2):
+            partial = chunk
+        elif kind in (3, 4):
+            partial += chunk
+        if kind in (1, 4):
+            records.append(partial)
+    rows = []
+    for raw in records:
+        record = pb.Record()
+        record.ParseFromString(raw)
+        if record.WhichOneof("record_type") == "history":
+            items = record.history.item
+            rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items})
+    return rows
+
+
 def test_resume_after_a_killed_run(prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     args = base_args(prepared, tmp_path, "--epochs", "2", "--resume", "auto")
     p = serial([*args, "--fault-exit-after-epoch", "1"])

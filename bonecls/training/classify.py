@@ -209,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log-dir", default=None, help="TensorBoard folder; default <run-dir>/tb")
     g.add_argument("--no-tensorboard", action="store_true")
     g.add_argument(
-        "--mlflow", action="store_true", help="also log to MLflow (offline: ./mlruns in the run dir)"
+        "--mlflow",
+        action="store_true",
+        help="also log to MLflow (MLFLOW_TRACKING_URI, else offline: mlflow.db in the run dir)",
     )
     g.add_argument(
         "--wandb", action="store_true", help="also log to Weights & Biases (offline unless WANDB_MODE)"
@@ -343,14 +345,22 @@ class RunLogger:
                 ) from None
             self.tb = SummaryWriter(log_dir=str(args.log_dir or run_dir / "tb"))
         if args.mlflow:
+            local = not os.environ.get("MLFLOW_TRACKING_URI")
             try:
                 import mlflow
-            except ImportError:
+
+                if local:
+                    import alembic  # noqa: F401  (MLflow's SQLite store needs both)
+                    import sqlalchemy  # noqa: F401
+            except ImportError as e:
                 raise TrainingError(
-                    "--mlflow needs the mlflow package (pip install mlflow); it is not installed."
+                    "--mlflow needs the mlflow package and, for its local SQLite store, sqlalchemy and "
+                    f"alembic ({e.name} is not installed): pip install -r requirements-tracking.txt, or set "
+                    "MLFLOW_TRACKING_URI to your tracking server."
                 ) from None
-            if not os.environ.get("MLFLOW_TRACKING_URI"):
-                mlflow.set_tracking_uri((run_dir / "mlruns").resolve().as_uri())
+            if local:
+                # MLflow 3 refuses its old ./mlruns file store; a SQLite file in the run dir works offline
+                mlflow.set_tracking_uri(f"sqlite:///{(run_dir / 'mlflow.db').resolve()}")
             mlflow.start_run(run_name=run_dir.name)
             mlflow.log_params({k: str(v) for k, v in vars(args).items() if k != "argv"})
             self.mlflow = mlflow
@@ -359,7 +369,8 @@ class RunLogger:
                 import wandb
             except ImportError:
                 raise TrainingError(
-                    "--wandb needs the wandb package (pip install wandb); it is not installed."
+                    "--wandb needs the wandb package (pip install -r requirements-tracking.txt); it is not "
+                    "installed."
                 ) from None
             self.wandb = wandb.init(
                 project="bonecls",
