@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import os
 import platform
-import resource
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -101,11 +100,6 @@ def time_ab(fns: dict[str, Callable[[], object]], runs: int) -> dict[str, list[f
             fns[name]()
             out[name].append(time.perf_counter() - t0)
     return out
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _status_mb(key: str) -> float:

@@ -9,7 +9,8 @@
    the prediction), on the same decoded image. Random weights: speed does not depend on them.
 2. Batch throughput (worklist / CLI over a folder): images/s for predict only (batch 32) and for
    predict + CAM (one image at a time, the CAM pass giving the prediction).
-3. Growth with input size: decode + predict + CAM for 512..4096 px inputs (time and peak RSS).
+3. Growth with input size: decode + predict + CAM for 512..4096 px inputs (time, and the memory one
+   answer adds to the resting process at each size: the kernel's peak mark is reset per size).
    (Growth with the batch size: ``bench/bench_growth.py``; ONNX Runtime: ``bench/bench_fastpath.py``.)
 
 Prints Markdown tables with the machine line; figures go to BENCHMARKS.md. Not a test.
@@ -23,7 +24,15 @@ import sys
 import time
 
 import numpy as np
-from _common import add_repo_to_path, machine, pct, peak_rss_mb, phantom_inputs
+from _common import (
+    add_repo_to_path,
+    current_rss_mb,
+    machine,
+    pct,
+    peak_rss_since_reset_mb,
+    phantom_inputs,
+    reset_peak_rss,
+)
 from _common import time_calls as time_answer
 
 add_repo_to_path(tests=True)
@@ -143,18 +152,27 @@ def main(argv: list[str] | None = None) -> int:
         model_id = args.models[0]
         predictor = predictors[model_id]
         print(f"\n### Growth with input size (`{model_id}`, decode + predict + Grad-CAM + PNG)\n")
-        print("| input px | megapixels | p50 ms | ms per megapixel | peak RSS MB |")
-        print("|---|---|---|---|---|")
+        print(
+            "| input px | megapixels | p50 ms | ms per megapixel | peak RSS MB | answer's own peak MB "
+            "| MB per megapixel |"
+        )
+        print("|---|---|---|---|---|---|---|")
         for size in (512, 1024, 2048, 4096):
             payload = phantom_inputs(size)["png16"]
 
             def answer(payload=payload) -> bytes:
                 return encode_png(predictor.explain(load_radiograph(payload)).overlay)
 
+            # the kernel's peak mark reset per size: what one answer at this size adds to the resting RSS
+            resting = current_rss_mb() if reset_peak_rss() else float("nan")
             times = time_answer(answer, 5)
             mp = size * size / 1e6
-            rss = peak_rss_mb()
-            print(f"| {size} | {mp:.2f} | {pct(times, 50):.1f} | {pct(times, 50) / mp:.1f} | {rss:.0f} |")
+            peak = peak_rss_since_reset_mb()
+            own = peak - resting
+            print(
+                f"| {size} | {mp:.2f} | {pct(times, 50):.1f} | {pct(times, 50) / mp:.1f} | {peak:.0f} | "
+                f"{own:.0f} | {own / mp:.0f} |"
+            )
     print(f"\n(p50/p95 of {args.runs} runs after one warm-up)")
     return 0
 
