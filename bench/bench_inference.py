@@ -19,7 +19,9 @@ Prints Markdown tables with the machine line; figures go to BENCHMARKS.md. Not a
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import time
 
@@ -87,6 +89,27 @@ def seed002_baseline(data: bytes):
     return answer
 
 
+def growth_child(model_id: str, size: int) -> dict:
+    """One input size in this fresh process: what an answer at ``size`` px costs in time and in memory
+    above the warm, resting process (model loaded, one small answer done; the kernel's peak mark reset)."""
+    import gc
+
+    from bonecls.imaging import load_radiograph
+
+    predictor, warm = ours(model_id, phantom_inputs(256)["png16"])
+    warm()
+    payload = phantom_inputs(size)["png16"]
+
+    def answer() -> bytes:
+        return encode_png(predictor.explain(load_radiograph(payload), method="gradcam").overlay)
+
+    gc.collect()
+    resting = current_rss_mb()
+    reset_peak_rss()
+    times = time_answer(answer, 5)
+    return {"p50": pct(times, 50), "resting": resting, "peak": peak_rss_since_reset_mb()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=30)
@@ -94,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--no-growth", action="store_true")
+    parser.add_argument("--growth-child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 runs, no baseline, no growth")
     args = parser.parse_args(argv)
     if args.quick:
@@ -102,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.growth_child:
+        print(json.dumps(growth_child(args.models[0], args.growth_child)))
+        return 0
     from bonecls.imaging import load_radiograph
 
     print(f"Machine: {machine(args.threads)}\n")
@@ -150,29 +177,23 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_growth:
         model_id = args.models[0]
-        predictor = predictors[model_id]
         print(f"\n### Growth with input size (`{model_id}`, decode + predict + Grad-CAM + PNG)\n")
         print(
-            "| input px | megapixels | p50 ms | ms per megapixel | peak RSS MB | answer's own peak MB "
-            "| MB per megapixel |"
+            "| input px | megapixels | p50 ms | ms per megapixel | RSS resting MB | peak RSS MB "
+            "| answer's own MB | MB per megapixel |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for size in (512, 1024, 2048, 4096):
-            payload = phantom_inputs(size)["png16"]
-
-            def answer(payload=payload) -> bytes:
-                return encode_png(predictor.explain(load_radiograph(payload)).overlay)
-
-            # the kernel's peak mark reset per size: what one answer at this size adds to the resting RSS
-            resting = current_rss_mb() if reset_peak_rss() else float("nan")
-            times = time_answer(answer, 5)
-            mp = size * size / 1e6
-            peak = peak_rss_since_reset_mb()
-            own = peak - resting
+            cmd = [sys.executable, __file__, "--growth-child", str(size), "--models", model_id]
+            cmd += ["--threads", str(args.threads)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            mp, own = size * size / 1e6, r["peak"] - r["resting"]
             print(
-                f"| {size} | {mp:.2f} | {pct(times, 50):.1f} | {pct(times, 50) / mp:.1f} | {peak:.0f} | "
-                f"{own:.0f} | {own / mp:.0f} |"
+                f"| {size} | {mp:.2f} | {r['p50']:.1f} | {r['p50'] / mp:.1f} | {r['resting']:.0f} | "
+                f"{r['peak']:.0f} | {own:.0f} | {own / mp:.0f} |"
             )
+        print("\n(growth: one fresh process per size, 5 answers after a warm-up on a 256-px image)")
     print(f"\n(p50/p95 of {args.runs} runs after one warm-up)")
     return 0
 
