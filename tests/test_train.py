@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -213,24 +214,18 @@ def test_two_nodes_rendezvous_on_loopback(prepared: Path, tmp_path: Path) -> Non
         port = s.getsockname()[1]
     args = base_args(prepared, tmp_path, "--batch-size", "8")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    nodes = []
-    for node in range(2):
+
+    def node(rank: int) -> subprocess.CompletedProcess:
         launcher = [
             "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
-            f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=bonecls-test", f"--node-rank={node}",
+            f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=bonecls-test", f"--node-rank={rank}",
         ]  # fmt: skip
-        log = (tmp_path / f"node{node}.log").open("w")
-        cmd = [sys.executable, *launcher, SCRIPT, *args]
-        nodes.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log))
-    try:
-        codes = [proc.wait(timeout=180) for proc, _ in nodes]
-    finally:
-        for proc, log in nodes:
-            if proc.poll() is None:
-                proc.kill()
-            log.close()
-    logs = [(tmp_path / f"node{n}.log").read_text() for n in range(2)]
-    assert codes == [0, 0], "\n".join(t[-3000:] for t in logs)
+        return run_tree([sys.executable, *launcher, SCRIPT, *args], env, 180)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # both launchers at once: each waits for the other
+        nodes = [f.result() for f in [pool.submit(node, rank) for rank in range(2)]]
+    logs = [p.stdout + p.stderr for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], "\n".join(t[-3000:] for t in logs)
     _, card = load_pytorch(tmp_path / "model")
     assert card.command.startswith("torchrun --nnodes=2 --nproc_per_node=1")
     assert card.extra["world_size"] == 2 and card.extra["global_batch"] == 16
