@@ -77,7 +77,7 @@ def same_boxes(ref: list, got: list) -> tuple[bool, float]:
 
 def baseline_detect(yolo, size: int, conf: float) -> Callable:
     """Plain Ultralytics on a BGR uint8 array -> our DetBox list (for the agreement check)."""
-    from bonecls.detect import DetBox
+    from bonecls.detection.detector import DetBox
 
     def run(bgr: np.ndarray) -> list:
         res = yolo.predict(bgr, imgsz=size, conf=conf, iou=0.5, max_det=100, verbose=False, save=False)[0]
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         args.runs, args.n, args.threads = 3, 4, [2]
     os.environ.setdefault("OMP_NUM_THREADS", str(max(args.threads)))
 
-    from bonecls.detect import Detector, OnnxDetector, configure_offline, export_onnx, to_bgr_uint8
+    from bonecls.detection.detector import Detector, OnnxDetector, configure_offline, export_onnx, to_bgr_uint8
 
     configure_offline()
     import cv2

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bonecls import detection_metrics as dm
+from bonecls.detection import metrics as dm
 from bonecls.errors import DataError, WeightsError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,7 +93,7 @@ def offline_env(tmp_path_factory):
             cache = tmp_path_factory.mktemp("cache")
             mp.setenv("BONECLS_CACHE", str(cache))
             mp.delenv("YOLO_CONFIG_DIR", raising=False)
-        from bonecls.detect import configure_offline
+        from bonecls.detection.detector import configure_offline
 
         yield configure_offline()
 
@@ -171,7 +171,7 @@ def _test_images(yolo_data: Path) -> list[Path]:
 def test_training_is_offline_and_writes_a_loadable_card(trained, yolo_data, offline_env, no_network):
     import cv2
 
-    from bonecls.detect import DetBox, Detector
+    from bonecls.detection.detector import DetBox, Detector
     from bonecls.weights import load_card, sha256_file
 
     assert not trained["log"].exists(), f"network attempted: {trained['log'].read_text()}"
@@ -211,7 +211,7 @@ def test_training_is_offline_and_writes_a_loadable_card(trained, yolo_data, offl
 def test_offline_configuration(offline_env, no_network):
     import ultralytics.utils as uutils
 
-    from bonecls.detect import configure_offline
+    from bonecls.detection.detector import configure_offline
 
     assert configure_offline() == offline_env  # idempotent
     assert uutils.ONLINE is False
@@ -226,7 +226,7 @@ def test_offline_configuration(offline_env, no_network):
 def test_letterbox_matches_ultralytics(offline_env):
     from ultralytics.data.augment import LetterBox
 
-    from bonecls.detect import letterbox
+    from bonecls.detection.detector import letterbox
 
     rng = np.random.default_rng(1)
     for h, w in [(80, 96), (97, 61), (512, 512), (300, 1000)]:
@@ -238,7 +238,7 @@ def test_letterbox_matches_ultralytics(offline_env):
 
 
 def test_data_yaml_is_sanitised(yolo_data):
-    from bonecls.detect import _read_data_yaml
+    from bonecls.detection.detector import _read_data_yaml
 
     cfg = _read_data_yaml(yolo_data)
     assert "download" not in cfg and Path(cfg["path"]).is_absolute() and cfg["names"] == ["opacity"]
@@ -268,7 +268,7 @@ def torch_load_spy(monkeypatch):
 
 @pytest.mark.slow
 def test_tampered_weights_are_refused_before_unpickling(card_copy, offline_env, torch_load_spy, no_network):
-    from bonecls.detect import Detector
+    from bonecls.detection.detector import Detector
 
     pt = card_copy / "model.pt"
     data = bytearray(pt.read_bytes())
@@ -280,7 +280,7 @@ def test_tampered_weights_are_refused_before_unpickling(card_copy, offline_env, 
 
 
 def test_uncarded_start_weights_need_a_checksum(tmp_path, offline_env, torch_load_spy):
-    from bonecls.detect import _open_start_weights
+    from bonecls.detection.detector import _open_start_weights
 
     pt = tmp_path / "start.pt"
     pt.write_bytes(b"\x80\x04not really a checkpoint")
@@ -293,7 +293,7 @@ def test_uncarded_start_weights_need_a_checksum(tmp_path, offline_env, torch_loa
 
 @pytest.mark.slow
 def test_card_for_another_framework_is_refused(card_copy, offline_env):
-    from bonecls.detect import Detector
+    from bonecls.detection.detector import Detector
 
     card = json.loads((card_copy / "card.json").read_text())
     card.update(task="pneumonia")
@@ -308,7 +308,7 @@ def test_card_for_another_framework_is_refused(card_copy, offline_env):
 
 @pytest.mark.slow
 def test_eigencam_heatmap(trained, offline_env, no_network):
-    from bonecls.detect import Detector
+    from bonecls.detection.detector import Detector
 
     det = Detector.from_card(trained["out"])
     rng = np.random.default_rng(0)
@@ -325,7 +325,7 @@ def test_eigencam_heatmap(trained, offline_env, no_network):
 def test_eigen_projection_matches_pytorch_grad_cam():
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
-    from bonecls.detect import eigen_projection
+    from bonecls.detection.detector import eigen_projection
 
     rng = np.random.default_rng(3)
     acts = rng.normal(size=(2, 6, 5, 7)).astype(np.float32)
@@ -346,7 +346,7 @@ def test_onnx_boxes_match_pytorch(card_copy, yolo_data, offline_env, no_network)
     pytest.importorskip("onnx")
     import cv2
 
-    from bonecls.detect import Detector, OnnxDetector, export_onnx
+    from bonecls.detection.detector import Detector, OnnxDetector, export_onnx
     from bonecls.weights import load_card, sha256_file
 
     onnx_path = export_onnx(card_copy)
@@ -379,7 +379,7 @@ def test_onnx_boxes_match_pytorch(card_copy, yolo_data, offline_env, no_network)
 def test_shipped_detector_onnx_export_draws_the_pytorch_boxes(offline_env, no_network, monkeypatch):
     """The app's pneumonia boxes come from the shipped ONNX export; they equal the PyTorch boxes."""
     pytest.importorskip("onnxruntime")
-    from bonecls.detect import Detector, OnnxDetector
+    from bonecls.detection.detector import Detector, OnnxDetector
     from bonecls.imaging import load_radiograph
     from bonecls.ui import services
 
@@ -407,7 +407,7 @@ def test_warm_up_preloads_the_onnx_box_detector(offline_env, no_network, monkeyp
     """The app's warm-up loads what draws the boxes (ONNX) and EigenCAM's PyTorch model, so the first
     pneumonia image loads nothing; a broken ONNX file costs the warm-up nothing and falls back."""
     pytest.importorskip("onnxruntime")
-    from bonecls.detect import Detector, OnnxDetector
+    from bonecls.detection.detector import Detector, OnnxDetector
     from bonecls.ui import services
 
     root = tmp_path / "weights"
@@ -533,7 +533,7 @@ def test_ultralytics_does_not_hijack_pil_open_for_unreadable_uploads() -> None:
 
     import PIL.Image
 
-    from bonecls.detect import _ultralytics
+    from bonecls.detection.detector import _ultralytics
     from bonecls.errors import ImageError
     from bonecls.imaging import load_radiograph
 

@@ -817,7 +817,7 @@ def _filter(pb, ps, pl, conf: float):
 
 
 def _metrics_at(pb, ps, pl, gb, gl, conf: float) -> dict[str, float]:
-    from bonecls import detection_metrics as dm
+    from bonecls.detection import metrics as dm
 
     fb, fs, _ = _filter(pb, ps, pl, conf)
     counts = dm.precision_recall_counts(fb, fs, gb, 0.5)
@@ -859,7 +859,7 @@ def evaluate_detector(
     ``precision50``, ``recall50`` (IoU 0.5), ``image_sensitivity`` / ``image_specificity`` (image
     flagged when any box survives) on boxes with confidence > ``conf``.
     """
-    from bonecls import detection_metrics as dm
+    from bonecls.detection import metrics as dm
 
     cfg = data if isinstance(data, dict) else _read_data_yaml(data)
     names = list(names or cfg["names"])
@@ -895,7 +895,7 @@ def choose_conf_threshold(
     lets higher-scoring boxes suppress lower ones), so one pass at 0.001 serves the whole grid.
     Ties (a plateau) go to the plateau's middle. Returns ``(threshold, rsna_score_at_threshold)``.
     """
-    from bonecls import detection_metrics as dm
+    from bonecls.detection import metrics as dm
 
     images = _split_images(cfg, split)
     if not images:
