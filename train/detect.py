@@ -6,7 +6,7 @@ Examples::
     python train/detect.py --data ... --device 0,1 --batch 64 --epochs 100     # multi-GPU (DDP)
     python train/detect.py --data ... --weights weights/pneumonia-det-yolov8n  # fine-tune from a card
 
-Nothing is downloaded: the network is never used (see bonecls.detect.configure_offline). Without
+Nothing is downloaded: the network is never used (see bonecls.detection.offline.configure_offline). Without
 --weights the model is built from Ultralytics' packaged ``yolov8n.yaml`` (random initialisation).
 """
 

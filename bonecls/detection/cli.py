@@ -6,8 +6,11 @@ Examples::
     python train/detect.py --data ... --device 0,1 --batch 64 --epochs 100     # multi-GPU (DDP)
     python train/detect.py --data ... --weights weights/pneumonia-det-yolov8n  # fine-tune from a card
 
-Nothing is downloaded: the network is never used (see bonecls.detect.configure_offline). Without
+Nothing is downloaded: the network is never used (see bonecls.detection.offline.configure_offline). Without
 --weights the model is built from Ultralytics' packaged ``yolov8n.yaml`` (random initialisation).
+
+(This module is the parser and ``main()`` behind ``train/detect.py``; the training is
+:func:`bonecls.detection.train.train_detector`.)
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The options of train/detect.py (defaults as in :func:`~bonecls.detection.train.train_detector`)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="YOLO data.yaml (train/val/test image folders, names)")
     p.add_argument(
@@ -40,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train, print the card's summary; 0 on success, 2 (with the reason on stderr) on a BoneclsError."""
     args = build_parser().parse_args(argv)
-    from bonecls.detection.detector import describe_card, train_detector
+    from bonecls.detection.train import describe_card, train_detector
     from bonecls.errors import BoneclsError
 
     command = "python train/detect.py " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -70,4 +75,3 @@ def main(argv: list[str] | None = None) -> int:
     print(describe_card(card))
     print(f"wrote {out / card.weights_file} and {out / 'card.json'}")
     return 0
-

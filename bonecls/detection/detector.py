@@ -1,356 +1,70 @@
-"""Pneumonia opacity boxes with Ultralytics YOLOv8: offline set-up, inference, EigenCAM, ONNX, training.
-
-This is the ONLY module of bonecls that imports ``ultralytics`` (AGPL-3.0). The import is lazy, inside
-functions, and always after :func:`configure_offline`, which makes sure Ultralytics never reaches the
-network (no font, weight or dataset download, no analytics, no pip install, no update check).
+"""YOLOv8 opacity detectors from verified model cards: PyTorch (Ultralytics), EigenCAM, ONNX Runtime.
 
 Public API::
 
-    configure_offline() -> Path                      # idempotent; Ultralytics' settings dir
-    DetBox(x0, y0, x1, y1, confidence, label)        # original-image pixel coordinates
     Detector.from_card(path_or_id, device="cpu")     # sha256 verified before the .pt (a pickle) is opened
         .detect(image, conf=None, iou=0.5, max_det=100) -> list[DetBox]
         .eigencam(image, layers=None) -> np.ndarray  # float32 (H, W) in [0, 1]
     export_onnx(path_or_id) -> Path                  # model.onnx beside model.pt, hash recorded in the card
     OnnxDetector.from_card(path_or_id)               # ONNX Runtime fast path, same boxes as Detector
         .detect(image, conf=None, iou=0.5, max_det=100) -> list[DetBox]
-    letterbox(image, size) -> (padded, gain, pad)    # Ultralytics' square letterbox, exactly
-    train_detector(data, output, ...) -> (ModelCard, Path)   # used by train/detect.py
-    evaluate_detector(detector, data, split="test", conf=...) -> dict
+    eigen_projection(activations) -> np.ndarray      # EigenCAM's map without a full SVD
 
-``image`` is a :class:`bonecls.imaging.Radiograph` (its ``.pixels``, float32 in [0, 1]) or a numpy array:
-float in [0, 1], or uint8 / uint16 grey (H, W) or BGR (H, W, 3).
-
-``conf=None`` means the card's operating threshold (``thresholds.positive_at``, chosen on the validation
-split when the model was trained); ``iou`` is the NMS IoU.
+``image``: see :mod:`bonecls.detection.boxes`. ``conf=None`` means the card's operating threshold
+(``thresholds.positive_at``, chosen on the validation split when the model was trained); ``iou`` is the
+NMS IoU. Ultralytics, torch, OpenCV, pytorch-grad-cam, onnx and onnxruntime are imported inside the
+functions that use them, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import importlib.util
-import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import threading
-import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bonecls.errors import DataError, ImageError, WeightsError
-from bonecls.paths import cache_root
+from bonecls.detection.boxes import DetBox, letterbox, postprocess, to_bgr_uint8, to_detboxes
+from bonecls.detection.offline import import_ultralytics
+from bonecls.errors import WeightsError
 
 if TYPE_CHECKING:  # pragma: no cover
     from bonecls.weights import ModelCard
 
 __all__ = [
-    "DEFAULT_IMAGE_SIZE",
-    "DetBox",
+    "DEFAULT_CONF",
+    "FRAMEWORK",
+    "ONNX_FILE",
+    "TASK",
+    "WEIGHTS_FILE",
     "Detector",
     "OnnxDetector",
-    "configure_offline",
-    "evaluate_detector",
+    "eigen_projection",
     "export_onnx",
-    "letterbox",
-    "to_bgr_uint8",
-    "train_detector",
+    "load_detection_card",
+    "open_yolo",
+    "updated_card",
 ]
 
 log = logging.getLogger(__name__)
 
 FRAMEWORK = "ultralytics"
 TASK = "pneumonia-det"
-DEFAULT_IMAGE_SIZE = 512
 WEIGHTS_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
-CARD_FILE = "card.json"
-MAX_WEIGHTS_BYTES = 25 * 2**20
 DEFAULT_CONF = 0.25
-PAD_VALUE = 114  # Ultralytics' letterbox grey
-_MAX_NMS = 30000  # Ultralytics' cap on boxes entering NMS
-_MAX_WH = 7680  # Ultralytics' per-class coordinate offset for class-aware NMS
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-
-INTENDED_USE = (
-    "Reading aid that draws candidate lung-opacity boxes on a frontal chest radiograph for a clinician "
-    "to review. It does not diagnose pneumonia and must not be used to rule it out."
-)
-LIMITATIONS = (
-    "Trained on synthetic phantoms (digitally reconstructed radiographs from one CT with simulated "
-    "opacities), not on patient images; performance on real radiographs is unknown. Not for clinical use."
-)
 
 
 # --------------------------------------------------------------------------------------------------------
-# Offline configuration
-# --------------------------------------------------------------------------------------------------------
-
-_OFFLINE_LOCK = threading.RLock()
-_CONFIGURED: Path | None = None
-
-# Settings that would make Ultralytics talk to a server or load an integration that may (each False/"").
-_OFFLINE_SETTINGS: dict[str, Any] = {
-    "sync": False,  # anonymous usage analytics (events) and Sentry crash reports
-    "hub": False,  # Ultralytics HUB callbacks (key only exists in some versions)
-    "api_key": "",  # Ultralytics Platform uploads (training callbacks start only with a key)
-    "openai_api_key": "",
-    "clearml": False,  # experiment-tracker integrations: each imports its client and may log remotely
-    "comet": False,
-    "dvc": False,
-    "mlflow": False,
-    "raytune": False,
-    "tensorboard": False,
-    "wandb": False,
-    "vscode_msg": False,  # console hints only
-    "openvino_msg": False,
-}
-
-
-def _font_source() -> Path | None:
-    """DejaVuSans.ttf from matplotlib's package data (matplotlib is a hard dependency of ultralytics)."""
-    spec = importlib.util.find_spec("matplotlib")
-    if spec is None or not spec.origin:
-        return None
-    path = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
-    return path if path.is_file() else None
-
-
-def _place_fonts(config_dir: Path) -> bool:
-    """Put Arial.ttf / Arial.Unicode.ttf (copies of DejaVuSans) where ``check_font`` looks first."""
-    src = _font_source()
-    ok = True
-    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
-        dst = config_dir / name
-        if dst.is_file() and dst.stat().st_size > 0:
-            continue
-        if src is None:
-            ok = False
-            continue
-        tmp = dst.with_suffix(f".tmp{os.getpid()}")
-        try:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
-        except OSError:
-            ok = False
-    return ok
-
-
-def configure_offline() -> Path:
-    """Make Ultralytics fully offline in this process; safe to call many times. Returns its settings dir.
-
-    Environment (set before ``ultralytics`` is first imported, because it reads them at import):
-
-    * ``YOLO_OFFLINE=1``: ``ultralytics.utils.ONLINE`` is False without a DNS probe, which disables the
-      analytics events, the Sentry crash reporter, the PyPI update check and retries of failed downloads.
-    * ``ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS=1``: ``check_requirements`` never runs ``pip``/``uv install``
-      (export, DDP and integrations call it).
-    * ``YOLO_CONFIG_DIR`` (if unset): ``$BONECLS_CACHE/ultralytics`` (or ``~/.cache/bonecls/ultralytics``) —
-      settings.json, fonts and DDP temp files go there, never to the user's home config.
-    * ``ULTRALYTICS_SAFE_LOAD=1`` (if unset): checkpoints are unpickled with ``torch.load(weights_only=True)``
-      against Ultralytics' allow-list — a second line of defence after our sha256 check.
-    * ``ULTRALYTICS_API_KEY`` is removed so the Platform upload callbacks never start.
-
-    Settings: ``sync`` off and every integration off (see ``_OFFLINE_SETTINGS``); ``runs_dir``,
-    ``weights_dir`` and ``datasets_dir`` point into the cache dir, so a bare model name never resolves to
-    some stray file and nothing lands in the working directory.
-
-    Fonts: ``check_font`` (called by every dataset check and by plotting) returns a file found in the
-    settings dir and otherwise downloads Arial.ttf; DejaVuSans.ttf from matplotlib is copied there as
-    Arial.ttf and Arial.Unicode.ttf.
-    """
-    global _CONFIGURED
-    with _OFFLINE_LOCK:
-        if _CONFIGURED is not None:
-            return _CONFIGURED
-        already_imported = "ultralytics" in sys.modules
-        base = Path(os.environ.setdefault("YOLO_CONFIG_DIR", str(cache_root() / "ultralytics"))).expanduser()
-        with contextlib.suppress(OSError):
-            base.mkdir(parents=True, exist_ok=True)
-        os.environ["YOLO_OFFLINE"] = "1"
-        os.environ["ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS"] = "1"
-        os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "1")
-        os.environ.pop("ULTRALYTICS_API_KEY", None)
-
-        import ultralytics.utils as uutils
-        import ultralytics.utils.patches as upatches
-
-        # Ultralytics replaces PIL.Image.open process-wide with a wrapper that, on any unidentified
-        # image, tries to install and import pi_heif (ModuleNotFoundError here). That would turn every
-        # unreadable upload into a crash instead of an ImageError: put PIL's own opener back.
-        original_open = getattr(upatches, "_image_open", None)
-        if original_open is not None:
-            import PIL.Image
-
-            PIL.Image.open = original_open
-
-        if already_imported:
-            # ultralytics was imported before us: its import-time constants are stale, fix what matters.
-            log.warning("ultralytics was imported before bonecls.detect.configure_offline(); patching it.")
-            for name, mod in list(sys.modules.items()):
-                if name.startswith("ultralytics") and getattr(mod, "ONLINE", None) is True:
-                    mod.ONLINE = False
-            events = getattr(sys.modules.get("ultralytics.utils.events"), "events", None)
-            if events is not None:
-                events.enabled = False
-        config_dir = Path(uutils.USER_CONFIG_DIR)
-        settings = uutils.SETTINGS
-        work = base / "work"
-        wanted = dict(_OFFLINE_SETTINGS)
-        wanted.update(
-            runs_dir=str(work / "runs"),
-            weights_dir=str(work / "weights"),
-            datasets_dir=str(work / "datasets"),
-        )
-        update = {k: v for k, v in wanted.items() if k in settings and settings[k] != v}
-        if update:
-            settings.update(update)
-        if not _place_fonts(config_dir):
-            # No font to ship: make check_font a no-op so it cannot download (plots must then stay off).
-            log.warning("No DejaVuSans.ttf found; Ultralytics font look-ups disabled (plots unavailable).")
-            import ultralytics.data.utils as udata
-
-            udata.check_font = lambda *a, **k: None
-        _CONFIGURED = config_dir
-        return config_dir
-
-
-def _ultralytics():
-    configure_offline()
-    import ultralytics
-
-    return ultralytics
-
-
-def fonts_available() -> bool:
-    """Whether Ultralytics plotting can run without a download (fonts in its settings dir)."""
-    d = configure_offline()
-    return (d / "Arial.ttf").is_file() and (d / "Arial.Unicode.ttf").is_file()
-
-
-# --------------------------------------------------------------------------------------------------------
-# Boxes, images, letterbox, NMS
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DetBox:
-    """One detected box in original-image pixel coordinates (x to the right, y down; continuous)."""
-
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-    confidence: float
-    label: str
-
-    @property
-    def width(self) -> float:
-        return self.x1 - self.x0
-
-    @property
-    def height(self) -> float:
-        return self.y1 - self.y0
-
-    def xyxy(self) -> tuple[float, float, float, float]:
-        return (self.x0, self.y0, self.x1, self.y1)
-
-
-def to_bgr_uint8(image: Any) -> np.ndarray:
-    """A Radiograph or array as the contiguous uint8 (H, W, 3) BGR image Ultralytics expects."""
-    arr = np.asarray(getattr(image, "pixels", image))
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[..., :3]
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)) or min(arr.shape[:2]) < 2:
-        raise ImageError(f"The image has an unsupported shape {arr.shape}; expected a 2-D grey image.")
-    if arr.dtype == np.uint8:
-        out = arr
-    elif arr.dtype == np.uint16:
-        out = (arr >> 8).astype(np.uint8)  # what cv2.imread(IMREAD_COLOR) does, as in training
-    elif np.issubdtype(arr.dtype, np.floating):
-        if not np.isfinite(arr).all():
-            raise ImageError("The image contains non-finite values and cannot be analysed.")
-        out = np.rint(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
-    else:
-        raise ImageError(f"The image has an unsupported pixel type {arr.dtype}.")
-    if out.ndim == 2:
-        out = np.repeat(out[..., None], 3, axis=2)
-    return np.ascontiguousarray(out)
-
-
-def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
-    """Resize keeping aspect and pad to ``size`` x ``size`` with grey 114, centred (Ultralytics' LetterBox
-    with ``auto=False``). Returns ``(padded, (gain_y, gain_x), (pad_x, pad_y))``."""
-    import cv2
-
-    h, w = image.shape[:2]
-    r = min(size / h, size / w)
-    new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
-    if (new_w, new_h) != (w, h):
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    dw, dh = (size - new_w) / 2, (size - new_h) / 2
-    top, bottom = round(dh - 0.1), round(dh + 0.1)
-    left, right = round(dw - 0.1), round(dw + 0.1)
-    image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
-    return image, (new_h / h, new_w / w), (left, top)
-
-
-def _postprocess(
-    raw: np.ndarray,
-    conf: float,
-    iou: float,
-    max_det: int,
-    gain: tuple[float, float],
-    pad: tuple[int, int],
-    shape: tuple[int, int],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ultralytics' detect post-processing on one (4 + nc, N) output: filter, class-aware NMS, unletterbox."""
-    import torch
-    import torchvision
-
-    pred = np.asarray(raw, dtype=np.float32).T  # (N, 4 + nc): cx, cy, w, h, class scores
-    scores_all = pred[:, 4:]
-    cls = scores_all.argmax(1)
-    scores = scores_all[np.arange(len(pred)), cls]
-    keep = scores > conf
-    pred, scores, cls = pred[keep], scores[keep], cls[keep]
-    if len(pred) > _MAX_NMS:
-        top = np.argsort(-scores, kind="stable")[:_MAX_NMS]
-        pred, scores, cls = pred[top], scores[top], cls[top]
-    xy, wh = pred[:, :2], pred[:, 2:4] / 2
-    boxes = np.concatenate([xy - wh, xy + wh], axis=1)
-    if len(boxes):
-        offset = (cls[:, None] * _MAX_WH).astype(np.float32)
-        idx = torchvision.ops.nms(torch.from_numpy(boxes + offset), torch.from_numpy(scores), iou)
-        idx = idx[:max_det].numpy()
-        boxes, scores, cls = boxes[idx], scores[idx], cls[idx]
-    boxes[:, [0, 2]] = (boxes[:, [0, 2]] - pad[0]) / gain[1]
-    boxes[:, [1, 3]] = (boxes[:, [1, 3]] - pad[1]) / gain[0]
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, shape[1])
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, shape[0])
-    return boxes, scores, cls
-
-
-def _to_detboxes(boxes, scores, cls, names: Sequence[str]) -> list[DetBox]:
-    out = []
-    for b, s, c in zip(np.asarray(boxes), np.asarray(scores), np.asarray(cls), strict=True):
-        label = names[int(c)] if 0 <= int(c) < len(names) else str(int(c))
-        out.append(DetBox(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), label))
-    return out
-
-
-# --------------------------------------------------------------------------------------------------------
-# Cards and hashes
+# Cards and verified bytes
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -360,7 +74,7 @@ def _sha256_file(path: Path) -> str:
     return sha256_file(path)
 
 
-def _load_det_card(path_or_id: str | os.PathLike) -> tuple[ModelCard, Path]:
+def load_detection_card(path_or_id: str | os.PathLike) -> tuple[ModelCard, Path]:
     """Load and validate a detection card; the weight file's sha256 is checked when it is read."""
     from bonecls.weights import load_card
 
@@ -391,7 +105,7 @@ def _read_verified(path: Path, expected: str, what: str) -> bytes:
     return data
 
 
-def _updated(card: ModelCard, **changes) -> ModelCard:
+def updated_card(card: ModelCard, **changes) -> ModelCard:
     """A validated copy of ``card`` with ``changes``."""
     return type(card).model_validate({**card.model_dump(), **changes})
 
@@ -403,11 +117,11 @@ def _write_card(card: ModelCard, out_dir: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------------
-# PyTorch detector
+# PyTorch detector and EigenCAM
 # --------------------------------------------------------------------------------------------------------
 
 
-def _open_yolo(pt_path: Path, expected_sha256: str, what: str = "weights"):
+def open_yolo(pt_path: Path, expected_sha256: str, what: str = "weights"):
     """Open an Ultralytics checkpoint (a pickle) only after its sha256 matched.
 
     The bytes are read once, checked, and loaded from a private temporary copy, so the bytes checked
@@ -415,7 +129,7 @@ def _open_yolo(pt_path: Path, expected_sha256: str, what: str = "weights"):
     (``ULTRALYTICS_SAFE_LOAD``, weights_only) is a second line of defence.
     """
     data = _read_verified(pt_path, expected_sha256, what)
-    ul = _ultralytics()
+    ul = import_ultralytics()
     with tempfile.TemporaryDirectory(prefix="bonecls-pt-") as td:
         tmp = Path(td) / pt_path.name
         tmp.write_bytes(data)
@@ -524,8 +238,8 @@ class Detector:
 
     @classmethod
     def from_card(cls, path_or_id: str | os.PathLike, device: str = "cpu") -> Detector:
-        card, card_dir = _load_det_card(path_or_id)
-        return cls(_open_yolo(card_dir / card.weights_file, card.sha256), card, card_dir, device)
+        card, card_dir = load_detection_card(path_or_id)
+        return cls(open_yolo(card_dir / card.weights_file, card.sha256), card, card_dir, device)
 
     @property
     def input_size(self) -> int:
@@ -557,7 +271,7 @@ class Detector:
                 save=False,
             )[0]
         b = res.boxes
-        return _to_detboxes(
+        return to_detboxes(
             b.xyxy.cpu().numpy(), b.conf.cpu().numpy(), b.cls.cpu().numpy().astype(int), self.class_names
         )
 
@@ -647,7 +361,7 @@ def export_onnx(path_or_id: str | os.PathLike, opset: int | None = None) -> Path
         "output": out_shape,
         "exported": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    _write_card(_updated(card, extra={**card.extra, "onnx": info}), card_dir)
+    _write_card(updated_card(card, extra={**card.extra, "onnx": info}), card_dir)
     return dst
 
 
@@ -667,7 +381,7 @@ class OnnxDetector:
     ) -> OnnxDetector:
         import onnxruntime as ort
 
-        card, card_dir = _load_det_card(path_or_id)
+        card, card_dir = load_detection_card(path_or_id)
         info = dict(card.extra).get("onnx")
         if not info or "sha256" not in info:
             raise WeightsError(f"Model '{card.id}' has no ONNX export; run the export first.")
@@ -702,416 +416,5 @@ class OnnxDetector:
         lb, gain, pad = letterbox(img, self.input_size)
         x = np.ascontiguousarray(lb[..., ::-1].transpose(2, 0, 1), dtype=np.float32)[None] / 255.0
         raw = self._session.run(None, {self._input: x})[0][0]
-        boxes, scores, cls = _postprocess(raw, conf, iou, max_det, gain, pad, img.shape[:2])
-        return _to_detboxes(boxes, scores, cls, self.class_names)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Dataset reading and evaluation
-# --------------------------------------------------------------------------------------------------------
-
-
-def _read_data_yaml(data: str | os.PathLike) -> dict:
-    import yaml
-
-    path = Path(data)
-    if not path.is_file():
-        raise DataError(f"The dataset description {path} does not exist.")
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise DataError(f"The dataset description {path.name} is not valid YAML.") from e
-    if not isinstance(cfg, dict) or "train" not in cfg or "val" not in cfg or "names" not in cfg:
-        raise DataError(f"The dataset description {path.name} needs 'train', 'val' and 'names' entries.")
-    root = Path(cfg.get("path") or path.parent)
-    if not root.is_absolute():
-        root = (path.parent / root).resolve()
-    names = cfg["names"]
-    if isinstance(names, dict):
-        names = [names[k] for k in sorted(names)]
-    cfg = {k: v for k, v in cfg.items() if k != "download"}  # never run a dataset's download script
-    cfg.update(path=str(root), names=list(names), nc=len(names))
-    return cfg
-
-
-def _split_images(cfg: dict, split: str) -> list[Path]:
-    entry = cfg.get(split)
-    if not entry:
-        return []
-    root = Path(cfg["path"])
-    files: list[Path] = []
-    for item in entry if isinstance(entry, list) else [entry]:
-        p = Path(item)
-        p = p if p.is_absolute() else root / p
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.suffix == ".txt" and p.is_file():
-            for line in p.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    q = Path(line.strip())
-                    files.append(q if q.is_absolute() else root / q)
-        else:
-            raise DataError(f"The '{split}' images of the dataset ({p}) were not found.")
-    return files
-
-
-def _label_path(image: Path) -> Path:
-    parts = list(image.parts)
-    for i in range(len(parts) - 1, -1, -1):
-        if parts[i] == "images":
-            parts[i] = "labels"
-            break
-    return Path(*parts).with_suffix(".txt")
-
-
-def _read_yolo_labels(image: Path, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """YOLO txt (class cx cy w h, normalised) -> (boxes xyxy pixels, classes)."""
-    lp = _label_path(image)
-    if not lp.is_file():
-        return np.zeros((0, 4)), np.zeros(0, dtype=int)
-    rows = [r.split() for r in lp.read_text(encoding="utf-8").splitlines() if r.strip()]
-    if not rows:
-        return np.zeros((0, 4)), np.zeros(0, dtype=int)
-    arr = np.array([[float(v) for v in r[:5]] for r in rows], dtype=np.float64)
-    cx, cy, bw, bh = arr[:, 1] * w, arr[:, 2] * h, arr[:, 3] * w, arr[:, 4] * h
-    boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
-    return boxes, arr[:, 0].astype(int)
-
-
-def _load_image(path: Path) -> np.ndarray:
-    """Read a dataset image exactly as Ultralytics does in training (OpenCV, 8-bit BGR), so the card's
-    metrics measure the model rather than a difference in image decoding."""
-    import cv2
-
-    img = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise DataError(f"The dataset image {path.name} cannot be read.")
-    return img
-
-
-def _collect(
-    detect: Callable[[Any], list[DetBox]], images: Sequence[Path], names: Sequence[str]
-) -> tuple[list, list, list, list, list]:
-    pb, ps, pl, gb, gl = [], [], [], [], []
-    index = {n: i for i, n in enumerate(names)}
-    for p in images:
-        img = _load_image(p)
-        h, w = img.shape[:2]
-        boxes = detect(img)
-        pb.append(np.array([b.xyxy() for b in boxes], dtype=np.float64).reshape(-1, 4))
-        ps.append(np.array([b.confidence for b in boxes], dtype=np.float64))
-        pl.append(np.array([index.get(b.label, -1) for b in boxes], dtype=int))
-        g, c = _read_yolo_labels(p, h, w)
-        gb.append(g)
-        gl.append(c)
-    return pb, ps, pl, gb, gl
-
-
-def _filter(pb, ps, pl, conf: float):
-    keep = [s > conf for s in ps]
-    return (
-        [b[k] for b, k in zip(pb, keep, strict=True)],
-        [s[k] for s, k in zip(ps, keep, strict=True)],
-        [c[k] for c, k in zip(pl, keep, strict=True)],
-    )
-
-
-def _metrics_at(pb, ps, pl, gb, gl, conf: float) -> dict[str, float]:
-    from bonecls.detection import metrics as dm
-
-    fb, fs, _ = _filter(pb, ps, pl, conf)
-    counts = dm.precision_recall_counts(fb, fs, gb, 0.5)
-    tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
-    pos = [len(g) > 0 for g in gb]
-    flagged = [len(b) > 0 for b in fb]
-    n_pos, n_neg = sum(pos), len(pos) - sum(pos)
-    sens = sum(p and f for p, f in zip(pos, flagged, strict=True)) / n_pos if n_pos else float("nan")
-    spec = (
-        sum((not p) and (not f) for p, f in zip(pos, flagged, strict=True)) / n_neg if n_neg else float("nan")
-    )
-    return {
-        "rsna_score": dm.rsna_score(fb, fs, gb),
-        "precision50": tp / (tp + fp) if tp + fp else float("nan"),
-        "recall50": tp / (tp + fn) if tp + fn else float("nan"),
-        "image_sensitivity": sens,
-        "image_specificity": spec,
-    }
-
-
-def _clean(v):
-    """Round floats for the card; NaN (undefined, e.g. precision with no box) becomes None."""
-    if isinstance(v, (float, np.floating)):
-        return None if not np.isfinite(v) else round(float(v), 6)
-    return v
-
-
-def evaluate_detector(
-    detect: Callable[[Any], list[DetBox]] | Detector | OnnxDetector,
-    data: str | os.PathLike | dict,
-    split: str = "test",
-    conf: float = DEFAULT_CONF,
-    *,
-    names: Sequence[str] | None = None,
-) -> dict[str, float]:
-    """Our metrics on one split of a YOLO dataset (bonecls.detection_metrics).
-
-    ``map50`` / ``map50_95``: COCO 101-point AP on all boxes with confidence > 0.001; ``rsna_score``,
-    ``precision50``, ``recall50`` (IoU 0.5), ``image_sensitivity`` / ``image_specificity`` (image
-    flagged when any box survives) on boxes with confidence > ``conf``.
-    """
-    from bonecls.detection import metrics as dm
-
-    cfg = data if isinstance(data, dict) else _read_data_yaml(data)
-    names = list(names or cfg["names"])
-    images = _split_images(cfg, split)
-    if not images:
-        raise DataError(f"The dataset has no '{split}' images to evaluate on.")
-    if isinstance(detect, (Detector, OnnxDetector)):
-        fn = detect.detect
-        detect = lambda rg: fn(rg, conf=0.001, max_det=100)  # noqa: E731
-    pb, ps, pl, gb, gl = _collect(detect, images, names)
-    out = {
-        "map50": dm.mean_average_precision(pb, ps, gb, pred_labels=pl, gt_labels=gl, iou_thresholds=0.5),
-        "map50_95": dm.mean_average_precision(
-            pb, ps, gb, pred_labels=pl, gt_labels=gl, iou_thresholds=dm.COCO_IOU_THRESHOLDS
-        ),
-    }
-    out.update(_metrics_at(pb, ps, pl, gb, gl, conf))
-    out.update(
-        conf_threshold=float(conf),
-        n_images=len(images),
-        n_boxes=int(sum(len(g) for g in gb)),
-        n_positive_images=int(sum(len(g) > 0 for g in gb)),
-    )
-    return {k: _clean(v) for k, v in out.items()}
-
-
-def choose_conf_threshold(
-    detector: Detector, cfg: dict, split: str = "val", grid: Sequence[float] | None = None
-) -> tuple[float, float]:
-    """Confidence threshold maximising the RSNA score on ``split``.
-
-    Boxes kept by NMS at a low threshold and then filtered at t are exactly those kept at t (NMS only
-    lets higher-scoring boxes suppress lower ones), so one pass at 0.001 serves the whole grid.
-    Ties (a plateau) go to the plateau's middle. Returns ``(threshold, rsna_score_at_threshold)``.
-    """
-    from bonecls.detection import metrics as dm
-
-    images = _split_images(cfg, split)
-    if not images:
-        return DEFAULT_CONF, float("nan")
-    grid = list(grid or np.round(np.arange(0.05, 0.951, 0.05), 2))
-    pb, ps, pl, gb, _ = _collect(lambda rg: detector.detect(rg, conf=0.001), images, cfg["names"])
-    scores = []
-    for t in grid:
-        fb, fs, _ = _filter(pb, ps, pl, t)
-        s = dm.rsna_score(fb, fs, gb)
-        scores.append(-1.0 if np.isnan(s) else s)
-    best = max(scores)
-    tied = [t for t, s in zip(grid, scores, strict=True) if s == best]
-    return float(tied[len(tied) // 2]), best  # middle of the best plateau: least sensitive to drift
-
-
-# --------------------------------------------------------------------------------------------------------
-# Training
-# --------------------------------------------------------------------------------------------------------
-
-_BAD_AMP_GPU = r"(nvidia|geforce|quadro|tesla).*?(1660|1650|1630|t400|t550|t600|t1000|t1200|t2000|k40m)"
-
-
-def _offline_check_amp(model) -> bool:
-    """Ultralytics' check_amp without its yolo26n.pt download: AMP on CUDA except on GPUs known to fail."""
-    import re
-
-    import torch
-
-    device = next(model.parameters()).device
-    if device.type != "cuda":
-        return False
-    return not re.search(_BAD_AMP_GPU, torch.cuda.get_device_name(device), re.IGNORECASE)
-
-
-def _trainer_class():
-    """A DetectionTrainer whose AMP check never downloads. Defined in a function (ultralytics is imported
-    lazily); DDP pickles it by value with cloudpickle, so it also applies in the worker processes."""
-    _ultralytics()
-    import ultralytics.engine.trainer as trainer_mod
-    from ultralytics.models.yolo.detect import DetectionTrainer
-
-    class OfflineDetectionTrainer(DetectionTrainer):
-        def _setup_train(self, *args, **kwargs):
-            original = trainer_mod.check_amp
-            trainer_mod.check_amp = _offline_check_amp
-            try:
-                return super()._setup_train(*args, **kwargs)
-            finally:
-                trainer_mod.check_amp = original
-
-    return OfflineDetectionTrainer
-
-
-def _open_start_weights(weights: str | os.PathLike, weights_sha256: str | None):
-    """A card (id, folder or card.json) or a bare .pt with its expected sha256 -> (verified YOLO, sha)."""
-    p = Path(weights)
-    if p.suffix == ".pt":
-        if not weights_sha256:
-            raise WeightsError(
-                f"The starting weights {p.name} have no model card; give their sha256 (--weights-sha256) "
-                f"so they can be verified before they are opened."
-            )
-        sha = weights_sha256.strip().lower()
-        return _open_yolo(p, sha, "starting weights"), sha
-    card, card_dir = _load_det_card(weights)
-    return _open_yolo(card_dir / card.weights_file, card.sha256, "starting weights"), card.sha256
-
-
-def train_detector(
-    data: str | os.PathLike,
-    output: str | os.PathLike,
-    *,
-    weights: str | os.PathLike | None = None,
-    weights_sha256: str | None = None,
-    arch: str = "yolov8n",
-    epochs: int = 50,
-    imgsz: int = DEFAULT_IMAGE_SIZE,
-    batch: int = 16,
-    device: str = "cpu",
-    workers: int = 2,
-    seed: int = 0,
-    patience: int = 50,
-    model_id: str | None = None,
-    command: str = "",
-    training_data: str | None = None,
-    keep_run: bool = False,
-    plots: bool = False,
-    train_kwargs: dict | None = None,
-) -> tuple[ModelCard, Path]:
-    """Train YOLOv8 on a YOLO dataset, evaluate on its test split, write ``model.pt`` + ``card.json``.
-
-    From ``{arch}.yaml`` (scratch, no download) unless ``weights`` (a card, or a .pt with its sha256) is
-    given. Ultralytics' run directory is a temporary directory (``output/run`` with ``keep_run``). The
-    confidence threshold is chosen on the validation split (best RSNA score) and stored as both
-    ``thresholds.negative_below`` and ``thresholds.positive_at``; test metrics use it.
-    """
-    from bonecls.weights import ModelCard
-
-    configure_offline()
-    out = Path(output)
-    model_id = model_id or out.name
-    cfg = _read_data_yaml(data)
-    counts = {s: len(_split_images(cfg, s)) for s in ("train", "val", "test")}
-    if counts["test"] == 0:
-        raise DataError("The dataset has no 'test' split; it is needed for the model card's metrics.")
-    out.mkdir(parents=True, exist_ok=True)
-    if plots and not fonts_available():
-        plots = False
-
-    run_parent = out / "run" if keep_run else Path(tempfile.mkdtemp(prefix="bonecls-yolo-"))
-    t0 = time.time()
-    try:
-        run_parent.mkdir(parents=True, exist_ok=True)
-        # Sanitised copy: absolute dataset root, no 'download' entry (it would run code or fetch data).
-        import yaml
-
-        data_yaml = run_parent / "data.yaml"
-        data_yaml.write_text(yaml.safe_dump({**cfg, "path": cfg["path"]}), encoding="utf-8")
-
-        ul = _ultralytics()
-        if weights is not None:
-            yolo, start_sha = _open_start_weights(weights, weights_sha256)
-            start_desc = f"fine-tuned from weights sha256 {start_sha}"
-        else:
-            yolo = ul.YOLO(f"{arch}.yaml", task="detect")  # built from the packaged YAML; nothing fetched
-            start_desc = "trained from scratch"
-        kwargs = dict(
-            data=str(data_yaml),
-            epochs=int(epochs),
-            imgsz=int(imgsz),
-            batch=int(batch),
-            device=device,
-            workers=int(workers),
-            seed=int(seed),
-            deterministic=True,
-            patience=int(patience),
-            project=str(run_parent),
-            name="train",
-            exist_ok=True,
-            plots=bool(plots),
-            verbose=False,
-            pretrained=False,
-        )
-        kwargs.update(train_kwargs or {})
-        yolo.train(trainer=_trainer_class(), **kwargs)
-        trainer = yolo.trainer
-        wdir = Path(trainer.save_dir) / "weights"
-        best = wdir / "best.pt" if (wdir / "best.pt").is_file() else wdir / "last.pt"
-        if not best.is_file():
-            raise DataError("Training finished without writing a checkpoint.")
-        dst = out / WEIGHTS_FILE
-        shutil.copyfile(best, dst)
-        size = dst.stat().st_size
-        if size > MAX_WEIGHTS_BYTES:
-            raise WeightsError(f"The trained weights are {size / 2**20:.1f} MB, over the 25 MB limit.")
-        sha = _sha256_file(dst)
-        train_seconds = time.time() - t0
-    finally:
-        if not keep_run:
-            shutil.rmtree(run_parent, ignore_errors=True)
-
-    card = ModelCard(
-        id=model_id,
-        task=TASK,
-        framework=FRAMEWORK,
-        architecture=arch,
-        class_names=list(cfg["names"]),
-        positive_classes=list(cfg["names"]),
-        input_size=int(imgsz),
-        in_chans=3,
-        normalization={"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
-        temperature=1.0,
-        thresholds={"negative_below": DEFAULT_CONF, "positive_at": DEFAULT_CONF},  # replaced below
-        weights_file=WEIGHTS_FILE,
-        sha256=sha,
-        training_data=training_data
-        or (
-            f"YOLO dataset '{Path(cfg['path']).name}': {counts['train']} train / {counts['val']} val / "
-            f"{counts['test']} test images, classes {list(cfg['names'])}"
-        ),
-        test_metrics={},
-        command=command,
-        intended_use=INTENDED_USE,
-        limitations=LIMITATIONS,
-        created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        extra={},
-    )
-    det = Detector(
-        _open_yolo(dst, sha), card, out, device=device if device == "cpu" else str(device).split(",")[0]
-    )
-    conf, val_rsna = choose_conf_threshold(det, cfg, "val")
-    metrics = evaluate_detector(det, cfg, "test", conf=conf)
-    metrics["val_rsna_score"] = _clean(val_rsna) if val_rsna >= 0 else None
-    metrics["map_interpolation"] = "coco101"
-    card = _updated(
-        card,
-        thresholds={"negative_below": conf, "positive_at": conf},
-        test_metrics=metrics,
-        extra={
-            "start": start_desc,
-            "epochs": int(epochs),
-            "batch": int(batch),
-            "seed": int(seed),
-            "device": str(device),
-            "train_seconds": round(train_seconds, 1),
-            "ultralytics_version": ul.__version__,
-            "weights_bytes": size,
-            "license_note": "Weights produced with Ultralytics (AGPL-3.0).",
-        },
-    )
-    _write_card(card, out)
-    return card, out
-
-
-def describe_card(card: ModelCard) -> str:
-    """The card's id, operating threshold and test metrics as indented JSON (CLI output)."""
-    summary = {"id": card.id, "thresholds": card.thresholds.model_dump(), "test_metrics": card.test_metrics}
-    return json.dumps(summary, indent=2, default=str)
+        boxes, scores, cls = postprocess(raw, conf, iou, max_det, gain, pad, img.shape[:2])
+        return to_detboxes(boxes, scores, cls, self.class_names)
