@@ -14,7 +14,7 @@ ULTRALYTICS_HOME = REPO / "bonecls" / "detection"
 def _ultralytics_product_sources() -> list[Path]:
     """Every Python file of what is shipped or run as the product: the library, the app, its pages,
     the training scripts and the helper scripts."""
-    files = sorted((REPO / "bonecls").rglob("*.py")) + [REPO / "app.py"]
+    files = [*sorted((REPO / "bonecls").rglob("*.py")), REPO / "app.py"]
     for folder in ("pages", "train", "scripts"):
         files += sorted((REPO / folder).glob("*.py"))
     return files

@@ -105,7 +105,7 @@ def _read_verified(path: Path, expected: str, what: str) -> bytes:
     return data
 
 
-def updated_card(card: ModelCard, **changes) -> ModelCard:
+def updated_card(card: ModelCard, **changes: Any) -> ModelCard:
     """A validated copy of ``card`` with ``changes``."""
     return type(card).model_validate({**card.model_dump(), **changes})
 
@@ -121,7 +121,7 @@ def _write_card(card: ModelCard, out_dir: Path) -> Path:
 # --------------------------------------------------------------------------------------------------------
 
 
-def open_yolo(pt_path: Path, expected_sha256: str, what: str = "weights"):
+def open_yolo(pt_path: Path, expected_sha256: str, what: str = "weights") -> Any:
     """Open an Ultralytics checkpoint (a pickle) only after its sha256 matched.
 
     The bytes are read once, checked, and loaded from a private temporary copy, so the bytes checked

@@ -167,7 +167,7 @@ def _metrics_at(pb, ps, pl, gb, gl, conf: float) -> dict[str, float]:
     }
 
 
-def rounded_for_card(v):
+def rounded_for_card(v: Any) -> Any:
     """Round floats for the card; NaN (undefined, e.g. precision with no box) becomes None."""
     if isinstance(v, (float, np.floating)):
         return None if not np.isfinite(v) else round(float(v), 6)
