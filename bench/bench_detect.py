@@ -4,7 +4,7 @@
 
 The shipped ``weights/pneumonia-det`` (YOLOv8n) is copied to a temporary folder once per input
 size (``--sizes``; the card's own 192 px and 512 px): the copy's card gets that ``input_size`` and
-``bonecls.detect.export_onnx`` writes ``model.onnx`` into the copy, so ``weights/`` is never
+``bonecls.detection.detector.export_onnx`` writes ``model.onnx`` into the copy, so ``weights/`` is never
 modified. For each size and thread count:
 
 * p50/p95 of one call on a decoded 1024x1024 phantom chest radiograph, three engines alternating run
@@ -17,7 +17,7 @@ modified. For each size and thread count:
   for Detector vs baseline and OnnxDetector vs Detector, at the card's confidence threshold and at
   0.05 (more boxes, a stricter check).
 
-Ultralytics runs offline (``bonecls.detect.configure_offline`` before it is imported). Prints
+Ultralytics runs offline (``bonecls.detection.offline.configure_offline`` before it is imported). Prints
 Markdown tables with the machine line and the load average. Not a test.
 """
 
@@ -77,7 +77,7 @@ def same_boxes(ref: list, got: list) -> tuple[bool, float]:
 
 def baseline_detect(yolo, size: int, conf: float) -> Callable:
     """Plain Ultralytics on a BGR uint8 array -> our DetBox list (for the agreement check)."""
-    from bonecls.detect import DetBox
+    from bonecls.detection.boxes import DetBox
 
     def run(bgr: np.ndarray) -> list:
         res = yolo.predict(bgr, imgsz=size, conf=conf, iou=0.5, max_det=100, verbose=False, save=False)[0]
@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         args.runs, args.n, args.threads = 3, 4, [2]
     os.environ.setdefault("OMP_NUM_THREADS", str(max(args.threads)))
 
-    from bonecls.detect import Detector, OnnxDetector, configure_offline, export_onnx, to_bgr_uint8
+    from bonecls.detection.boxes import to_bgr_uint8
+    from bonecls.detection.detector import Detector, OnnxDetector, export_onnx
+    from bonecls.detection.offline import configure_offline
 
     configure_offline()
     import cv2

@@ -77,7 +77,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         return 2
 
     if card.framework == "ultralytics":
-        from bonecls.detect import Detector
+        from bonecls.detection.detector import Detector
 
         engine = Detector.from_card(card_dir)
     elif card.framework in ("pytorch", "keras"):  # Predictor.from_card serves both

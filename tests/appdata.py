@@ -77,7 +77,7 @@ def build_weights(root: Path, *, detector: bool = False, seed: int = 0) -> Path:
 
 def build_detector(out: Path) -> Path:
     """A YOLOv8n with random weights (from the YAML, offline) + its card."""
-    from bonecls.detect import configure_offline
+    from bonecls.detection.offline import configure_offline
     from bonecls.weights import ModelCard, sha256_file, write_card
 
     configure_offline()

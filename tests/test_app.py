@@ -415,7 +415,8 @@ def test_worklist_ranks_by_suspicion_with_errors_in_place_and_exports(env: Path)
 
 
 def test_pneumonia_page_boxes_follow_the_confidence_slider(env: Path, monkeypatch) -> None:
-    from bonecls.detect import DetBox, Detector
+    from bonecls.detection.boxes import DetBox
+    from bonecls.detection.detector import Detector
 
     fake = [
         DetBox(20, 30, 90, 120, 0.91, "opacity"),

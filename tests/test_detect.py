@@ -1,4 +1,4 @@
-"""bonecls.detect (Ultralytics YOLOv8, offline) and bonecls.detection_metrics.
+"""bonecls.detection (Ultralytics YOLOv8, offline) and bonecls.detection.metrics.
 
 One tiny YOLO dataset (bright ellipses on noise, 64-96 px) is written per session; train/detect.py trains
 on it for one epoch in a subprocess whose sockets are blocked by a sitecustomize; the resulting card is
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bonecls import detection_metrics as dm
+from bonecls.detection import metrics as dm
 from bonecls.errors import DataError, WeightsError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,7 +93,7 @@ def offline_env(tmp_path_factory):
             cache = tmp_path_factory.mktemp("cache")
             mp.setenv("BONECLS_CACHE", str(cache))
             mp.delenv("YOLO_CONFIG_DIR", raising=False)
-        from bonecls.detect import configure_offline
+        from bonecls.detection.offline import configure_offline
 
         yield configure_offline()
 
@@ -171,7 +171,8 @@ def _test_images(yolo_data: Path) -> list[Path]:
 def test_training_is_offline_and_writes_a_loadable_card(trained, yolo_data, offline_env, no_network):
     import cv2
 
-    from bonecls.detect import DetBox, Detector
+    from bonecls.detection.boxes import DetBox
+    from bonecls.detection.detector import Detector
     from bonecls.weights import load_card, sha256_file
 
     assert not trained["log"].exists(), f"network attempted: {trained['log'].read_text()}"
@@ -211,7 +212,7 @@ def test_training_is_offline_and_writes_a_loadable_card(trained, yolo_data, offl
 def test_offline_configuration(offline_env, no_network):
     import ultralytics.utils as uutils
 
-    from bonecls.detect import configure_offline
+    from bonecls.detection.offline import configure_offline
 
     assert configure_offline() == offline_env  # idempotent
     assert uutils.ONLINE is False
@@ -226,7 +227,7 @@ def test_offline_configuration(offline_env, no_network):
 def test_letterbox_matches_ultralytics(offline_env):
     from ultralytics.data.augment import LetterBox
 
-    from bonecls.detect import letterbox
+    from bonecls.detection.boxes import letterbox
 
     rng = np.random.default_rng(1)
     for h, w in [(80, 96), (97, 61), (512, 512), (300, 1000)]:
@@ -238,14 +239,14 @@ def test_letterbox_matches_ultralytics(offline_env):
 
 
 def test_data_yaml_is_sanitised(yolo_data):
-    from bonecls.detect import _read_data_yaml
+    from bonecls.detection.evaluate import read_data_yaml
 
-    cfg = _read_data_yaml(yolo_data)
+    cfg = read_data_yaml(yolo_data)
     assert "download" not in cfg and Path(cfg["path"]).is_absolute() and cfg["names"] == ["opacity"]
     bad = yolo_data.parent / "bad.yaml"
     bad.write_text("train: x\n")
     with pytest.raises(DataError):
-        _read_data_yaml(bad)
+        read_data_yaml(bad)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -268,7 +269,7 @@ def torch_load_spy(monkeypatch):
 
 @pytest.mark.slow
 def test_tampered_weights_are_refused_before_unpickling(card_copy, offline_env, torch_load_spy, no_network):
-    from bonecls.detect import Detector
+    from bonecls.detection.detector import Detector
 
     pt = card_copy / "model.pt"
     data = bytearray(pt.read_bytes())
@@ -280,7 +281,7 @@ def test_tampered_weights_are_refused_before_unpickling(card_copy, offline_env, 
 
 
 def test_uncarded_start_weights_need_a_checksum(tmp_path, offline_env, torch_load_spy):
-    from bonecls.detect import _open_start_weights
+    from bonecls.detection.train import _open_start_weights
 
     pt = tmp_path / "start.pt"
     pt.write_bytes(b"\x80\x04not really a checkpoint")
@@ -293,7 +294,7 @@ def test_uncarded_start_weights_need_a_checksum(tmp_path, offline_env, torch_loa
 
 @pytest.mark.slow
 def test_card_for_another_framework_is_refused(card_copy, offline_env):
-    from bonecls.detect import Detector
+    from bonecls.detection.detector import Detector
 
     card = json.loads((card_copy / "card.json").read_text())
     card.update(task="pneumonia")
@@ -308,7 +309,7 @@ def test_card_for_another_framework_is_refused(card_copy, offline_env):
 
 @pytest.mark.slow
 def test_eigencam_heatmap(trained, offline_env, no_network):
-    from bonecls.detect import Detector
+    from bonecls.detection.detector import Detector
 
     det = Detector.from_card(trained["out"])
     rng = np.random.default_rng(0)
@@ -325,7 +326,7 @@ def test_eigencam_heatmap(trained, offline_env, no_network):
 def test_eigen_projection_matches_pytorch_grad_cam():
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
-    from bonecls.detect import eigen_projection
+    from bonecls.detection.detector import eigen_projection
 
     rng = np.random.default_rng(3)
     acts = rng.normal(size=(2, 6, 5, 7)).astype(np.float32)
@@ -346,7 +347,7 @@ def test_onnx_boxes_match_pytorch(card_copy, yolo_data, offline_env, no_network)
     pytest.importorskip("onnx")
     import cv2
 
-    from bonecls.detect import Detector, OnnxDetector, export_onnx
+    from bonecls.detection.detector import Detector, OnnxDetector, export_onnx
     from bonecls.weights import load_card, sha256_file
 
     onnx_path = export_onnx(card_copy)
@@ -379,7 +380,7 @@ def test_onnx_boxes_match_pytorch(card_copy, yolo_data, offline_env, no_network)
 def test_shipped_detector_onnx_export_draws_the_pytorch_boxes(offline_env, no_network, monkeypatch):
     """The app's pneumonia boxes come from the shipped ONNX export; they equal the PyTorch boxes."""
     pytest.importorskip("onnxruntime")
-    from bonecls.detect import Detector, OnnxDetector
+    from bonecls.detection.detector import Detector, OnnxDetector
     from bonecls.imaging import load_radiograph
     from bonecls.ui import services
 
@@ -407,7 +408,7 @@ def test_warm_up_preloads_the_onnx_box_detector(offline_env, no_network, monkeyp
     """The app's warm-up loads what draws the boxes (ONNX) and EigenCAM's PyTorch model, so the first
     pneumonia image loads nothing; a broken ONNX file costs the warm-up nothing and falls back."""
     pytest.importorskip("onnxruntime")
-    from bonecls.detect import Detector, OnnxDetector
+    from bonecls.detection.detector import Detector, OnnxDetector
     from bonecls.ui import services
 
     root = tmp_path / "weights"
@@ -443,7 +444,7 @@ def test_warm_up_preloads_the_onnx_box_detector(offline_env, no_network, monkeyp
 
 
 # ------------------------------------------------------------------------------------------------------
-# (5) detection_metrics, hand-computed
+# (5) detection.metrics, hand-computed
 
 
 def test_box_iou_hand_values():
@@ -533,11 +534,11 @@ def test_ultralytics_does_not_hijack_pil_open_for_unreadable_uploads() -> None:
 
     import PIL.Image
 
-    from bonecls.detect import _ultralytics
+    from bonecls.detection.offline import import_ultralytics
     from bonecls.errors import ImageError
     from bonecls.imaging import load_radiograph
 
-    _ultralytics()
+    import_ultralytics()
     with pytest.raises(PIL.UnidentifiedImageError):
         PIL.Image.open(io.BytesIO(b"not an image at all" * 8))
     with pytest.raises(ImageError):

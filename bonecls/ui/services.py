@@ -250,11 +250,11 @@ def _construct(kind: str, card_dir: str) -> Any:
 
         model = Predictor.from_card(card_dir)
     elif kind == "onnx_detector":
-        from bonecls.detect import OnnxDetector
+        from bonecls.detection.detector import OnnxDetector
 
         model = OnnxDetector.from_card(card_dir)
     else:
-        from bonecls.detect import Detector
+        from bonecls.detection.detector import Detector
 
         model = Detector.from_card(card_dir)
     LAST_SECONDS["load"] = time.perf_counter() - t0

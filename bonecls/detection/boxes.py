@@ -1,0 +1,135 @@
+"""Detected boxes and the image handling around the network: BGR conversion, letterbox, NMS.
+
+Pure numpy / OpenCV / torchvision (imported inside the functions that need them), no ultralytics:
+both :class:`~bonecls.detection.detector.Detector` (PyTorch through Ultralytics) and
+:class:`~bonecls.detection.detector.OnnxDetector` (ONNX Runtime) answer in :class:`DetBox`, and the ONNX
+path reproduces Ultralytics' letterbox and post-processing here, exactly, so both draw the same boxes.
+
+``image`` is a :class:`bonecls.imaging.Radiograph` (its ``.pixels``, float32 in [0, 1]) or a numpy array:
+float in [0, 1], or uint8 / uint16 grey (H, W) or BGR (H, W, 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bonecls.errors import ImageError
+
+__all__ = ["PAD_VALUE", "DetBox", "letterbox", "postprocess", "to_bgr_uint8", "to_detboxes"]
+
+PAD_VALUE = 114  # Ultralytics' letterbox grey
+_MAX_NMS = 30000  # Ultralytics' cap on boxes entering NMS
+_MAX_WH = 7680  # Ultralytics' per-class coordinate offset for class-aware NMS
+
+
+@dataclass(frozen=True)
+class DetBox:
+    """One detected box in original-image pixel coordinates (x to the right, y down; continuous)."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    confidence: float
+    label: str
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+    def xyxy(self) -> tuple[float, float, float, float]:
+        return (self.x0, self.y0, self.x1, self.y1)
+
+
+def to_bgr_uint8(image: Any) -> np.ndarray:
+    """A Radiograph or array as the contiguous uint8 (H, W, 3) BGR image Ultralytics expects."""
+    arr = np.asarray(getattr(image, "pixels", image))
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[..., :3]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)) or min(arr.shape[:2]) < 2:
+        raise ImageError(f"The image has an unsupported shape {arr.shape}; expected a 2-D grey image.")
+    if arr.dtype == np.uint8:
+        out = arr
+    elif arr.dtype == np.uint16:
+        out = (arr >> 8).astype(np.uint8)  # what cv2.imread(IMREAD_COLOR) does, as in training
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ImageError("The image contains non-finite values and cannot be analysed.")
+        out = np.rint(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
+    else:
+        raise ImageError(f"The image has an unsupported pixel type {arr.dtype}.")
+    if out.ndim == 2:
+        out = np.repeat(out[..., None], 3, axis=2)
+    return np.ascontiguousarray(out)
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+    """Resize keeping aspect and pad to ``size`` x ``size`` with grey 114, centred (Ultralytics' LetterBox
+    with ``auto=False``). Returns ``(padded, (gain_y, gain_x), (pad_x, pad_y))``."""
+    import cv2
+
+    h, w = image.shape[:2]
+    r = min(size / h, size / w)
+    new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
+    if (new_w, new_h) != (w, h):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    dw, dh = (size - new_w) / 2, (size - new_h) / 2
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+    return image, (new_h / h, new_w / w), (left, top)
+
+
+def postprocess(
+    raw: np.ndarray,
+    conf: float,
+    iou: float,
+    max_det: int,
+    gain: tuple[float, float],
+    pad: tuple[int, int],
+    shape: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ultralytics' detect post-processing on one (4 + nc, N) output: filter, class-aware NMS, unletterbox."""
+    import torch
+    import torchvision
+
+    pred = np.asarray(raw, dtype=np.float32).T  # (N, 4 + nc): cx, cy, w, h, class scores
+    scores_all = pred[:, 4:]
+    cls = scores_all.argmax(1)
+    scores = scores_all[np.arange(len(pred)), cls]
+    keep = scores > conf
+    pred, scores, cls = pred[keep], scores[keep], cls[keep]
+    if len(pred) > _MAX_NMS:
+        top = np.argsort(-scores, kind="stable")[:_MAX_NMS]
+        pred, scores, cls = pred[top], scores[top], cls[top]
+    xy, wh = pred[:, :2], pred[:, 2:4] / 2
+    boxes = np.concatenate([xy - wh, xy + wh], axis=1)
+    if len(boxes):
+        offset = (cls[:, None] * _MAX_WH).astype(np.float32)
+        idx = torchvision.ops.nms(torch.from_numpy(boxes + offset), torch.from_numpy(scores), iou)
+        idx = idx[:max_det].numpy()
+        boxes, scores, cls = boxes[idx], scores[idx], cls[idx]
+    boxes[:, [0, 2]] = (boxes[:, [0, 2]] - pad[0]) / gain[1]
+    boxes[:, [1, 3]] = (boxes[:, [1, 3]] - pad[1]) / gain[0]
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, shape[1])
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, shape[0])
+    return boxes, scores, cls
+
+
+def to_detboxes(boxes: Any, scores: Any, cls: Any, names: Sequence[str]) -> list[DetBox]:
+    """Parallel (N, 4) xyxy / (N,) score / (N,) class arrays as DetBoxes; an unnamed class keeps its index."""
+    out = []
+    for b, s, c in zip(np.asarray(boxes), np.asarray(scores), np.asarray(cls), strict=True):
+        label = names[int(c)] if 0 <= int(c) < len(names) else str(int(c))
+        out.append(DetBox(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), label))
+    return out

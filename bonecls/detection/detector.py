@@ -1,0 +1,420 @@
+"""YOLOv8 opacity detectors from verified model cards: PyTorch (Ultralytics), EigenCAM, ONNX Runtime.
+
+Public API::
+
+    Detector.from_card(path_or_id, device="cpu")     # sha256 verified before the .pt (a pickle) is opened
+        .detect(image, conf=None, iou=0.5, max_det=100) -> list[DetBox]
+        .eigencam(image, layers=None) -> np.ndarray  # float32 (H, W) in [0, 1]
+    export_onnx(path_or_id) -> Path                  # model.onnx beside model.pt, hash recorded in the card
+    OnnxDetector.from_card(path_or_id)               # ONNX Runtime fast path, same boxes as Detector
+        .detect(image, conf=None, iou=0.5, max_det=100) -> list[DetBox]
+    eigen_projection(activations) -> np.ndarray      # EigenCAM's map without a full SVD
+
+``image``: see :mod:`bonecls.detection.boxes`. ``conf=None`` means the card's operating threshold
+(``thresholds.positive_at``, chosen on the validation split when the model was trained); ``iou`` is the
+NMS IoU. Ultralytics, torch, OpenCV, pytorch-grad-cam, onnx and onnxruntime are imported inside the
+functions that use them, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bonecls.detection.boxes import DetBox, letterbox, postprocess, to_bgr_uint8, to_detboxes
+from bonecls.detection.offline import import_ultralytics
+from bonecls.errors import WeightsError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bonecls.weights import ModelCard
+
+__all__ = [
+    "DEFAULT_CONF",
+    "FRAMEWORK",
+    "ONNX_FILE",
+    "TASK",
+    "WEIGHTS_FILE",
+    "Detector",
+    "OnnxDetector",
+    "eigen_projection",
+    "export_onnx",
+    "load_detection_card",
+    "open_yolo",
+    "updated_card",
+]
+
+log = logging.getLogger(__name__)
+
+FRAMEWORK = "ultralytics"
+TASK = "pneumonia-det"
+WEIGHTS_FILE = "model.pt"
+ONNX_FILE = "model.onnx"
+DEFAULT_CONF = 0.25
+
+
+# --------------------------------------------------------------------------------------------------------
+# Cards and verified bytes
+# --------------------------------------------------------------------------------------------------------
+
+
+def _sha256_file(path: Path) -> str:
+    from bonecls.weights import sha256_file
+
+    return sha256_file(path)
+
+
+def load_detection_card(path_or_id: str | os.PathLike) -> tuple[ModelCard, Path]:
+    """Load and validate a detection card; the weight file's sha256 is checked when it is read."""
+    from bonecls.weights import load_card
+
+    card, card_dir = load_card(path_or_id, verify=False)
+    if card.framework != FRAMEWORK or card.task != TASK:
+        raise WeightsError(
+            f"Model '{card.id}' is a {card.framework} '{card.task}' model, not an Ultralytics "
+            f"pneumonia box detector; choose a detection model."
+        )
+    return card, Path(card_dir)
+
+
+def _read_verified(path: Path, expected: str, what: str) -> bytes:
+    """The file's bytes, read once, after checking them against ``expected`` (sha256 hex)."""
+    from bonecls.weights import sha256_bytes
+
+    if not expected:
+        raise WeightsError(f"The {what} have no recorded checksum and are not opened; reinstall the model.")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise WeightsError(f"The {what} file {path.name} is missing; reinstall the model.") from None
+    if sha256_bytes(data) != expected.lower():
+        raise WeightsError(
+            f"The {what} file {path.name} does not match its recorded checksum and was not opened; "
+            f"it may be damaged or tampered with. Reinstall the model."
+        )
+    return data
+
+
+def updated_card(card: ModelCard, **changes: Any) -> ModelCard:
+    """A validated copy of ``card`` with ``changes``."""
+    return type(card).model_validate({**card.model_dump(), **changes})
+
+
+def _write_card(card: ModelCard, out_dir: Path) -> Path:
+    from bonecls.weights import write_card
+
+    return write_card(card, out_dir)
+
+
+# --------------------------------------------------------------------------------------------------------
+# PyTorch detector and EigenCAM
+# --------------------------------------------------------------------------------------------------------
+
+
+def open_yolo(pt_path: Path, expected_sha256: str, what: str = "weights") -> Any:
+    """Open an Ultralytics checkpoint (a pickle) only after its sha256 matched.
+
+    The bytes are read once, checked, and loaded from a private temporary copy, so the bytes checked
+    are the bytes unpickled (no swap between check and load). Ultralytics' restricted loader
+    (``ULTRALYTICS_SAFE_LOAD``, weights_only) is a second line of defence.
+    """
+    data = _read_verified(pt_path, expected_sha256, what)
+    ul = import_ultralytics()
+    with tempfile.TemporaryDirectory(prefix="bonecls-pt-") as td:
+        tmp = Path(td) / pt_path.name
+        tmp.write_bytes(data)
+        try:
+            yolo = ul.YOLO(str(tmp), task="detect")
+        except Exception as e:  # any failure here is a broken weights file for the user
+            raise WeightsError(
+                f"The {what} file {pt_path.name} could not be loaded ({type(e).__name__}); "
+                "reinstall the model."
+            ) from e
+    if getattr(yolo, "task", "detect") != "detect":
+        raise WeightsError(f"The {what} file {pt_path.name} is not a detection model.")
+    # point Ultralytics at the real file (exports are written beside it)
+    yolo.model.pt_path = str(pt_path)
+    yolo.ckpt_path = str(pt_path)
+    yolo.overrides["model"] = str(pt_path)
+    yolo.model_name = str(pt_path)
+    return yolo
+
+
+def _cam_wrapper():
+    import torch
+
+    class YoloCamWrapper(torch.nn.Module):
+        """Eval-mode DetectionModel whose forward returns one tensor (what pytorch-grad-cam expects)."""
+
+        def __init__(self, model: torch.nn.Module):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            out = self.model(x)
+            while isinstance(out, (list, tuple)):
+                out = out[0]
+            if isinstance(out, dict):  # end-to-end heads return a dict in some versions
+                out = next(v for v in out.values() if isinstance(v, torch.Tensor))
+            return out
+
+    return YoloCamWrapper
+
+
+def eigen_projection(activations: np.ndarray) -> np.ndarray:
+    """EigenCAM's map: activations (B, C, H, W) projected on their first principal component -> (B, H, W).
+
+    Same maths as ``pytorch_grad_cam.utils.svd_on_activations.get_2d_projection`` (centre the (H*W, C)
+    matrix, project on its first right singular vector), but the vector comes from ``eigh`` of the small
+    C x C Gram matrix instead of a full SVD (the library's ``full_matrices=True`` builds an (H*W)^2
+    matrix: seconds at 512 px), and the sign is fixed as in Seg-Eigen-CAM (flip when |min| > |max|),
+    since an SVD's sign is arbitrary.
+    """
+    try:  # small matrices: BLAS threads only spin (50x slower on a busy 2-core machine)
+        from threadpoolctl import threadpool_limits
+
+        limit = threadpool_limits(limits=1, user_api="blas")
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn (a grad-cam dependency)
+        limit = contextlib.nullcontext()
+    out = []
+    with limit:
+        for act in np.nan_to_num(np.asarray(activations, dtype=np.float32)):
+            m = act.reshape(act.shape[0], -1).T.astype(np.float64)
+            m -= m.mean(axis=0)
+            _, vecs = np.linalg.eigh(m.T @ m)  # ascending eigenvalues: the last is the first component
+            proj = (m @ vecs[:, -1]).reshape(act.shape[1:])
+            if abs(proj.min()) > abs(proj.max()):
+                proj = -proj
+            out.append(proj)
+    return np.asarray(out, dtype=np.float32)
+
+
+def _eigencam_class():
+    from pytorch_grad_cam import EigenCAM
+
+    class FastEigenCAM(EigenCAM):
+        """pytorch-grad-cam's EigenCAM (no targets, no gradients) with :func:`eigen_projection`."""
+
+        def get_cam_image(
+            self, input_tensor, target_layer, target_category, activations, grads, eigen_smooth
+        ):
+            return eigen_projection(activations)
+
+    return FastEigenCAM
+
+
+class Detector:
+    """YOLOv8 opacity detector from a verified card. Thread-safe (one lock around the model)."""
+
+    def __init__(self, yolo, card: ModelCard, card_dir: Path, device: str = "cpu"):
+        self._yolo = yolo
+        self.card = card
+        self.card_dir = Path(card_dir)
+        self.device = device
+        self._lock = threading.Lock()
+        self.class_names = list(card.class_names)
+        try:
+            nc = int(yolo.model.model[-1].nc)
+        except (AttributeError, IndexError, TypeError, ValueError):
+            nc = len(getattr(yolo, "names", None) or {})
+        if nc and nc != len(self.class_names):
+            log.warning(
+                "Model '%s' predicts %d classes but its card names %d; boxes of unnamed classes are "
+                "labelled by their index.",
+                card.id,
+                nc,
+                len(self.class_names),
+            )
+
+    @classmethod
+    def from_card(cls, path_or_id: str | os.PathLike, device: str = "cpu") -> Detector:
+        card, card_dir = load_detection_card(path_or_id)
+        return cls(open_yolo(card_dir / card.weights_file, card.sha256), card, card_dir, device)
+
+    @property
+    def input_size(self) -> int:
+        return int(self.card.input_size)
+
+    @property
+    def model_sha256(self) -> str:
+        return self.card.sha256
+
+    def default_conf(self) -> float:
+        return float(self.card.thresholds.positive_at)
+
+    def detect(
+        self, image: Any, conf: float | None = None, iou: float = 0.5, max_det: int = 100
+    ) -> list[DetBox]:
+        """Boxes with confidence > ``conf`` after NMS at ``iou``, in original-image pixels, best first."""
+        img = to_bgr_uint8(image)
+        conf = self.default_conf() if conf is None else float(conf)
+        with self._lock:
+            res = self._yolo.predict(
+                img,
+                imgsz=self.input_size,
+                conf=conf,
+                iou=iou,
+                max_det=max_det,
+                device=self.device,
+                rect=False,  # full square letterbox, as the static-shape ONNX model sees it
+                verbose=False,
+                save=False,
+            )[0]
+        b = res.boxes
+        return to_detboxes(
+            b.xyxy.cpu().numpy(), b.conf.cpu().numpy(), b.cls.cpu().numpy().astype(int), self.class_names
+        )
+
+    def torch_model(self):
+        """The underlying ``DetectionModel`` (eval mode, float32, on this detector's device)."""
+        model = self._yolo.model
+        if self.device != "cpu":
+            from ultralytics.utils.torch_utils import select_device
+
+            model = model.to(select_device(self.device, verbose=False))
+        return model.float().eval()
+
+    def default_cam_layers(self) -> list[int]:
+        """Indices of the layers feeding the Detect head (P3, P4, P5 necks for YOLOv8)."""
+        head = self._yolo.model.model[-1]
+        f = getattr(head, "f", None)
+        return list(f) if isinstance(f, (list, tuple)) else [len(self._yolo.model.model) - 2]
+
+    def eigencam(self, image: Any, layers: Sequence[int] | None = None) -> np.ndarray:
+        """EigenCAM heat map: float32 (H, W) in [0, 1] at the image's size.
+
+        EigenCAM needs no target and no gradient: it projects the target layers' activations on their
+        first principal component. The model runs in eval mode through a wrapper returning one tensor;
+        default layers are those feeding the Detect head. The component's sign is fixed so that its
+        larger-magnitude side is positive; still, on a poor model the map can highlight background.
+        """
+        import cv2
+        import torch
+
+        img = to_bgr_uint8(image)
+        h, w = img.shape[:2]
+        lb, gain, (px, py) = letterbox(img, self.input_size)
+        with self._lock:
+            model = self.torch_model()
+            dev = next(model.parameters()).device
+            x = torch.from_numpy(np.ascontiguousarray(lb[..., ::-1].transpose(2, 0, 1))).to(dev)
+            x = x.float().div(255.0)[None]
+            idx = list(layers) if layers is not None else self.default_cam_layers()
+            target_layers = [model.model[i] for i in idx]
+            wrapper = _cam_wrapper()(model).eval()
+            with torch.no_grad(), _eigencam_class()(wrapper, target_layers) as cam:
+                heat = cam(input_tensor=x, targets=None)[0]
+        nh, nw = max(round(h * gain[0]), 1), max(round(w * gain[1]), 1)
+        heat = np.asarray(heat, dtype=np.float32)[py : py + nh, px : px + nw]
+        heat = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)
+        heat = np.nan_to_num(heat, nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = float(heat.min()), float(heat.max())
+        heat = (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
+        return np.clip(heat, 0.0, 1.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------------
+# ONNX export and ONNX Runtime fast path
+# --------------------------------------------------------------------------------------------------------
+
+
+def export_onnx(path_or_id: str | os.PathLike, opset: int | None = None) -> Path:
+    """Export the card's verified model.pt to ``model.onnx`` (static 1x3xSxS, fp32, no NMS inside) beside it
+    and record ``extra["onnx"] = {file, sha256, opset, input_size, output}`` in card.json."""
+    det = Detector.from_card(path_or_id)
+    card, card_dir = det.card, det.card_dir
+    with det._lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer / exporter deprecation chatter
+        f = det._yolo.export(
+            format="onnx",
+            imgsz=det.input_size,
+            simplify=False,
+            dynamic=False,
+            nms=False,
+            device="cpu",
+            opset=opset,
+            verbose=False,
+        )
+    src = Path(f)
+    dst = card_dir / ONNX_FILE
+    if src.resolve() != dst.resolve():
+        shutil.move(str(src), dst)
+    import onnx
+
+    proto = onnx.load(str(dst), load_external_data=False)
+    out_shape = [d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
+    info = {
+        "file": ONNX_FILE,
+        "sha256": _sha256_file(dst),
+        "opset": int(max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))),
+        "input_size": det.input_size,
+        "output": out_shape,
+        "exported": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    _write_card(updated_card(card, extra={**card.extra, "onnx": info}), card_dir)
+    return dst
+
+
+class OnnxDetector:
+    """ONNX Runtime detector: our letterbox + Ultralytics-equivalent NMS; boxes match :class:`Detector`."""
+
+    def __init__(self, session, card: ModelCard, card_dir: Path):
+        self._session = session
+        self._input = session.get_inputs()[0].name
+        self.card = card
+        self.card_dir = Path(card_dir)
+        self.class_names = list(card.class_names)
+
+    @classmethod
+    def from_card(
+        cls, path_or_id: str | os.PathLike, providers: Sequence[str] | None = None, threads: int | None = None
+    ) -> OnnxDetector:
+        import onnxruntime as ort
+
+        card, card_dir = load_detection_card(path_or_id)
+        info = dict(card.extra).get("onnx")
+        if not info or "sha256" not in info:
+            raise WeightsError(f"Model '{card.id}' has no ONNX export; run the export first.")
+        name = str(info.get("file", ONNX_FILE))
+        if Path(name).name != name or not name.endswith(".onnx"):
+            raise WeightsError(f"The card of model '{card.id}' names an invalid ONNX file; export it again.")
+        path = card_dir / name
+        if not path.is_file():
+            raise WeightsError(f"The ONNX file of model '{card.id}' is missing; export it again.")
+        data = _read_verified(path, info["sha256"], "ONNX model")  # hash and load the same bytes
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        # no busy-waiting between runs: the app shares its few cores with PyTorch and Streamlit
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(data, opts, providers=list(providers or ["CPUExecutionProvider"]))
+        return cls(session, card, card_dir)
+
+    @property
+    def input_size(self) -> int:
+        return int(self.card.extra["onnx"].get("input_size", self.card.input_size))
+
+    def default_conf(self) -> float:
+        return float(self.card.thresholds.positive_at)
+
+    def detect(
+        self, image: Any, conf: float | None = None, iou: float = 0.5, max_det: int = 100
+    ) -> list[DetBox]:
+        img = to_bgr_uint8(image)
+        conf = self.default_conf() if conf is None else float(conf)
+        lb, gain, pad = letterbox(img, self.input_size)
+        x = np.ascontiguousarray(lb[..., ::-1].transpose(2, 0, 1), dtype=np.float32)[None] / 255.0
+        raw = self._session.run(None, {self._input: x})[0][0]
+        boxes, scores, cls = postprocess(raw, conf, iou, max_det, gain, pad, img.shape[:2])
+        return to_detboxes(boxes, scores, cls, self.class_names)

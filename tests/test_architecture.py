@@ -1,0 +1,66 @@
+"""Rules about how the code is arranged, checked on the source with ``ast`` (nothing is imported)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# The one package allowed to import Ultralytics (AGPL-3.0).
+ULTRALYTICS_HOME = REPO / "bonecls" / "detection"
+
+
+def _ultralytics_product_sources() -> list[Path]:
+    """Every Python file of what is shipped or run as the product: the library, the app, its pages,
+    the training scripts and the helper scripts."""
+    files = [*sorted((REPO / "bonecls").rglob("*.py")), REPO / "app.py"]
+    for folder in ("pages", "train", "scripts"):
+        files += sorted((REPO / folder).glob("*.py"))
+    return files
+
+
+def _ultralytics_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) for each import of ``ultralytics`` or a submodule anywhere in ``path``: module
+    level, inside functions and classes, and ``importlib.import_module`` / ``__import__`` of a literal."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                names = [node.args[0].value]
+        found += [(node.lineno, n) for n in names if n.split(".")[0] == "ultralytics"]
+    return found
+
+
+def test_only_detection_imports_ultralytics() -> None:
+    """Ultralytics is AGPL-3.0: only ``bonecls/detection/`` may import it, so the rest of bonecls (and a
+    deployment that drops the detector) stays free of it (README, licence section).
+
+    Walked: every module of bonecls/, app.py, pages/, train/ and scripts/. Not walked: tests/ and bench/,
+    which import ultralytics directly on purpose and are never imported by the product:
+    tests/appdata.py builds a random YOLOv8n with it, tests/test_detect.py checks our letterbox and
+    offline settings against Ultralytics' own, and bench/bench_detect.py times plain Ultralytics as the
+    baseline. Both import bonecls.detection freely.
+    """
+    sources = _ultralytics_product_sources()
+    for folder in ("bonecls", "pages", "train"):  # the walk really covers each part of the product
+        assert any(p.is_relative_to(REPO / folder) for p in sources), folder
+    inside = [p for p in sources if p.is_relative_to(ULTRALYTICS_HOME)]
+    # the scanner sees the imports it polices (offline.py imports ultralytics inside functions only)
+    assert any(_ultralytics_imports(p) for p in inside)
+    offenders = [
+        f"{p.relative_to(REPO)}:{line} imports {name}"
+        for p in sources
+        if not p.is_relative_to(ULTRALYTICS_HOME)
+        for line, name in _ultralytics_imports(p)
+    ]
+    assert offenders == [], "only bonecls/detection/ may import ultralytics (AGPL-3.0):\n" + "\n".join(
+        offenders
+    )
