@@ -3,7 +3,7 @@
 A model is a folder ``<weights_root>/<id>/`` holding ``card.json`` and the weight file named on
 the card (``model.safetensors`` for PyTorch models). The card's ``sha256`` is checked before a
 single byte of the weight file is deserialised; PyTorch weights are only ever read with
-safetensors (never pickle). Ultralytics cards are validated here too; ``bonecls.detect`` calls
+safetensors (never pickle). Ultralytics cards are validated here too; ``bonecls.detection`` calls
 :func:`verify_weights` before it opens their ``.pt`` file.
 """
 
@@ -505,7 +505,7 @@ def load_pytorch(path_or_id: str | os.PathLike, *, device: str = "cpu"):
     if card.framework != "pytorch":
         raise WeightsError(
             f"Model '{card.id}' is a {card.framework} model; "
-            "it is loaded by bonecls.detect, not as a classifier."
+            "it is loaded by bonecls.detection, not as a classifier."
         )
     path = _weights_path(card, card_dir)
     data = path.read_bytes()

@@ -341,7 +341,7 @@ def test_ultralytics_card_is_verified_not_loaded_here(tmp_path: Path, no_deseria
     loaded, where = load_card(folder)
     assert loaded == card and where == folder
     assert verify_weights(loaded, folder) == folder / "best.pt"
-    with pytest.raises(WeightsError, match=r"bonecls\.detect"):
+    with pytest.raises(WeightsError, match=r"bonecls\.detection"):
         load_pytorch(folder)
     (folder / "best.pt").write_bytes(b"not really a checkpoinT")
     with pytest.raises(WeightsError, match="tampered"):

@@ -282,14 +282,14 @@ def predictor(card_dir: str, sha256: str) -> Any:
 
 @st.cache_resource(show_spinner="Loading the detector (once per server)…", max_entries=4)
 def detector(card_dir: str, sha256: str) -> Any:
-    """A :class:`bonecls.detect.Detector`; ``sha256`` is part of the cache key only."""
+    """A :class:`bonecls.detection.detector.Detector`; ``sha256`` is part of the cache key only."""
     return _load("detector", card_dir, sha256)
 
 
 @st.cache_resource(show_spinner="Loading the detector (once per server)…", max_entries=4)
 def box_detector(card_dir: str, sha256: str) -> Any:
     """What draws the pneumonia boxes: the card's ONNX export on ONNX Runtime
-    (:class:`bonecls.detect.OnnxDetector`, same boxes as PyTorch: tests/test_detect.py; faster:
+    (:class:`bonecls.detection.detector.OnnxDetector`, same boxes as PyTorch: tests/test_detect.py; faster:
     BENCHMARKS.md) when the card has one and ``BONECLS_ONNX`` is not 0, else :func:`detector`.
     EigenCAM always runs on the PyTorch detector."""
     from bonecls.fastpath import enabled
