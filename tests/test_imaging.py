@@ -26,7 +26,7 @@ from factories import (
     make_webp,
     pattern,
 )
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from pydicom.pixels import apply_windowing
 
 from bonecls import imaging
@@ -539,7 +539,7 @@ def test_pillow_bomb_error_is_converted(monkeypatch: pytest.MonkeyPatch) -> None
             "Image size (5120 pixels) exceeds limit of 4000 pixels, could be ..."
         )
 
-    monkeypatch.setattr(imaging.PngImagePlugin.PngImageFile, "load", boom)
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", boom)
     with pytest.raises(ImageError, match=r"^Image is 80×64 pixels, above the limit of 4,000 pixels\.$"):
         load_radiograph(make_png())
 
