@@ -31,6 +31,7 @@ from bonecls.imaging.limits import (
     WARN_BAD_LUT,
     WARN_BAD_RESCALE,
     WARN_BAD_WINDOW,
+    WARN_PADDING,
     Limits,
     check_size,
 )
@@ -125,8 +126,12 @@ def _dicom_to_decoded(ds: pydicom.Dataset, limits: Limits) -> Decoded:
     if frames < 1:
         raise ImageError(MSG_PIXEL_MISMATCH)
     photometric = str(ds.PhotometricInterpretation).strip().upper()
+    warnings: list[str] = []
     if pixel_keyword == "PixelData" and not transfer_syntax.is_compressed:
-        _check_native_length(ds, rows, columns, frames, photometric)
+        padding = _native_padding(ds, rows, columns, frames, photometric)
+        if padding:
+            ds.PixelData = ds.PixelData[: len(ds.PixelData) - padding]
+            warnings.append(WARN_PADDING.format(n=padding))
     elif pixel_keyword == "PixelData":
         _check_codestream_size(ds.PixelData, transfer_syntax, rows, columns)
 
@@ -143,7 +148,6 @@ def _dicom_to_decoded(ds: pydicom.Dataset, limits: Limits) -> Decoded:
         raise ImageError(MSG_DICOM_UNDECODABLE) from exc
     if arr.ndim == 3 and arr.shape[0] == 1 and arr.shape[1:] == (rows, columns):
         arr = arr[0]
-    warnings: list[str] = []
     if frames > 1:
         warnings.append(f"Multi-frame DICOM: showing frame 1 of {frames}.")
     if arr.shape[:2] != (rows, columns):
@@ -236,17 +240,33 @@ def _require_decoder(uid: pydicom.uid.UID) -> None:
     )
 
 
-def _check_native_length(ds: pydicom.Dataset, rows: int, columns: int, frames: int, photometric: str) -> None:
+def _native_padding(ds: pydicom.Dataset, rows: int, columns: int, frames: int, photometric: str) -> int:
+    """Bytes of trailing padding after native pixel data, after checking its length against the header.
+
+    Fewer bytes than Rows × Columns × frames × samples × bits need means a truncated file or a
+    header that overstates the image: refused. One more byte is the standard's pad to an even
+    length (PS3.5 8.1.1): 0 is returned. More than that is padding some writers add (pydicom reads
+    such files and drops it), accepted only when it is all zero bytes, so nothing that could be image
+    is dropped, and shorter than one frame; otherwise the header understates the image (a missing
+    Number of Frames, Rows or Columns too small) and the file is refused, as pydicom's own
+    ``allow_excess_frames`` treats a whole extra frame as a frame and not as padding.
+    """
     samples = int(ds.get("SamplesPerPixel") or 1)
     bits = int(ds.BitsAllocated)
     if bits not in (1, 8, 16, 32, 64) or samples not in (1, 3):
         raise ImageError(MSG_PIXEL_MISMATCH)
     if photometric == "YBR_FULL_422":
         samples = 2  # two chroma values shared by each pair of pixels
-    expected = math.ceil(rows * columns * samples * frames * bits / 8)
-    actual = len(ds.PixelData)
-    if not expected <= actual <= expected + 1:  # one byte of padding to an even length
+    frame_bits = rows * columns * samples * bits
+    expected = math.ceil(frame_bits * frames / 8)
+    excess = len(ds.PixelData) - expected
+    if excess < 0:
         raise ImageError(MSG_PIXEL_MISMATCH)
+    if excess <= 1:
+        return 0
+    if excess * 8 >= frame_bits or ds.PixelData[expected:].count(0) != excess:
+        raise ImageError(MSG_PIXEL_MISMATCH)
+    return excess
 
 
 _JPEG_SYNTAXES = frozenset(

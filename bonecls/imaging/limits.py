@@ -52,6 +52,7 @@ WARN_EXIF = "The EXIF orientation could not be read; the image is shown as store
 WARN_BAD_WINDOW = "The DICOM window centre/width is invalid and was ignored; the full range is shown."
 WARN_BAD_LUT = "The DICOM VOI LUT is invalid and was ignored; the window or full range is shown."
 WARN_BAD_RESCALE = "The DICOM rescale slope/intercept is invalid and was ignored."
+WARN_PADDING = "The DICOM pixel data has {n} bytes of padding after the image; they were ignored."
 
 # Exceptions that decoders (Pillow, pydicom, pylibjpeg, zlib, struct) raise on hostile or damaged
 # input. They are converted into ImageError at the decoding boundary; nothing else is caught.
