@@ -38,8 +38,11 @@ add_repo_to_path(tests=True)
 
 # stage label -> the functions whose (exclusive) time is that stage, as (module, qualified name)
 STAGES: dict[str, list[tuple[str, str]]] = {
-    "decode: PNG/DICOM decode": [("bonecls.imaging", "_decode_pil"), ("bonecls.imaging", "_decode_dicom")],
-    "decode: window, checks": [("bonecls.imaging", "_finish")],
+    "decode: PNG/DICOM decode": [
+        ("bonecls.imaging.load", "decode_pil"),  # load_radiograph looks them up in its own module
+        ("bonecls.imaging.load", "decode_dicom"),
+    ],
+    "decode: window, checks": [("bonecls.imaging.load", "finish_radiograph")],
     "decode: sniff, sha256": [("bonecls.imaging", "load_radiograph")],
     "preprocess: resize + normalise": [("bonecls.predict", "Predictor.preprocess")],
     "forward (CAM pass = prediction)": [
@@ -64,9 +67,9 @@ STAGES: dict[str, list[tuple[str, str]]] = {
 # py-spy frame patterns for the same stages: (function name without its class, file suffix); py-spy
 # names frames "Class.method (path/file.py:line)"
 SPY: dict[str, list[tuple[str, str]]] = {
-    "decode: PNG/DICOM decode": [("_decode_pil", "imaging.py"), ("_decode_dicom", "imaging.py")],
-    "decode: window, checks": [("_finish", "imaging.py")],
-    "decode: sniff, sha256": [("load_radiograph", "imaging.py")],
+    "decode: PNG/DICOM decode": [("decode_pil", "imaging/pil.py"), ("decode_dicom", "imaging/dicom.py")],
+    "decode: window, checks": [("finish_radiograph", "imaging/radiograph.py")],
+    "decode: sniff, sha256": [("load_radiograph", "imaging/load.py")],
     "preprocess: resize + normalise": [("preprocess", "predict.py")],
     "forward (CAM pass = prediction)": [("__call__", "activations_and_gradients.py")],
     "backward (to the target layer)": [("backward", "_tensor.py")],
@@ -76,7 +79,7 @@ SPY: dict[str, list[tuple[str, str]]] = {
     ],
     "heat map: sanitise + resize to 1024": [("_sanitize", "explain.py"), ("resize_heatmap", "explain.py")],
     "colormap + overlay": [("overlay", "explain.py")],
-    "PNG encode": [("encode_png", "imaging.py")],
+    "PNG encode": [("encode_png", "imaging/radiograph.py")],
     "explain: hooks, set-up, softmax": [("explain", "predict.py"), ("explain_with_logits", "explain.py")],
 }
 

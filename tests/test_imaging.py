@@ -26,7 +26,8 @@ from factories import (
     make_webp,
     pattern,
 )
-from PIL import Image
+from PIL import Image, PngImagePlugin
+from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_windowing
 
 from bonecls import imaging
@@ -466,6 +467,33 @@ def test_dicom_without_pixel_data_and_with_wrong_size() -> None:
         load_radiograph(make_dicom(pixel_data=b"\x00" * 100))
 
 
+@pytest.mark.filterwarnings("error")  # the padding is reported on the Radiograph, not by pydicom
+def test_dicom_trailing_padding_is_ignored_with_a_warning() -> None:
+    """pydicom's MR_small_padded.dcm is MR_small.dcm with 128 zero bytes after the pixel data."""
+    padded = load_radiograph(get_testdata_file("MR_small_padded.dcm"))
+    plain = load_radiograph(get_testdata_file("MR_small.dcm"))
+    np.testing.assert_array_equal(padded.raw, plain.raw)
+    np.testing.assert_array_equal(padded.pixels, plain.pixels)
+    assert padded.window == plain.window and padded.shape == (64, 64)
+    assert padded.warnings == (
+        "The DICOM pixel data has 128 bytes of padding after the image; they were ignored.",
+    )
+    assert plain.warnings == ()
+
+
+def test_dicom_padding_limits() -> None:
+    """Zero padding shorter than a frame is ignored; a whole frame, non-zero bytes or missing bytes
+    mean the header does not describe the data, and are refused."""
+    arr = pattern(bits=12)  # 64 x 80 x 2 bytes = 10,240 bytes per frame
+    image = arr.tobytes()
+    rg = load_radiograph(make_dicom(arr, bits_stored=12, pixel_data=image + bytes(10_238)))
+    np.testing.assert_array_equal(rg.raw, arr)
+    assert rg.warnings == (imaging.WARN_PADDING.format(n=10_238),)
+    for pixel_data in (image + bytes(10_240), image + b"\x01" * 128, image[:-2]):
+        with pytest.raises(ImageError, match="does not match its header"):
+            load_radiograph(make_dicom(arr, bits_stored=12, pixel_data=pixel_data))
+
+
 def test_enhanced_functional_group_rescale_and_window() -> None:
     arr = np.full((64, 80), 100, dtype=np.uint16)
     arr[0, 0] = 0
@@ -539,7 +567,7 @@ def test_pillow_bomb_error_is_converted(monkeypatch: pytest.MonkeyPatch) -> None
             "Image size (5120 pixels) exceeds limit of 4000 pixels, could be ..."
         )
 
-    monkeypatch.setattr(imaging.PngImagePlugin.PngImageFile, "load", boom)
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", boom)
     with pytest.raises(ImageError, match=r"^Image is 80×64 pixels, above the limit of 4,000 pixels\.$"):
         load_radiograph(make_png())
 
