@@ -87,7 +87,7 @@ def test_services_from_threads_give_the_serial_results(
 ) -> None:
     from bonecls.audit import AuditLog
     from bonecls.predict import Predictor
-    from bonecls.ui import services, views
+    from bonecls.ui import services, widgets
     from bonecls.ui.session import ingest_uploads
 
     db = tmp_path / "audit.sqlite"
@@ -109,7 +109,7 @@ def test_services_from_threads_give_the_serial_results(
     assert entry.path == tiny_card_dir
     explain_calls = _count_calls(monkeypatch, Predictor, "explain")
     batch_calls = _count_calls(monkeypatch, Predictor, "predict_batch")
-    monkeypatch.setattr(views, "st", _PerThreadSessions())
+    monkeypatch.setattr(widgets, "st", _PerThreadSessions())
     barrier = threading.Barrier(N_SESSIONS)
 
     def session(s: int) -> list[tuple[int, str, Any, Any, list[Any]]]:
@@ -118,7 +118,7 @@ def test_services_from_threads_give_the_serial_results(
         for i, method in _plan(s):
             heat = services.cam(entry, rgs[i], method)  # the page's order: heat map, then prediction
             pred = services.predict(entry, rgs[i])
-            views._audit(items[i], entry, pred.label, pred.status, pred.suspicion)
+            widgets._audit(items[i], entry, pred.label, pred.status, pred.suspicion)
             seen.append((i, method, heat, pred))
         visited = sorted({i for i, _ in _plan(s)})  # the worklist on this session's images: cached
         many = services.predict_many(entry, [rgs[i] for i in visited])
