@@ -1,9 +1,9 @@
-"""Widgets shared by the reading pages: pickers, window/level, viewer, result panel, audit, downloads.
+"""Widgets shared by the pages: banner, pickers, window/level, viewer, result panel, audit, downloads.
 
 The page bodies live in :mod:`bonecls.ui.pages`; what two or more of them draw the same way lives
 here, so a label or key (which AppTest and the browser test find elements by) is written once.
 Every page is wrapped in :func:`page_view` and runs its body inside
-:func:`bonecls.ui.components.guarded`, so a BoneclsError shows its sentence and anything unexpected
+:func:`bonecls.ui.error_policy.guarded`, so a BoneclsError shows its sentence and anything unexpected
 shows an error id (the traceback goes to the server log only).
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from bonecls.ui import components as ui
-from bonecls.ui import figures, services
+from bonecls.report import DISCLAIMER
+from bonecls.ui import error_policy, figures, services
 from bonecls.ui.session import UploadResult, get_store, ingest_uploads
 
 #: page name -> its script, for ``st.page_link`` / ``st.switch_page`` (app.py registers the same paths)
@@ -45,13 +45,28 @@ PLOTLY_CONFIG = {
     "toImageButtonOptions": {"format": "png", "filename": "bonecls-view"},
 }
 
+#: status -> (label shown, badge colour, icon)
+STATUS_STYLE: dict[str, tuple[str, str, str]] = {
+    "positive": ("positive", "red", ":material/error:"),
+    "uncertain": ("uncertain — review", "orange", ":material/help:"),
+    "negative": ("negative", "green", ":material/check_circle:"),
+    "detected": ("findings boxed", "red", ":material/select:"),
+    "none": ("no box above threshold", "green", ":material/check_circle:"),
+}
+GREY = "gray"
+
+
+def banner() -> None:
+    """The disclaimer, at the top of every page."""
+    st.warning(DISCLAIMER, icon=":material/medical_information:")
+
 
 def page_view(func: Callable[..., None]) -> Callable[..., None]:
     """Every page: the disclaimer banner first, then the body (whose errors never escape as tracebacks)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> None:
-        ui.banner()
+        banner()
         func(*args, **kwargs)
 
     return wrapper
@@ -209,7 +224,22 @@ def record_audit(
         )
         done.add(key)
     except Exception as exc:
-        st.caption(":orange[The audit log could not be written.] " + ui.report_exception(exc, "audit"))
+        st.caption(
+            ":orange[The audit log could not be written.] " + error_policy.report_exception(exc, "audit")
+        )
+
+
+def status_markdown(status: str, *, greyed: bool = False) -> str:
+    """The status as a Streamlit markdown badge (``:orange-badge[...]``), greyed when not reliable."""
+    label, colour, icon = STATUS_STYLE.get(status, (status, GREY, ":material/info:"))
+    if greyed:
+        label, colour, icon = f"{label} (not reliable)", GREY, ":material/block:"
+    return f":{colour}-badge[{icon} {label}]"
+
+
+def muted(text: str) -> None:
+    """Greyed text (an out-of-distribution prediction)."""
+    st.markdown(f":gray[{text}]")
 
 
 def ood_warning(item: UploadResult) -> bool:
@@ -328,7 +358,7 @@ def result_panel(entry: services.ModelEntry, prediction: Any, greyed: bool) -> N
     finding = " + ".join(f"P({c.replace('_', ' ')})" for c in card.positive_classes)
     cols = st.columns([2, 3])
     with cols[0]:
-        st.markdown(f"### {ui.status_markdown(prediction.status, greyed=greyed)}", help=_threshold_help(card))
+        st.markdown(f"### {status_markdown(prediction.status, greyed=greyed)}", help=_threshold_help(card))
         lines = [
             f"Suspicion **{prediction.suspicion:.0%}** = {finding}",
             f"Most likely class: **{prediction.label.replace('_', ' ')}** "
@@ -336,7 +366,7 @@ def result_panel(entry: services.ModelEntry, prediction: Any, greyed: bool) -> N
         ]
         for line in lines:
             if greyed:
-                ui.muted(line.replace("**", ""))
+                muted(line.replace("**", ""))
             else:
                 st.markdown(line)
         st.caption(

@@ -9,8 +9,7 @@ import time
 
 import streamlit as st
 
-from bonecls.ui import components as ui
-from bonecls.ui import services
+from bonecls.ui import error_policy, services
 from bonecls.ui.session import UploadResult
 from bonecls.ui.widgets import (
     TASK_TITLES,
@@ -36,7 +35,7 @@ PREDICTED = "(predicted class)"
 def classifier_page(task: str) -> None:
     """The reading page of a classifier task ("fracture" or "threeclass"): model, image, result, heat map."""
     st.title(TASK_TITLES[task])
-    with ui.guarded(f"{task} page"):
+    with error_policy.guarded(f"{task} page"):
         entry = model_picker(task, key=f"{task}_model")
         if entry is None:
             no_model_message(task)
@@ -45,7 +44,7 @@ def classifier_page(task: str) -> None:
         if item is None:
             return
         if not item.ok:
-            ui.error_box(item.error or "This file could not be read.")
+            error_policy.error_box(item.error or "This file could not be read.")
             return
         _classifier_view(task, entry, item)
 

@@ -6,8 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from bonecls.ui import components as ui
-from bonecls.ui import services
+from bonecls.ui import error_policy, services
 from bonecls.ui.session import UploadResult, examples_by_task, get_store, ingest_example, list_examples
 from bonecls.ui.widgets import AUDITED_KEY, PAGES, TASK_TITLES, image_notes, page_view, uploader
 
@@ -20,7 +19,7 @@ def home_page() -> None:
         "Upload radiographs (or try an example), then open a reading page: **Fracture**, "
         "**Fracture severity**, **Pneumonia**, or the **Worklist** for many images ranked by suspicion."
     )
-    with ui.guarded("home page"):
+    with error_policy.guarded("home page"):
         store = get_store()
         uploader("home_uploader")
         _examples_row(store)
@@ -110,7 +109,7 @@ def _uploaded_list(store: Any) -> None:
             with cols[1]:
                 st.markdown(f"**{item.name}**")
                 if not item.ok:
-                    ui.error_box(item.error or "This file could not be read.")
+                    error_policy.error_box(item.error or "This file could not be read.")
                 else:
                     rg = item.radiograph
                     h, w = rg.original_size

@@ -6,8 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from bonecls.ui import components as ui
-from bonecls.ui import figures, services
+from bonecls.ui import error_policy, figures, services
 from bonecls.ui.widgets import TASK_TITLES, page_view, plot
 
 
@@ -15,7 +14,7 @@ from bonecls.ui.widgets import TASK_TITLES, page_view, plot
 def models_page() -> None:
     """Every installed card (and the tasks without one), invalid cards, and the audit log download."""
     st.title("Installed models")
-    with ui.guarded("models page"):
+    with error_policy.guarded("models page"):
         from bonecls.audit import audit_path, default_log
         from bonecls.weights import weights_root
 
@@ -30,7 +29,7 @@ def models_page() -> None:
         for i, entry in enumerate(entries):
             _model_card(entry, expanded=i == 0)
         for folder, error in services.invalid_cards():
-            ui.error_box(f"{folder.name}: {error}")
+            error_policy.error_box(f"{folder.name}: {error}")
 
         st.divider()
         st.subheader("Audit log")

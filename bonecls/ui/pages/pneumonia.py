@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from bonecls.ui import components as ui
-from bonecls.ui import services
+from bonecls.ui import error_policy, services
 from bonecls.ui.session import UploadResult
 from bonecls.ui.widgets import (
     image_notes,
     image_picker,
     image_viewer,
     model_picker,
+    muted,
     no_model_message,
     ood_warning,
     page_view,
@@ -34,7 +34,7 @@ from bonecls.ui.widgets import (
 def pneumonia_page() -> None:
     """The pneumonia reading page: classifier and/or detector, whichever is installed."""
     st.title("Pneumonia")
-    with ui.guarded("pneumonia page"):
+    with error_policy.guarded("pneumonia page"):
         classifier = model_picker("pneumonia", key="pn_model")
         det = model_picker("pneumonia-det", key="pn_det_model")
         if classifier is None and det is None:
@@ -45,7 +45,7 @@ def pneumonia_page() -> None:
         if item is None:
             return
         if not item.ok:
-            ui.error_box(item.error or "This file could not be read.")
+            error_policy.error_box(item.error or "This file could not be read.")
             return
         _pneumonia_view(item, classifier, det)
 
@@ -111,7 +111,7 @@ def _pneumonia_view(
             + f" · detector {det.id} · sha256 {det.sha256[:12]}…"
         )
         if greyed:
-            ui.muted(msg)
+            muted(msg)
         else:
             st.markdown(msg)
 

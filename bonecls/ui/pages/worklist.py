@@ -7,8 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from bonecls.ui import components as ui
-from bonecls.ui import figures, services
+from bonecls.ui import error_policy, figures, services
 from bonecls.ui.session import UploadResult, get_store
 from bonecls.ui.widgets import (
     PAGES,
@@ -26,7 +25,7 @@ def worklist_page() -> None:
     """Pick a model, read every image of the session with it, show the ranked table and exports."""
     st.title("Worklist")
     st.caption("Many images ranked by suspicion: the ones that most need a look come first.")
-    with ui.guarded("worklist page"):
+    with error_policy.guarded("worklist page"):
         from bonecls import worklist
 
         store = get_store()
@@ -123,7 +122,7 @@ def _one_error(exc: Exception) -> str:
     """The sentence shown in a worklist row whose image could not be read by the model."""
     from bonecls.errors import BoneclsError
 
-    return str(exc) if isinstance(exc, BoneclsError) else ui.report_exception(exc, "worklist item")
+    return str(exc) if isinstance(exc, BoneclsError) else error_policy.report_exception(exc, "worklist item")
 
 
 def _worklist_table(rows: list[Any], store: Any, entry: services.ModelEntry) -> None:
