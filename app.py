@@ -1,10 +1,10 @@
-"""bonecls Streamlit app: `streamlit run app.py`. Thin: pages call bonecls.ui.views."""
+"""bonecls Streamlit app: `streamlit run app.py`. Thin: pages/*.py call bonecls.ui.pages."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from bonecls.ui import components, services
+from bonecls.ui import error_policy, services
 
 st.set_page_config(
     page_title="bonecls — X-ray reading aid",
@@ -12,7 +12,7 @@ st.set_page_config(
     layout="wide",
     initial_sidebar_state="expanded",
 )
-components.setup_logging()
+error_policy.setup_logging()
 services.warm_up()
 
 pages = {
@@ -26,6 +26,6 @@ pages = {
     "About": [st.Page("pages/models.py", title="Models & audit", icon=":material/inventory_2:")],
 }
 page = st.navigation(pages, position="sidebar", expanded=True)
-# The disclaimer banner is drawn by every page itself (bonecls.ui.views.page_view), inside the page's
+# The disclaimer banner is drawn by every page itself (bonecls.ui.widgets.page_view), inside the page's
 # run: AppTest 1.67 drops this entry script's own elements once a test has switched pages.
-components.run_page(page)
+error_policy.run_page(page)

@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except BoneclsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from bonecls.ui import components, services
+    from bonecls.ui import error_policy, services
 
-    components.setup_logging()
+    error_policy.setup_logging()
     services.warm_up()
     from streamlit.web import cli
 

@@ -1,5 +1,5 @@
 """Fracture (binary): probabilities, status, heat map beside the radiograph."""
 
-from bonecls.ui.views import classifier_page
+from bonecls.ui.pages.classifier import classifier_page
 
 classifier_page("fracture")

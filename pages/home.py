@@ -1,5 +1,5 @@
 """Home: upload many radiographs (or try an example)."""
 
-from bonecls.ui.views import home_page
+from bonecls.ui.pages.home import home_page
 
 home_page()

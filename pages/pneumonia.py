@@ -1,5 +1,5 @@
 """Pneumonia: detector boxes with a confidence slider, classifier probability, EigenCAM."""
 
-from bonecls.ui.views import pneumonia_page
+from bonecls.ui.pages.pneumonia import pneumonia_page
 
 pneumonia_page()

@@ -1,5 +1,5 @@
 """Fracture severity: healthy / fractured / beyond repair, with heat maps."""
 
-from bonecls.ui.views import classifier_page
+from bonecls.ui.pages.classifier import classifier_page
 
 classifier_page("threeclass")

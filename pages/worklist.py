@@ -1,5 +1,5 @@
 """Batch worklist: many images ranked by suspicion, exports."""
 
-from bonecls.ui.views import worklist_page
+from bonecls.ui.pages.worklist import worklist_page
 
 worklist_page()

@@ -2,7 +2,7 @@
 
 * ``test_services_from_threads_give_the_serial_results``: 8 threads, each one Streamlit session
   (its own ``st.session_state``), read images through ``bonecls.ui.services`` exactly as the
-  Fracture page does (``cam`` then ``predict``, then ``views._audit``) with mixed CAM methods, on
+  Fracture page does (``cam`` then ``predict``, then ``widgets.record_audit``) with mixed CAM methods, on
   ONE shared Predictor. Results must equal a serial run, every model call must happen once per
   distinct key, and the audit log must hold one row per distinct (session, image, model).
 * ``test_app_sessions_at_once``: four ``AppTest`` sessions of ``app.py`` run at the same time, one
@@ -43,7 +43,7 @@ BAD_CASE = "truncated-png"
 
 
 class _PerThreadSessions:
-    """Stands in for ``streamlit`` inside bonecls.ui.views: one ``session_state`` per thread, as each
+    """Stands in for ``streamlit`` inside bonecls.ui.widgets: one ``session_state`` per thread, as each
     Streamlit session has its own. ``caption`` is only reached when the audit write failed."""
 
     def __init__(self) -> None:
@@ -87,7 +87,7 @@ def test_services_from_threads_give_the_serial_results(
 ) -> None:
     from bonecls.audit import AuditLog
     from bonecls.predict import Predictor
-    from bonecls.ui import services, views
+    from bonecls.ui import services, widgets
     from bonecls.ui.session import ingest_uploads
 
     db = tmp_path / "audit.sqlite"
@@ -109,7 +109,7 @@ def test_services_from_threads_give_the_serial_results(
     assert entry.path == tiny_card_dir
     explain_calls = _count_calls(monkeypatch, Predictor, "explain")
     batch_calls = _count_calls(monkeypatch, Predictor, "predict_batch")
-    monkeypatch.setattr(views, "st", _PerThreadSessions())
+    monkeypatch.setattr(widgets, "st", _PerThreadSessions())
     barrier = threading.Barrier(N_SESSIONS)
 
     def session(s: int) -> list[tuple[int, str, Any, Any, list[Any]]]:
@@ -118,7 +118,7 @@ def test_services_from_threads_give_the_serial_results(
         for i, method in _plan(s):
             heat = services.cam(entry, rgs[i], method)  # the page's order: heat map, then prediction
             pred = services.predict(entry, rgs[i])
-            views._audit(items[i], entry, pred.label, pred.status, pred.suspicion)
+            widgets.record_audit(items[i], entry, pred.label, pred.status, pred.suspicion)
             seen.append((i, method, heat, pred))
         visited = sorted({i for i, _ in _plan(s)})  # the worklist on this session's images: cached
         many = services.predict_many(entry, [rgs[i] for i in visited])

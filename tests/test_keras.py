@@ -372,7 +372,9 @@ def test_pytorch_use_never_imports_tensorflow(tiny_card_dir: Path, tiny_dir: Pat
     code = f"""
 import sys, numpy as np
 import bonecls, bonecls.predict, bonecls.explain, bonecls.cli, bonecls.worklist, bonecls.weights
-import bonecls.ui.services as services, bonecls.ui.views
+import bonecls.ui.services as services, bonecls.ui.widgets
+import bonecls.ui.pages.home, bonecls.ui.pages.classifier, bonecls.ui.pages.pneumonia
+import bonecls.ui.pages.model_cards, bonecls.ui.pages.worklist
 from bonecls.predict import Predictor
 assert bonecls.cli.main(["models"]) == 0
 services._warm()

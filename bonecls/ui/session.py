@@ -94,7 +94,7 @@ def _decode(name: str, data: bytes, sha: str) -> UploadResult:
     except BoneclsError as exc:  # ImageError and friends: a sentence for the reader
         return UploadResult(name=name, sha256=sha, size=len(data), data=data, error=str(exc))
     except Exception as exc:  # a bug: log it (hash only, never the name), show an id
-        from bonecls.ui.components import report_exception
+        from bonecls.ui.error_policy import report_exception
 
         message = report_exception(exc, f"decoding upload sha256={sha[:12]}")
         return UploadResult(name=name, sha256=sha, size=len(data), data=data, error=message)
@@ -111,7 +111,7 @@ def ingest_uploads(files: Iterable[Any], store: UploadStore | None = None) -> li
         try:
             name, data = _name_and_bytes(item, index)
         except Exception as exc:
-            from bonecls.ui.components import report_exception
+            from bonecls.ui.error_policy import report_exception
 
             message = report_exception(exc, "reading an upload")
             results.append(UploadResult(name=f"file {index + 1}", sha256="", size=0, data=b"", error=message))

@@ -1,6 +1,6 @@
-"""Small Streamlit building blocks shared by every page: banner, status badges, error boxes.
+"""The app's error policy, for every page and the server: what an error shows, and where it is logged.
 
-Error policy: a :class:`~bonecls.errors.BoneclsError` is a sentence written for the reader and is
+A :class:`~bonecls.errors.BoneclsError` is a sentence written for the reader and is
 shown as is; anything else is a bug, logged server-side with a short id, and the page only shows
 that id. No stack trace ever reaches the page.
 """
@@ -16,55 +16,22 @@ from typing import Any
 import streamlit as st
 
 from bonecls.errors import BoneclsError
-from bonecls.report import DISCLAIMER
 
 log = logging.getLogger("bonecls.ui")
 
 
-#: status -> (label shown, badge colour, icon)
-STATUS_STYLE: dict[str, tuple[str, str, str]] = {
-    "positive": ("positive", "red", ":material/error:"),
-    "uncertain": ("uncertain — review", "orange", ":material/help:"),
-    "negative": ("negative", "green", ":material/check_circle:"),
-    "detected": ("findings boxed", "red", ":material/select:"),
-    "none": ("no box above threshold", "green", ":material/check_circle:"),
-}
-GREY = "gray"
-
-
-def status_label(status: str) -> str:
-    return STATUS_STYLE.get(status, (status, GREY, ""))[0]
-
-
-def banner() -> None:
-    """The disclaimer, at the top of every page."""
-    st.warning(DISCLAIMER, icon=":material/medical_information:")
-
-
-def status_markdown(status: str, *, greyed: bool = False) -> str:
-    """The status as a Streamlit markdown badge (``:orange-badge[...]``), greyed when not reliable."""
-    label, colour, icon = STATUS_STYLE.get(status, (status, GREY, ":material/info:"))
-    if greyed:
-        label, colour, icon = f"{label} (not reliable)", GREY, ":material/block:"
-    return f":{colour}-badge[{icon} {label}]"
-
-
-def status_badge(status: str, *, greyed: bool = False, help: str | None = None) -> None:
-    label, colour, icon = STATUS_STYLE.get(status, (status, GREY, ":material/info:"))
-    if greyed:
-        label, colour, icon = f"{label} (not reliable)", GREY, ":material/block:"
-    st.badge(label, icon=icon, color=colour, help=help)
-
-
 def error_box(message: str) -> None:
+    """A sentence the reader can act on, as a red box (never a traceback)."""
     st.error(message, icon=":material/error:")
 
 
 def new_error_id() -> str:
+    """A short id that ties the page's message to the server log's traceback."""
     return uuid.uuid4().hex[:8]
 
 
 def unexpected_error_message(error_id: str) -> str:
+    """What the page says about a bug: its id and that nothing else is affected."""
     return (
         f"Something went wrong on our side (error id {error_id}). It has been logged for the support team; "
         "the other images and pages are not affected."
@@ -90,11 +57,6 @@ def guarded(where: str) -> Iterator[None]:
         error_box(str(exc))
     except Exception as exc:
         error_box(report_exception(exc, where))
-
-
-def muted(text: str) -> None:
-    """Greyed text (an out-of-distribution prediction)."""
-    st.markdown(f":gray[{text}]")
 
 
 def setup_logging() -> None:

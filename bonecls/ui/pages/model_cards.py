@@ -1,0 +1,117 @@
+"""Models page: each installed model card (data, intended use, test metrics, charts) and the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from bonecls.ui import error_policy, figures, services
+from bonecls.ui.widgets import TASK_TITLES, page_view, plot
+
+
+@page_view
+def models_page() -> None:
+    """Every installed card (and the tasks without one), invalid cards, and the audit log download."""
+    st.title("Installed models")
+    with error_policy.guarded("models page"):
+        from bonecls.audit import audit_path, default_log
+        from bonecls.weights import weights_root
+
+        entries = services.installed_models()
+        st.caption(f"Weights folder: {weights_root()}")
+        installed_tasks = {e.task for e in entries}
+        missing = [t for t in TASK_TITLES if t not in installed_tasks]
+        if not entries:
+            st.info("No model is installed.", icon=":material/inventory_2:")
+        for task in missing:
+            st.caption(f":material/info: No model installed for {TASK_TITLES[task]} (task '{task}').")
+        for i, entry in enumerate(entries):
+            _model_card(entry, expanded=i == 0)
+        for folder, error in services.invalid_cards():
+            error_policy.error_box(f"{folder.name}: {error}")
+
+        st.divider()
+        st.subheader("Audit log")
+        log_ = default_log()
+        count = log_.count()
+        cols = st.columns([1, 2], vertical_alignment="bottom")
+        with cols[0]:
+            st.metric("Predictions logged", count)
+        with cols[1]:
+            st.download_button(
+                "Download audit log (CSV)",
+                data=log_.export_csv,
+                file_name="bonecls-audit.csv",
+                mime="text/csv",
+                icon=":material/download:",
+                on_click="ignore",
+                key="audit_csv",
+            )
+        st.caption(
+            f"{audit_path()} — time (UTC), image sha256, model id and sha256, task, result, status and "
+            "suspicion. No patient data."
+        )
+
+
+def _metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """The card's scalar test metrics as table rows (nested ones are drawn as charts instead)."""
+    rows = []
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        rows.append({"metric": key.replace("_", " "), "value": round(float(value), 4)})
+    return rows
+
+
+def _model_card(entry: services.ModelEntry, expanded: bool = True) -> None:
+    """One card in an expander: task, classes, thresholds, provenance, metrics table and charts."""
+    card = entry.card
+    title = f"**{card.id}** — {TASK_TITLES.get(card.task, card.task)} · {card.architecture}"
+    with st.expander(title, expanded=expanded, icon=":material/model_training:"):
+        cols = st.columns(2)
+        with cols[0]:
+            st.markdown(
+                f"- **Task:** {card.task} ({card.framework})\n"
+                f"- **Architecture:** {card.architecture}, head {card.head}, {card.input_size} px, "
+                f"{card.in_chans} channel(s)\n"
+                f"- **Classes:** {', '.join(card.class_names)} "
+                f"(finding: {', '.join(card.positive_classes)})\n"
+                f"- **Thresholds on suspicion:** negative below {card.thresholds.negative_below:.2f}, "
+                f"positive at {card.thresholds.positive_at:.2f}; temperature {card.temperature:.3g}\n"
+                f"- **Created:** {card.created}"
+            )
+        with cols[1]:
+            st.markdown(f"**Training data.** {card.training_data or 'not stated'}")
+            st.markdown(f"**Intended use.** {card.intended_use}")
+            if card.limitations:
+                st.markdown(f"**Limitations.** {card.limitations}")
+        st.markdown(f"**Weights sha256** `{card.sha256}`")
+        if card.command:
+            st.markdown(f"**Trained with** `{card.command}`")
+        metrics = dict(card.test_metrics or {})
+        rows = _metric_rows(metrics)
+        if rows:
+            st.markdown("**Test metrics**")
+            st.dataframe(rows, hide_index=True, width="content")
+        confusion = figures.extract_confusion(metrics)
+        reliability = figures.extract_reliability(metrics)
+        history = figures.extract_history(metrics, card.extra)
+        charts = [c for c in (confusion, reliability, history) if c]
+        if charts:
+            chart_cols = st.columns(len(charts))
+            i = 0
+            if confusion:
+                with chart_cols[i]:
+                    names = metrics.get("class_names") or card.class_names
+                    plot(figures.confusion_matrix_figure(confusion, names), key=f"cm_{card.id}")
+                i += 1
+            if reliability:
+                with chart_cols[i]:
+                    plot(figures.reliability_figure(reliability), key=f"rel_{card.id}")
+                i += 1
+            if history:
+                with chart_cols[i]:
+                    plot(figures.training_curves_figure(history), key=f"curves_{card.id}")
+        elif not rows:
+            st.caption("This card has no test metrics.")

@@ -1,0 +1,182 @@
+"""Worklist page: every image of the session read by one model, ranked by suspicion, with exports."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import streamlit as st
+
+from bonecls.ui import error_policy, figures, services
+from bonecls.ui.session import UploadResult, get_store
+from bonecls.ui.widgets import (
+    PAGES,
+    TASK_TITLES,
+    no_model_message,
+    page_view,
+    record_audit,
+    show_answer_time,
+    uploader,
+)
+
+
+@page_view
+def worklist_page() -> None:
+    """Pick a model, read every image of the session with it, show the ranked table and exports."""
+    st.title("Worklist")
+    st.caption("Many images ranked by suspicion: the ones that most need a look come first.")
+    with error_policy.guarded("worklist page"):
+        from bonecls import worklist
+
+        store = get_store()
+        with st.expander("Add images", expanded=not len(store), icon=":material/upload:"):
+            uploader("worklist_uploader")
+        models = [
+            m
+            for t in ("fracture", "threeclass", "pneumonia", "pneumonia-det")
+            for m in services.models_for(t)
+        ]
+        if not models:
+            no_model_message("fracture")
+            return
+        ids = [m.id for m in models]
+        chosen = st.selectbox(
+            "Rank by model",
+            ids,
+            key="wl_model",
+            format_func=lambda i: f"{i} — {TASK_TITLES.get(models[ids.index(i)].task, '')}",
+        )
+        entry = models[ids.index(chosen)]
+        items = list(store)
+        if not items:
+            st.info("No image yet: add some above or on the Home page.", icon=":material/upload:")
+            return
+        t0 = time.perf_counter()
+        with st.spinner(f"Reading {len(items)} image(s)…"):
+            results = _worklist_results(entry, items)
+        for item, res in zip(items, results, strict=True):
+            if item.ok and not isinstance(res, str):
+                label, status, susp = (
+                    (res["label"], res["status"], res["suspicion"])
+                    if isinstance(res, dict)
+                    else (res.label, res.status, res.suspicion)
+                )
+                record_audit(item, entry, label, status, susp)
+        rows = worklist.build_worklist(items, results, model_id=entry.id, model_sha256=entry.sha256)
+        _worklist_table(rows, store, entry)
+        show_answer_time(t0)
+        cols = st.columns(2)
+        with cols[0]:
+            st.download_button(
+                "Export CSV",
+                data=worklist.to_csv(rows),
+                file_name=f"bonecls-worklist-{entry.id}.csv",
+                mime="text/csv",
+                icon=":material/download:",
+                on_click="ignore",
+                key="wl_csv",
+            )
+        with cols[1]:
+            st.download_button(
+                "Export JSON",
+                data=worklist.to_json(rows),
+                file_name=f"bonecls-worklist-{entry.id}.json",
+                mime="application/json",
+                icon=":material/data_object:",
+                on_click="ignore",
+                key="wl_json",
+            )
+
+
+def _worklist_results(entry: services.ModelEntry, items: list[UploadResult]) -> list[Any]:
+    """One result per item, in order: a Prediction, a detector dict, an error sentence, or None (unread)."""
+    readable = [i for i in items if i.ok]
+    by_sha: dict[str, Any] = {}
+    if entry.framework == "ultralytics":
+        for item in readable:
+            try:
+                boxes = services.detect(entry, item.radiograph)
+                floor = float(entry.card.thresholds.positive_at)
+                top = max((float(b.confidence) for b in boxes if b.confidence >= floor), default=0.0)
+                by_sha[item.sha256] = {
+                    "status": "detected" if top > 0 else "none",
+                    "label": "opacity" if top > 0 else "none",
+                    "suspicion": top,
+                }
+            except Exception as exc:  # one bad image must not stop the list
+                by_sha[item.sha256] = _one_error(exc)
+    else:
+        try:
+            preds = services.predict_many(entry, [i.radiograph for i in readable])
+            by_sha = {i.sha256: p for i, p in zip(readable, preds, strict=True)}
+        except Exception:
+            for item in readable:  # find the culprit(s), keep the rest
+                try:
+                    by_sha[item.sha256] = services.predict(entry, item.radiograph)
+                except Exception as exc:
+                    by_sha[item.sha256] = _one_error(exc)
+    return [by_sha.get(i.sha256) for i in items]
+
+
+def _one_error(exc: Exception) -> str:
+    """The sentence shown in a worklist row whose image could not be read by the model."""
+    from bonecls.errors import BoneclsError
+
+    return str(exc) if isinstance(exc, BoneclsError) else error_policy.report_exception(exc, "worklist item")
+
+
+def _worklist_table(rows: list[Any], store: Any, entry: services.ModelEntry) -> None:
+    """The ranked table with thumbnails; selecting a row opens that image in its reading page."""
+    table = []
+    for row in rows:
+        item = store.get(row.image_sha256)
+        thumb = None
+        if item is not None and item.ok:
+            thumb = figures.image_data_uri(services.thumbnail(item.radiograph), max_side=96)[0]
+        table.append(
+            {
+                "rank": row.rank,
+                "image": thumb,
+                "file": row.file,
+                "status": row.status_text,
+                "label": (row.label or "").replace("_", " "),
+                "suspicion": row.suspicion,
+                "note": row.note,
+            }
+        )
+    ok = sum(r.status != "error" for r in rows)
+    flagged = sum(
+        r.status in ("positive", "uncertain", "detected") and not r.out_of_distribution for r in rows
+    )
+    st.markdown(
+        f"**{len(rows)} file(s)** · {ok} read · {flagged} positive or to review · {len(rows) - ok} unreadable"
+    )
+    event = st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        row_height=64,
+        height=min(38 + 65 * len(table), 38 + 65 * 12),
+        column_config={
+            "rank": st.column_config.NumberColumn("#", width="small"),
+            "image": st.column_config.ImageColumn("Image", width="small"),
+            "file": st.column_config.TextColumn("File"),
+            "status": st.column_config.TextColumn("Status"),
+            "label": st.column_config.TextColumn("Label"),
+            "suspicion": st.column_config.ProgressColumn(
+                "Suspicion", min_value=0.0, max_value=1.0, format="%.2f"
+            ),
+            "note": st.column_config.TextColumn("Note / error", width="large"),
+        },
+        on_select="rerun",
+        selection_mode="single-row",
+        key="wl_table",
+    )
+    selected = getattr(getattr(event, "selection", None), "rows", None) or []
+    if selected:
+        row = rows[selected[0]]
+        if row.status != "error":
+            store.selected = row.image_sha256
+            page = {"fracture": "fracture", "threeclass": "threeclass"}.get(entry.task, "pneumonia")
+            st.switch_page(PAGES[page])
+    st.caption("Select a row to open it in its reading page.")
