@@ -71,7 +71,13 @@ class Acquisition:
 def sample_acquisition(chain: str, rng: np.random.Generator, view: str) -> Acquisition:
     """Random exposure and processing within ``chain``."""
     spec = CHAINS[chain]
-    side = "R" if view.endswith("right") else "L" if view.endswith("left") else ("R" if rng.random() < 0.7 else "L")
+    side = (
+        "R"
+        if view.endswith("right")
+        else "L"
+        if view.endswith("left")
+        else ("R" if rng.random() < 0.7 else "L")
+    )
     coll = tuple(float(rng.uniform(0.015, 0.1)) if rng.random() < 0.4 else 0.0 for _ in range(4))
     lut = spec["lut"]
     lut_param = {
@@ -86,7 +92,9 @@ def sample_acquisition(chain: str, rng: np.random.Generator, view: str) -> Acqui
         chain=chain,
         bone_gain=float(rng.uniform(0.6, 1.35)),
         scatter=float(rng.uniform(0.0, 0.45)),
-        photons=float(np.exp(rng.uniform(np.log(4e3 if low_dose else 1.5e4), np.log(3e4 if low_dose else 3e5)))),
+        photons=float(
+            np.exp(rng.uniform(np.log(4e3 if low_dose else 1.5e4), np.log(3e4 if low_dose else 3e5)))
+        ),
         blur=float(rng.uniform(1.0, 2.0) if low_dose else rng.uniform(0.2, 1.1)),
         compression=float(rng.uniform(0.2, 0.8)),
         lowpass_sigma=float(rng.uniform(0.04, 0.14)),
@@ -205,7 +213,9 @@ def quantise_and_compress(d: np.ndarray, acq: Acquisition) -> np.ndarray:
     levels = float(2**acq.bits - 1)
     d = np.round(np.clip(d, 0, 1) * levels) / levels
     if acq.jpeg_quality is not None:
-        ok, buf = cv2.imencode(".jpg", np.round(d * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, acq.jpeg_quality])
+        ok, buf = cv2.imencode(
+            ".jpg", np.round(d * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, acq.jpeg_quality]
+        )
         if ok:
             d = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
     return d.astype(np.float32)

@@ -46,12 +46,33 @@ def _single_break_params(style: str, rng: np.random.Generator) -> dict:
     sign = lambda: float(rng.choice([-1.0, 1.0]))  # noqa: E731
     table = {
         "hairline": {"gap": u(0.6, 1.2), "across": 0.0, "along": 0.0, "angle": u(0, 2) * sign()},
-        "displaced": {"gap": u(1.5, 3.0), "across": u(3.0, 7.0) * sign(), "along": 0.0, "angle": u(0, 6) * sign()},
-        "angulated": {"gap": u(1.0, 2.5), "across": u(0, 1.0) * sign(), "along": 0.0, "angle": u(12, 28) * sign()},
-        "overlap": {"gap": 0.0, "across": u(1.0, 3.0) * sign(), "along": -u(2.5, 5.0), "angle": u(0, 5) * sign()},
+        "displaced": {
+            "gap": u(1.5, 3.0),
+            "across": u(3.0, 7.0) * sign(),
+            "along": 0.0,
+            "angle": u(0, 6) * sign(),
+        },
+        "angulated": {
+            "gap": u(1.0, 2.5),
+            "across": u(0, 1.0) * sign(),
+            "along": 0.0,
+            "angle": u(12, 28) * sign(),
+        },
+        "overlap": {
+            "gap": 0.0,
+            "across": u(1.0, 3.0) * sign(),
+            "along": -u(2.5, 5.0),
+            "angle": u(0, 5) * sign(),
+        },
         "step_off": {"gap": u(0.5, 1.0), "across": u(1.0, 2.5) * sign(), "along": 0.0, "angle": 0.0},
-        "buckle": {"gap": 0.0, "across": 0.0, "along": -u(0.5, 1.5), "angle": 0.0,
-                   "bulge": u(1.0, 2.0), "width": u(3.0, 5.0)},
+        "buckle": {
+            "gap": 0.0,
+            "across": 0.0,
+            "along": -u(0.5, 1.5),
+            "angle": 0.0,
+            "bulge": u(1.0, 2.0),
+            "width": u(3.0, 5.0),
+        },
     }
     return table[style]
 

@@ -25,6 +25,7 @@ CT's TotalSegmentator map (``(labels, table)`` with ``table[id] = (structure, gr
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +116,7 @@ def _pseudo_lobes(mask: np.ndarray, cuts: tuple[float, ...]) -> list[np.ndarray]
     lo, hi = int(kk[0]), int(kk[-1])
     edges = [lo] + [round(lo + c * (hi - lo)) for c in cuts] + [hi + 1]
     parts = []
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
+    for a, b in itertools.pairwise(edges):
         part = np.zeros_like(mask)
         part[:, :, a:b] = mask[:, :, a:b]
         parts.append(part)
@@ -133,7 +134,7 @@ def _bone_labels(
     """
     from scipy import ndimage as ndi
 
-    dx, dy, _dz = spacing
+    dx = spacing[0]
     nx, ny, _nz = bone.shape
     ii = np.arange(nx)[:, None, None]
     jj = np.arange(ny)[None, :, None]
@@ -191,15 +192,18 @@ def load_ct(
     spacing = (spacing[0], spacing[1], spacing[2] / 2.0)
     body = _body_mask(ct)
     ii = np.nonzero(body.any(axis=(1, 2)))[0]
-    midline_i = int(round(np.average(np.arange(ct.shape[0]), weights=body.sum(axis=(1, 2)))))
+    midline_i = round(np.average(np.arange(ct.shape[0]), weights=body.sum(axis=(1, 2))))
     if len(ii) == 0:
         raise DataError("The lung1 phantom CT holds no body; the file may be damaged. " + INSTALL_HINT)
     labels = np.zeros(ct.shape, dtype=np.uint8)
     table: dict[int, tuple[str, str]] = {}
     right, left = _lungs(ct, body, midline_i, spacing)
     lobes = [
-        *zip(("lung_lower_lobe_right", "lung_middle_lobe_right", "lung_upper_lobe_right"),
-             _pseudo_lobes(right, (0.35, 0.55)), strict=True),
+        *zip(
+            ("lung_lower_lobe_right", "lung_middle_lobe_right", "lung_upper_lobe_right"),
+            _pseudo_lobes(right, (0.35, 0.55)),
+            strict=True,
+        ),
         *zip(("lung_lower_lobe_left", "lung_upper_lobe_left"), _pseudo_lobes(left, (0.45,)), strict=True),
     ]
     next_id = 1

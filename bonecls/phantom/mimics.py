@@ -25,7 +25,9 @@ from bonecls.phantom.volume import AttenuationVolume
 MIMICS = ("rib_crossing", "vessel_edge", "skin_fold", "costochondral", "nutrient_canal")
 
 
-def _polyline(rng: np.random.Generator, start: np.ndarray, angle: float, length: float, bend: float) -> np.ndarray:
+def _polyline(
+    rng: np.random.Generator, start: np.ndarray, angle: float, length: float, bend: float
+) -> np.ndarray:
     steps = 12
     pts = [start.astype(np.float64)]
     for _ in range(steps):
@@ -35,8 +37,13 @@ def _polyline(rng: np.random.Generator, start: np.ndarray, angle: float, length:
 
 
 def make_mimic(
-    vol: AttenuationVolume, name: str, site_cr: tuple[float, float], bone_axis_deg: float,
-    tilt: tuple[float, float], rng: np.random.Generator, bone_scale: float = 1.0,
+    vol: AttenuationVolume,
+    name: str,
+    site_cr: tuple[float, float],
+    bone_axis_deg: float,
+    tilt: tuple[float, float],
+    rng: np.random.Generator,
+    bone_scale: float = 1.0,
 ) -> LesionPatch:
     """Mimic ``name`` near base pixel ``site_cr`` (col, row) across a bone running at ``bone_axis_deg``."""
     import cv2
@@ -50,7 +57,9 @@ def make_mimic(
     mm = 1.0 / pu  # pixels per mm (columns; rows are rescaled below)
     across = np.radians(bone_axis_deg + 90 + rng.uniform(-35, 35))
     if name == "rib_crossing":
-        line = _polyline(rng, centre - 30 * mm * np.array([np.cos(across), np.sin(across)]), across, 60 * mm, 0.03)
+        line = _polyline(
+            rng, centre - 30 * mm * np.array([np.cos(across), np.sin(across)]), across, 60 * mm, 0.03
+        )
         width = max(2, round(rng.uniform(6.0, 9.0) * mm))
         cv2.polylines(canvas, [np.round(line).astype(np.int32)], False, 1.0, width)
         cortex = np.zeros_like(canvas)
@@ -61,20 +70,31 @@ def make_mimic(
         line = _polyline(rng, centre, rng.uniform(0, 2 * np.pi), rng.uniform(20, 45) * mm, 0.08)
         for k in range(len(line) - 1):
             w = max(1, round((2.5 - 2.0 * k / len(line)) * mm))
-            cv2.line(canvas, tuple(np.round(line[k]).astype(int)), tuple(np.round(line[k + 1]).astype(int)), 1.0, w)
+            cv2.line(
+                canvas, tuple(np.round(line[k]).astype(int)), tuple(np.round(line[k + 1]).astype(int)), 1.0, w
+            )
         canvas *= rng.uniform(0.08, 0.2)
     elif name == "skin_fold":
-        line = _polyline(rng, centre - 35 * mm * np.array([0.0, 1.0]), np.pi / 2 + rng.uniform(-0.6, 0.6), 70 * mm, 0.04)
+        line = _polyline(
+            rng, centre - 35 * mm * np.array([0.0, 1.0]), np.pi / 2 + rng.uniform(-0.6, 0.6), 70 * mm, 0.04
+        )
         poly = np.concatenate([line, line[::-1] + np.array([rng.choice([-1, 1]) * 25 * mm, 0])])
         cv2.fillPoly(canvas, [np.round(poly).astype(np.int32)], 1.0)
         dist = cv2.distanceTransform((canvas > 0).astype(np.uint8), cv2.DIST_L2, 3)
-        canvas = np.where(canvas > 0, np.exp(-dist / (12 * mm)), 0).astype(np.float32) * rng.uniform(0.06, 0.15)
+        canvas = np.where(canvas > 0, np.exp(-dist / (12 * mm)), 0).astype(np.float32) * rng.uniform(
+            0.06, 0.15
+        )
     elif name == "costochondral":
         along = np.radians(bone_axis_deg)
         d = np.array([np.cos(along), np.sin(along)])
         far = centre + d * 25 * mm
-        cv2.line(canvas, tuple(np.round(centre).astype(int)), tuple(np.round(far).astype(int)), 1.0,
-                 max(2, round(7 * mm)))
+        cv2.line(
+            canvas,
+            tuple(np.round(centre).astype(int)),
+            tuple(np.round(far).astype(int)),
+            1.0,
+            max(2, round(7 * mm)),
+        )
         jag = np.clip(rng.normal(0, 1.2, canvas.shape).astype(np.float32), -2, 2)
         canvas = canvas * (0.4 + 0.15 * jag) * -rng.uniform(0.15, 0.3) * bone_scale
     else:  # nutrient canal: short oblique lucent line, one cortex
@@ -91,7 +111,12 @@ def make_mimic(
     mag = np.abs(canvas)
     rows, cols = np.nonzero(mag > 0.2 * max(float(mag.max()), 1e-9))
     box = (
-        (float(col0 + cols.min()), float(row0 + rows.min()), float(col0 + cols.max() + 1), float(row0 + rows.max() + 1))
+        (
+            float(col0 + cols.min()),
+            float(row0 + rows.min()),
+            float(col0 + cols.max() + 1),
+            float(row0 + rows.max() + 1),
+        )
         if len(rows)
         else (float(site_cr[0]) - 2, float(site_cr[1]) - 2, float(site_cr[0]) + 2, float(site_cr[1]) + 2)
     )

@@ -490,7 +490,9 @@ def render_sample(
 
         if task not in TASK_CLASSES or class_name not in TASK_CLASSES[task]:
             raise ValueError(f"unknown task/class {task!r}/{class_name!r}")
-        return render_varied_sample(task, class_name, size, seed, with_lesions=with_lesions, variants=variants)
+        return render_varied_sample(
+            task, class_name, size, seed, with_lesions=with_lesions, variants=variants
+        )
     if task not in TASK_CLASSES:
         raise ValueError(f"unknown task {task!r}; expected one of {tuple(TASK_CLASSES)}")
     if class_name not in TASK_CLASSES[task]:

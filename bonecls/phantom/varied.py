@@ -62,8 +62,15 @@ class Variants:
         exclude: tuple[str, ...] = (),
     ) -> Variants:
         """Keep only the named variants (``None`` keeps all), then drop every name in ``exclude``."""
+        known = set(self.cts) | set(self.chains) | set(self.lesion_styles)
+        for name in exclude:
+            if name not in known:
+                raise ValueError(
+                    f"cannot exclude {name!r}: not a CT, chain or lesion style of {sorted(known)}"
+                )
+
         def pick(have: tuple[str, ...], want: tuple[str, ...] | None, what: str) -> tuple[str, ...]:
-            for name in (want or ()):
+            for name in want or ():
                 if name not in have:
                     raise ValueError(f"unknown {what} {name!r}; expected one of {have}")
             out = tuple(x for x in have if (want is None or x in want) and x not in exclude)
@@ -139,8 +146,10 @@ def elastic_field(deform: Deformation, size: int) -> tuple[np.ndarray, np.ndarra
     return dx.astype(np.float32), dy.astype(np.float32)
 
 
-def forward_points(m: np.ndarray, field: tuple[np.ndarray, np.ndarray], pts_cr: np.ndarray, size: int) -> np.ndarray:
-    """Base pixel centres -> output pixel centres under affine ``m`` and the elastic field (inverse-mapped)."""
+def forward_points(
+    m: np.ndarray, field: tuple[np.ndarray, np.ndarray], pts_cr: np.ndarray, size: int
+) -> np.ndarray:
+    """Base pixel centres -> output pixel centres (affine ``m``, then the inverse-mapped field)."""
     out0 = pts_cr @ m[:, :2].T + m[:, 2]
     out = out0.copy()
     for _ in range(3):  # solve out + d(out) = out0 by fixed-point iteration (d is small and smooth)
@@ -151,7 +160,12 @@ def forward_points(m: np.ndarray, field: tuple[np.ndarray, np.ndarray], pts_cr: 
 
 
 def warp(
-    base: np.ndarray, m: np.ndarray, field: tuple[np.ndarray, np.ndarray] | None, size: int, pixel: float, fov_mm: float
+    base: np.ndarray,
+    m: np.ndarray,
+    field: tuple[np.ndarray, np.ndarray] | None,
+    size: int,
+    pixel: float,
+    fov_mm: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Base image -> ``size x size`` through ``m`` (+ elastic field); also the level-0 source rows."""
     import cv2
@@ -180,14 +194,23 @@ class VariedResult:
     matrix: np.ndarray  # 2x3 base pixel centres -> output (affine part, before the elastic field)
     field: tuple[np.ndarray, np.ndarray]
 
-    def box(self, box: tuple[float, float, float, float], size: int) -> tuple[float, float, float, float] | None:
+    def box(
+        self, box: tuple[float, float, float, float], size: int
+    ) -> tuple[float, float, float, float] | None:
         """Base-projection box (pixel edges) -> clipped output box through the affine and elastic field."""
         c0, r0, c1, r1 = box
         t = np.linspace(0.0, 1.0, 7)
-        edges = np.concatenate([
-            np.stack([c0 + (c1 - c0) * t, np.full(7, r0)], 1), np.stack([c0 + (c1 - c0) * t, np.full(7, r1)], 1),
-            np.stack([np.full(7, c0), r0 + (r1 - r0) * t], 1), np.stack([np.full(7, c1), r0 + (r1 - r0) * t], 1),
-        ]) - 0.5
+        edges = (
+            np.concatenate(
+                [
+                    np.stack([c0 + (c1 - c0) * t, np.full(7, r0)], 1),
+                    np.stack([c0 + (c1 - c0) * t, np.full(7, r1)], 1),
+                    np.stack([np.full(7, c0), r0 + (r1 - r0) * t], 1),
+                    np.stack([np.full(7, c1), r0 + (r1 - r0) * t], 1),
+                ]
+            )
+            - 0.5
+        )
         out = forward_points(self.matrix, self.field, edges, size) + 0.5
         x0, y0 = np.clip(out.min(axis=0), 0, size)
         x1, y1 = np.clip(out.max(axis=0), 0, size)
@@ -196,9 +219,17 @@ class VariedResult:
         return (float(x0), float(y0), float(x1), float(y1))
 
 
-def _background(clean: np.ndarray, m_small: np.ndarray, rows: tuple[float, float], acq: Acquisition,
-                fov_mm: float, pixel: float, body_scale: float, size: int):
-    """Lesion-free statistics at 64 px: scatter intensity, compression low-pass, window, equalisation curve."""
+def _background(
+    clean: np.ndarray,
+    m_small: np.ndarray,
+    rows: tuple[float, float],
+    acq: Acquisition,
+    fov_mm: float,
+    pixel: float,
+    body_scale: float,
+    size: int,
+):
+    """Lesion-free statistics at 64 px: scatter, compression low-pass, window, equalisation curve."""
     import cv2
 
     small = 64
@@ -251,8 +282,9 @@ def render_varied(
     p, src_r = warp(img * scale, m, field, size, pixel, pose.fov_mm)
     exposed = (src_r >= row_range[0]) & (src_r <= row_range[1])
     m_small = deformed_matrix(pose.matrix(vol, 64), deform, 64)
-    low_i, low, window, curve = _background(base * scale, m_small, row_range, acq, pose.fov_mm, pixel,
-                                            deform.body_scale, size)
+    low_i, low, window, curve = _background(
+        base * scale, m_small, row_range, acq, pose.fov_mm, pixel, deform.body_scale, size
+    )
     z = noise_rng.standard_normal((size, size)).astype(np.float32)
     noisy = scatter_and_noise(p, acq, low_i, z)
     d = process(noisy, acq, low, window, curve, size)
@@ -266,7 +298,6 @@ def bone_scale(acq: Acquisition, enhancement: float = DEFAULT_BONE_ENHANCEMENT) 
     return float((1.0 + (enhancement - 1.0) * acq.bone_gain) / enhancement)
 
 
-
 def _view_on(vol: AttenuationVolume, view: str) -> str:
     """The view itself, or the hemithorax of its side where the CT holds no humerus (lung1)."""
     if view.startswith("shoulder") and f"humerus_{view.split('_')[1]}" not in vol.landmarks:
@@ -274,8 +305,9 @@ def _view_on(vol: AttenuationVolume, view: str) -> str:
     return view
 
 
-def render_varied_sample(task: str, class_name: str, size: int, seed: int, *, with_lesions: bool,
-                         variants: Variants):
+def render_varied_sample(
+    task: str, class_name: str, size: int, seed: int, *, with_lesions: bool, variants: Variants
+):
     """One sample of the varied recipe (called by :func:`bonecls.phantom.render.render_sample`)."""
     from bonecls.phantom import render as R
     from bonecls.phantom.fracture_styles import make_styled_fracture
@@ -306,9 +338,16 @@ def render_varied_sample(task: str, class_name: str, size: int, seed: int, *, wi
     gain = bone_scale(acq, float(vol.params["bone_enhancement"]))
     positive = class_name in ("fractured", "beyond_repair", "pneumonia")
     lesions: list = []
-    meta: dict = {"task": task, "view": pose.view, "pose": R._pose_dict(pose), "ct": ct, "chain": chain,
-                  "lesion_style": style if positive else "none", "acquisition": acq.to_dict(),
-                  "deformation": deform.to_dict()}
+    meta: dict = {
+        "task": task,
+        "view": pose.view,
+        "pose": R._pose_dict(pose),
+        "ct": ct,
+        "chain": chain,
+        "lesion_style": style if positive else "none",
+        "acquisition": acq.to_dict(),
+        "deformation": deform.to_dict(),
+    }
     if task in ("fracture", "threeclass") and len(visible):
         fam_of = np.array([bone_family(str(b)) for b in vol.candidates["bone"][visible]])
         weights = R.BONE_FAMILY_WEIGHTS[pose.view.split("_")[0]]
@@ -325,8 +364,11 @@ def render_varied_sample(task: str, class_name: str, size: int, seed: int, *, wi
         for lobe in [LUNG_LOBES[i] for i in rng_les.permutation(len(LUNG_LOBES))[:n_ops]]:
             for _ in range(int(rng_les.integers(2, 4)) if style == "patchy" else 1):
                 dens = rng_les.uniform(0.35, 0.6) if style == "patchy" else rng_les.uniform(0.7, 0.95)
-                lesions.append(make_opacity(vol, lobe, pose.tilt, rng_les, density=dens,
-                                            bronchograms=style == "bronchogram"))
+                lesions.append(
+                    make_opacity(
+                        vol, lobe, pose.tilt, rng_les, density=dens, bronchograms=style == "bronchogram"
+                    )
+                )
         meta["opacities"] = [p.info for p in lesions]
     mimics: list = []
     if task != "pneumonia" and len(visible):
@@ -335,23 +377,56 @@ def render_varied_sample(task: str, class_name: str, size: int, seed: int, *, wi
             c = vol.candidates[int(visible[int(rng_m.integers(len(visible)))])]
             ax = np.asarray(c["axis"], dtype=np.float64)
             name = str(rng_m.choice(MIMICS))
-            offset = rng_m.uniform(8, 25) * rng_m.choice([-1, 1], size=2) if name in ("vessel_edge", "skin_fold") else 0
-            cr = vol.project_points(np.asarray(c["center"])[None], pose.tilt)[0] + offset / np.array(vol.pixel[::-1])
-            mimics.append(make_mimic(vol, name, (float(cr[0]), float(cr[1])), float(np.degrees(np.arctan2(-ax[2], ax[0]))),
-                                     pose.tilt, rng_m, gain))
-    result = render_varied(vol, pose, renderer._row_range[pose.tilt], acq, deform, size,
-                           (lesions if with_lesions else []) + mimics, np.random.default_rng(ss_noise))
+            offset = (
+                rng_m.uniform(8, 25) * rng_m.choice([-1, 1], size=2)
+                if name in ("vessel_edge", "skin_fold")
+                else 0
+            )
+            cr = vol.project_points(np.asarray(c["center"])[None], pose.tilt)[0] + offset / np.array(
+                vol.pixel[::-1]
+            )
+            mimics.append(
+                make_mimic(
+                    vol,
+                    name,
+                    (float(cr[0]), float(cr[1])),
+                    float(np.degrees(np.arctan2(-ax[2], ax[0]))),
+                    pose.tilt,
+                    rng_m,
+                    gain,
+                )
+            )
+    result = render_varied(
+        vol,
+        pose,
+        renderer._row_range[pose.tilt],
+        acq,
+        deform,
+        size,
+        (lesions if with_lesions else []) + mimics,
+        np.random.default_rng(ss_noise),
+    )
     boxes = []
     for p in lesions:
         b = result.box(p.box, size)
         if b is not None:
             boxes.append(R.Box(*b, kind=p.kind, structure=p.structure))
-    meta["mimics"] = [{"name": p.structure, "box": [round(v, 2) for v in b]}
-                      for p in mimics if (b := result.box(p.box, size)) is not None]
+    meta["mimics"] = [
+        {"name": p.structure, "box": [round(v, 2) for v in b]}
+        for p in mimics
+        if (b := result.box(p.box, size)) is not None
+    ]
     meta["pixel_spacing_mm"] = round(pose.fov_mm * deform.body_scale / size, 4)
     n_frag = int(lesions[0].info.get("n_fragments", 0)) if lesions and task != "pneumonia" else 0
     if task != "pneumonia" and positive:
         meta["fracture_kind"] = "comminuted" if style == "comminuted" else "simple"
-    return R.PhantomSample(image=result.image, class_name=class_name, boxes=boxes,
-                           bone=lesions[0].structure if lesions and task != "pneumonia" else None,
-                           n_fragments=n_frag, seed=int(seed), meta=meta, pixels=result.pixels)
+    return R.PhantomSample(
+        image=result.image,
+        class_name=class_name,
+        boxes=boxes,
+        bone=lesions[0].structure if lesions and task != "pneumonia" else None,
+        n_fragments=n_frag,
+        seed=int(seed),
+        meta=meta,
+        pixels=result.pixels,
+    )

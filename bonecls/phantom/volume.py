@@ -524,7 +524,9 @@ def build_volume(
 
     tilts = [(a, b) for b in TILTS_CC for a in TILTS_LR]
     projections = np.stack([project_volume(mu, spacing, t, yc) for t in tilts])
-    bone_projections = np.stack([project_volume(extra, spacing, t, yc) for t in tilts]).astype(np.float16).astype(np.float32)
+    bone_projections = (
+        np.stack([project_volume(extra, spacing, t, yc) for t in tilts]).astype(np.float16).astype(np.float32)
+    )
     del extra
 
     mu_w = MU_WATER
