@@ -79,6 +79,16 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
         raise TrainingError(f"The checkpoint {path} cannot be loaded ({type(exc).__name__}: {exc}).") from exc
 
 
+def load_best(ckpt_dir: str | os.PathLike) -> dict:
+    """The best epoch's model state (``best.pt``); a :class:`TrainingError` when no epoch completed."""
+    best_path = Path(ckpt_dir) / BEST_NAME
+    if not best_path.is_file():
+        raise TrainingError(
+            f"No best model was saved in {ckpt_dir}; the run ended before one epoch completed."
+        )
+    return load(best_path)["model"]
+
+
 def checkpoint_path(ckpt_dir: str | os.PathLike, epoch: int) -> Path:
     return Path(ckpt_dir) / f"epoch_{epoch:03d}.pt"
 

@@ -15,10 +15,11 @@ TensorBoard logs and a ``summary.json`` go to ``--run-dir`` (default ``runs/<id>
 
 This module is the hub: the command line, and :func:`run` as the order of its steps (data, model,
 optimization, loaders, resume, epochs, best model, card). The parts of the steps live beside it:
-:mod:`.preflight` (checks before training), :mod:`.builders` (optimizer, schedule, normalization,
-``--init-from``, box loss), :mod:`.checkpoint` (checkpoints and ``--resume``), :mod:`.tracking`
-(TensorBoard / MLflow / W&B), :mod:`.engine` (the loops) and :mod:`.card` (calibration, test
-metrics and the card's fields, shared with the Keras parts).
+:mod:`.preflight` (checks before training), :mod:`.builders` (setup, model, optimizer, schedule,
+loaders, ``--init-from``, box loss), :mod:`.checkpoint` (checkpoints and ``--resume``),
+:mod:`.faults` (the resume tests' kill hooks), :mod:`.tracking` (TensorBoard / MLflow / W&B, the
+epoch line), :mod:`.engine` (the loops) and :mod:`.card` (calibration, test metrics and the card's
+fields, shared with the Keras trainer).
 """
 
 from __future__ import annotations
@@ -28,12 +29,10 @@ import builtins
 import math
 import os
 import shlex
-import signal
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +40,6 @@ import torch
 
 from bonecls.data import TASK_CLASSES
 from bonecls.errors import BoneclsError
-from bonecls.training import TrainingError
 from bonecls.training import checkpoint as ckpt
 from bonecls.training import distributed as du
 from bonecls.training.augment import augment_table
@@ -70,6 +68,7 @@ from bonecls.training.engine import (
     load_full_state,
     train_one_epoch,
 )
+from bonecls.training.faults import exit_after_epoch, step_kill_hook
 from bonecls.training.lesion import strip_lesion_head
 from bonecls.training.metrics import classification_metrics
 from bonecls.training.presets import PRESETS, get_preset
@@ -82,10 +81,20 @@ MONITORS = ("accuracy", "f1_macro", "roc_auc", "suspicion_auc", "balanced_accura
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """``train/classify.py``'s arguments, by group (as ``--help`` lists them)."""
     p = argparse.ArgumentParser(
         description="Train a bonecls classifier on prepared shards (serial or under torchrun).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    _add_data_and_model_args(p)
+    _add_optimization_args(p)
+    _add_augmentation_and_hardware_args(p)
+    _add_output_args(p)
+    return p
+
+
+def _add_data_and_model_args(p: argparse.ArgumentParser) -> None:
+    """The data, the task, the recipe preset and the model."""
     g = p.add_argument_group("data and task")
     g.add_argument("--data", required=True, help="prepared dataset folder (train/prepare.py output)")
     g.add_argument(
@@ -118,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--freeze-backbone", action=argparse.BooleanOptionalAction, default=False)
     g.add_argument("--channels-last", action="store_true", help="channels_last memory format (CUDA convnets)")
+
+
+def _add_optimization_args(p: argparse.ArgumentParser) -> None:
+    """Optimizer, learning rate and its schedule, loss, box supervision, early stopping."""
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int, default=30)
     g.add_argument("--batch-size", type=int, default=32, help="images per rank per step")
@@ -166,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--patience", type=int, default=8, help="early stopping; 0 = off")
     g.add_argument("--seed", type=int, default=0)
+
+
+def _add_augmentation_and_hardware_args(p: argparse.ArgumentParser) -> None:
+    """On-device augmentation; devices, strategy, precision and threads."""
     g = p.add_argument_group("augmentation (on device)")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument("--hflip", type=float, default=0.5)
@@ -200,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="torch intra-op threads per rank (CPU default: cores / local ranks)",
     )
+
+
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    """Where the model, checkpoints and logs go, the card's targets, and the tests' hidden fault hooks."""
     g = p.add_argument_group("output")
     g.add_argument("--output", required=True, help="model folder to write (model.safetensors + card.json)")
     g.add_argument("--id", default=None, help="card id; default: the --output folder name")
@@ -231,7 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-exit-after-epoch", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--fault-kill", default=None, help=argparse.SUPPRESS)  # "RANK:EPOCH:STEP"
     p.add_argument("--fault-marker", default=None, help=argparse.SUPPRESS)
-    return p
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -336,7 +356,7 @@ def _train_epochs(
     """Epochs from ``progress.start_epoch``: train, validate, keep the best, checkpoint, log; stop early
     after ``--patience`` epochs without improvement (rank 0 decides for all ranks)."""
     args, info = setup.args, setup.info
-    kill_hook = _fault_kill_hook(args, info.rank)
+    kill_hook = step_kill_hook(args, info.rank)
     for epoch in range(progress.start_epoch, args.epochs + 1):
         row, val_metrics = _train_and_validate(setup, parts, loaders, epoch, kill_hook)
         improved = progress.record(row, _monitor_value(val_metrics, row["val_loss"], args.monitor))
@@ -345,9 +365,7 @@ def _train_epochs(
         if info.is_main:
             logger.log_epoch(row)
         du.barrier()
-        if args.fault_exit_after_epoch == epoch:
-            print(f"FAULT: killing the run after epoch {epoch}'s checkpoint", force=True, flush=True)
-            os.kill(os.getpid(), signal.SIGKILL)
+        exit_after_epoch(args, epoch)
         stop = args.patience > 0 and progress.since_best >= args.patience
         if broadcast_bool(stop):
             print(
@@ -437,12 +455,7 @@ def _save_checkpoint(
 
 def _evaluate_best(setup: RunSetup, parts: TrainingParts, loaders: Loaders) -> _BestModel:
     """Load ``best.pt`` into the model and evaluate it on the whole validation and test splits."""
-    best_path = setup.ckpt_dir / ckpt.BEST_NAME
-    if not best_path.is_file():
-        raise TrainingError(
-            f"No best model was saved in {setup.ckpt_dir}; the run ended before one epoch completed."
-        )
-    best_sd = ckpt.load(best_path)["model"]
+    best_sd = ckpt.load_best(setup.ckpt_dir)
     load_full_state(parts.model, None, best_sd, None)
     val, test = (
         evaluate(
@@ -566,24 +579,6 @@ def _monitor_value(metrics: dict, val_loss: float, monitor: str) -> float:
         return -val_loss
     v = metrics.get(monitor)
     return -math.inf if v is None else float(v)
-
-
-def _fault_kill_hook(args: argparse.Namespace, rank: int) -> Callable[[int, int], None] | None:
-    """The tests' ``--fault-kill RANK:EPOCH:STEP``: a step hook that SIGKILLs that rank at that step
-    (once, when ``--fault-marker`` is given), to prove that a resumed run ends bit for bit the same."""
-    if not args.fault_kill:
-        return None
-    r, e, s = (int(v) for v in args.fault_kill.split(":"))
-    marker = Path(args.fault_marker) if args.fault_marker else None
-
-    def hook(epoch: int, step: int) -> None:
-        if rank == r and epoch == e and step == s and (marker is None or not marker.exists()):
-            if marker is not None:
-                marker.write_text(f"killed rank {rank} at epoch {epoch} step {step}\n")
-            print(f"FAULT: rank {rank} kills itself at epoch {epoch} step {step}", force=True, flush=True)
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return hook
 
 
 def main(argv: list[str] | None = None) -> int:
