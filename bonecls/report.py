@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from bonecls import __version__
+from bonecls.inference.results import STATUS_TEXT
 
 __all__ = ["DISCLAIMER", "ReportData", "build_report", "to_json", "to_pdf", "to_png"]
 
@@ -29,13 +30,6 @@ DISCLAIMER = (
     "Reading aid, not a diagnosis. The shipped models were trained on synthetic phantoms rendered from "
     "one CT and are not for clinical use."
 )
-STATUS_TEXT = {
-    "positive": "positive",
-    "uncertain": "uncertain — review",
-    "negative": "negative",
-    "detected": "findings boxed",
-    "none": "no box above threshold",
-}
 SCHEMA = "bonecls.report/1"
 
 

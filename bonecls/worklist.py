@@ -15,17 +15,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bonecls.inference.results import STATUS_TEXT
+
 __all__ = ["EXPORT_FIELDS", "WorklistRow", "build_worklist", "rank", "to_csv", "to_json"]
 
 GROUP_READABLE, GROUP_OOD, GROUP_ERROR = 0, 1, 2
-STATUS_TEXT = {
-    "positive": "positive",
-    "uncertain": "uncertain — review",
-    "negative": "negative",
-    "detected": "findings boxed",
-    "none": "no box above threshold",
-    "error": "unreadable",
-}
 EXPORT_FIELDS = (
     "rank",
     "file",

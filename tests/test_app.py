@@ -196,7 +196,7 @@ def test_threeclass_page_shows_three_classes(env: Path) -> None:
 
 
 def test_switching_cam_method_does_not_run_the_classifier_again(env: Path, monkeypatch) -> None:
-    from bonecls.predict import Predictor
+    from bonecls.inference.predictor import Predictor
 
     predicts = count_calls(monkeypatch, Predictor, "predict_batch")
     explains = count_calls(monkeypatch, Predictor, "explain")
@@ -452,7 +452,7 @@ def test_pneumonia_page_boxes_follow_the_confidence_slider(env: Path, monkeypatc
 
 
 def test_dicom_window_level_changes_the_display_not_the_prediction(env: Path, monkeypatch) -> None:
-    from bonecls.predict import Predictor
+    from bonecls.inference.predictor import Predictor
 
     predicts = count_calls(monkeypatch, Predictor, "predict_batch")
     at = new_app()

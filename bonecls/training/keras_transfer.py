@@ -4,7 +4,7 @@ Seed 004 trained its three-class models (healthy / fractured / beyond repair) in
 learning from InceptionV3 or Xception with L2 regularisation on the base, a Dense + BatchNorm head,
 and augmentation *without shear* (shear made fractured and beyond repair look alike). Teams that keep
 that recipe train here; the result is served by the same app as the PyTorch models
-(:class:`bonecls.keras_predict.KerasPredictor`).
+(:class:`bonecls.inference.keras_predictor.KerasPredictor`).
 
 * Data: the prepared uint8 shards of ``train/prepare.py``, read with
   :class:`bonecls.training.shards.ShardDataset` into a ``tf.data`` pipeline (resize, augmentation,
@@ -309,7 +309,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train, calibrate, test and save; returns the run summary (also ``<run-dir>/summary.json``)."""
     t_start = time.perf_counter()
     # torch-side modules first: they load Triton, which must come before TensorFlow (see import_keras)
-    from bonecls.keras_model import import_keras
+    from bonecls.inference.keras_loader import import_keras
 
     setup = _setup(args)
     keras, tf = import_keras()
