@@ -113,3 +113,31 @@ def test_no_import_cycle() -> None:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as exc:
         raise AssertionError("import cycle in bonecls: " + " -> ".join(exc.args[1])) from None
+
+
+def test_forbidden_arrows() -> None:
+    """The layering the map promises: decoding knows nothing of models, classifier inference nothing of the
+    (AGPL) detector, and no module imports the app."""
+    graph = import_graph()
+    forbidden = [
+        ("bonecls.imaging", ("bonecls.inference", "bonecls.models", "bonecls.weights", "bonecls.detection")),
+        ("bonecls.inference", ("bonecls.detection", "bonecls.ui")),
+        ("bonecls.detection", ("bonecls.ui",)),
+        ("bonecls.training", ("bonecls.ui",)),
+    ]
+    broken = [
+        f"{src} -> {dst}"
+        for src, targets in graph.items()
+        for dst in targets
+        for low, banned in forbidden
+        if (src == low or src.startswith(low + "."))
+        and any(dst == b or dst.startswith(b + ".") for b in banned)
+    ]
+    assert graph.get("bonecls.imaging.load"), "the graph lost imaging's arrows"
+    assert not broken, "forbidden imports: " + ", ".join(sorted(broken))
+    # imaging must not import torch either (a decoder that needs no model must not pay for one)
+    for path in (PACKAGE / "imaging").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "torch" not in names, f"{path.name} imports torch"
