@@ -15,8 +15,8 @@ Only ``card.json`` changes: the weights and their sha256 are never touched. A de
 highest box confidence on the image (an image counts as flagged when one box reaches the cut).
 
 When one cut meets both targets (the classes separate on this set), the doubt cut is lowered to the
-cut that keeps ``--separated-sensitivity`` (default 0.995) of the findings, never above the positive
-cut: the band between them is where the model was less sure, even if it was right.
+cut that keeps 99.5 % of the findings or lets 80 % of the normal images through (whichever is lower),
+never above the positive cut: the band between them is where the model was less sure, even if right.
 
 Usage::
 
@@ -136,6 +136,7 @@ def choose_operating_points(
     sensitivity: float = 0.95,
     specificity: float = 0.95,
     separated_sensitivity: float = 0.995,
+    separated_specificity: float = 0.80,
 ) -> dict[str, Any]:
     """The doubt and positive cuts on ``score`` and the (sensitivity, specificity) at each."""
     s = np.clip(np.asarray(score, dtype=np.float64), 0.0, 1.0)
@@ -147,8 +148,12 @@ def choose_operating_points(
     positive_at = float(np.nextafter(sn[max(m, 1) - 1], np.inf))
     doubt_at = _cut_keeping(sp, sensitivity)
     separated = doubt_at > positive_at
-    if separated:  # one cut meets both targets: the doubt band keeps the least sure findings instead
-        doubt_at = min(_cut_keeping(sp, separated_sensitivity), positive_at)
+    if separated:  # one cut meets both targets: the doubt band keeps the least sure findings instead,
+        # down to the cut that keeps separated_sensitivity of them or lets separated_specificity of
+        # the normal images through, whichever is lower (never above the positive cut)
+        k = int(np.ceil(separated_specificity * len(sn) - 1e-9))
+        spec_cut = float(np.nextafter(sn[max(k, 1) - 1], np.inf))
+        doubt_at = min(_cut_keeping(sp, separated_sensitivity), spec_cut, positive_at)
     doubt_at, positive_at = float(np.clip(doubt_at, 0, 1)), float(np.clip(positive_at, 0, 1))
     d_sens, d_spec = _rates(s, pos, doubt_at)
     p_sens, p_spec = _rates(s, pos, positive_at)
@@ -163,7 +168,7 @@ def choose_operating_points(
 
 
 def card_with_points(card: ModelCard, points: dict[str, Any], measured_on: str, command: str) -> ModelCard:
-    """A copy of ``card`` whose thresholds are the two cuts and whose ``operating_points`` hold their figures."""
+    """A copy of ``card`` whose thresholds are the two cuts and whose ``operating_points`` hold figures."""
     data = card.model_dump()
     data["thresholds"] = {
         "negative_below": points["doubt"]["threshold"],
@@ -223,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     points.update(target_sensitivity=args.sensitivity, target_specificity=args.specificity)
     measured_on = (
-        f"{len(score)} held-out phantoms (bonecls phantom --task {recipe.phantom_task} --layout {recipe.layout} "
+        f"{len(score)} held-out phantoms (bonecls phantom --task {recipe.phantom_task} "
+        f"--layout {recipe.layout} "
         f"--size {recipe.size} --seed {args.seed}, unpaired, read as {recipe.file_format} files); "
         "no shipped model trained on this seed. Synthetic images, not patients."
     )

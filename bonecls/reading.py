@@ -174,9 +174,9 @@ def study_sentence(
         return "Classifier negative — nothing flagged; the model can miss findings."
     if classifier_status == "positive":
         if n_def:
-            return f"Classifier positive and {n_def} definite box(es) — the two agree: read the boxed areas first."
+            return f"Classifier positive and {n_def} definite box(es) — the two agree: read the boxes first."
         if n_doubt:
-            return "Classifier positive, only doubtful boxes — review the whole film, starting with the dashed boxes."
+            return "Classifier positive, only doubtful boxes — review the whole film, dashed boxes first."
         return "Classifier positive, no box found — review the whole film."
     if classifier_status == "uncertain":
         if n_def:

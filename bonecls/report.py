@@ -393,7 +393,8 @@ def to_pdf(
         th = data.prediction["thresholds"]
         if th:
             line(
-                f"Status rule on suspicion: doubt - review at or above {th.get('negative_below', float('nan')):.2f}, "
+                "Status rule on suspicion: doubt - review at or above "
+                f"{th.get('negative_below', float('nan')):.2f}, "
                 f"positive at or above {th.get('positive_at', float('nan')):.2f}, negative below both.",
                 size=9,
                 colour=(90, 90, 90),

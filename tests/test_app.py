@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from appdata import app_environment, build_weights, png_bytes, radiograph_like
 from factories import PHI_NEEDLES, make_dicom, make_text
@@ -189,7 +190,7 @@ def test_load_all_examples_into_the_worklist(env: Path, examples_dir: Path) -> N
     at = new_app()
     at.button(key="example_all").click().run()
     assert [t.value for t in at.title] == ["Worklist"]
-    assert len(at.dataframe[0].value) == len(list_examples(examples_dir))
+    assert sum(len(d.value) for d in at.dataframe) == len(list_examples(examples_dir))
 
 
 def test_threeclass_page_shows_three_classes(env: Path) -> None:
@@ -402,13 +403,15 @@ def test_worklist_ranks_by_suspicion_with_errors_in_place_and_exports(env: Path)
     images = [(f"img{i}.png", png_image(i)) for i in range(4)]
     upload(at, [*images[:2], ("bad.txt", make_text()), *images[2:]])
     goto(at, "pages/worklist.py")
-    table = at.dataframe[0].value
-    assert list(table["rank"]) == [1, 2, 3, 4, 5]
-    susp = list(table["suspicion"])
-    assert susp[:4] == sorted(susp[:4], reverse=True)
-    assert table["file"].iloc[-1] == "bad.txt" and table["status"].iloc[-1] == "unreadable"
-    assert "text file" in table["note"].iloc[-1]
-    assert all(str(s).startswith("data:image/png;base64,") for s in table["image"][:4])
+    ranked, unreadable = at.dataframe[0].value, at.dataframe[1].value
+    assert list(ranked["rank"]) == [1, 2, 3, 4] and list(unreadable["rank"]) == [5]
+    susp = list(ranked["suspicion"])
+    assert susp == sorted(susp, reverse=True)
+    assert unreadable["file"].iloc[0] == "bad.txt" and unreadable["status"].iloc[0] == "unreadable"
+    assert "text file" in unreadable["note"].iloc[0] and "image" not in unreadable.columns  # no "None" image
+    assert all(str(s).startswith("data:image/png;base64,") for s in ranked["image"])
+    assert "Unreadable files" in markdown(at) and "ranked by suspicion" in markdown(at)
+    table = pd.concat([ranked, unreadable])
     assert [b.label for b in at.get("download_button")] == ["Export CSV", "Export JSON"]
     # the exports carry the same ranking
     store = at.session_state[STORE_KEY]
@@ -509,13 +512,20 @@ def test_eight_bit_images_get_the_same_window_controls_and_presets(env: Path) ->
     from bonecls.imaging.presets import window_presets
     from bonecls.ui.session import STORE_KEY
 
+    pixels = radiograph_like(256, seed=3).astype(np.float64)
+    buf = io.BytesIO()
+    Image.fromarray((255 * (pixels - pixels.min()) / np.ptp(pixels)).astype(np.uint8)).save(buf, format="PNG")
     at = new_app()
-    upload(at, [("a.png", png_image(3))])
+    upload(at, [("a.png", buf.getvalue())])
     goto(at, "pages/fracture.py")
     sha = next(iter(at.session_state[STORE_KEY])).sha256[:12]
     assert at.slider(key=f"fracture_c_{sha}").value == 128 and at.slider(key=f"fracture_w_{sha}").value == 255
-    presets = window_presets(load_radiograph(png_image(3)))
-    assert list(presets)[:3] == ["As opened", "Auto", "Full range"] and {"Lung", "Bone", "Soft tissue"} <= set(presets)
+    presets = window_presets(load_radiograph(buf.getvalue()))
+    assert list(presets)[:3] == ["As opened", "Auto", "Full range"] and {
+        "Lung",
+        "Bone",
+        "Soft tissue",
+    } <= set(presets)
     assert all(isinstance(v, int) for window in presets.values() for v in window)
 
 

@@ -44,7 +44,7 @@ _CHEST_PARTS = {"CHEST", "THORAX", "LUNG", "RIBS", "RIB", "PORT CHEST"}
 
 def as_display_number(value: float, span: float) -> float | int:
     """A whole number when the data's range is wide enough for raw units to be integers."""
-    return int(round(value)) if span > INTEGER_SPAN else float(f"{value:.4g}")
+    return round(value) if span > INTEGER_SPAN else float(f"{value:.4g}")
 
 
 def _sample(raw: np.ndarray) -> np.ndarray:

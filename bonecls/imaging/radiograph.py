@@ -30,6 +30,7 @@ from bonecls.imaging.limits import (
 
 WindowFunction = Literal["LINEAR_EXACT", "LINEAR", "SIGMOID"]
 
+WIDE_MARGIN = 1.1  # a header window this much wider than the data's range is replaced (RG1_UNCR: 1.17)
 _SMALL_SIDE = 64  # pixels; a shorter side gets WARN_SMALL
 _MAX_ASPECT = 8.0  # long side / short side; above it WARN_ASPECT (a cropped strip?)
 
@@ -192,10 +193,14 @@ def data_window(raw: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.0) -
 
 
 def window_wider_than_data(window: tuple[float, float], lo: float, hi: float) -> bool:
-    """True when a window covers the whole data range with room to spare: no value saturates, so the
-    window only wastes contrast (a header written for the detector's full range, not this film)."""
+    """True when a window covers the whole data range with room to spare (at least ``WIDE_MARGIN`` wider):
+    no value saturates and part of the grey scale is never used, so the film looks washed out (a header
+    written for the detector's full range, not this film). A window that merely equals the data's
+    range (C 2048 / W 4096 over 0..4095) is the author's choice and is kept."""
     center, width = float(window[0]), float(window[1])
-    return hi > lo and width > hi - lo and center - width / 2 <= lo and center + width / 2 >= hi
+    return (
+        hi > lo and width >= WIDE_MARGIN * (hi - lo) and center - width / 2 <= lo and center + width / 2 >= hi
+    )
 
 
 def range_window(lo: float, hi: float) -> tuple[float, float]:

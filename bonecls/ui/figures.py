@@ -233,26 +233,26 @@ def probability_figure(
         )
     )
     if thresholds and len(positive_classes) == 1 and not greyed:
-        # the suspicion cuts, labelled one above and one below the bars so close cuts never overlap
-        # each other or a bar's own text (doubt = sensitive cut, positive = specific cut)
-        for key, name, side, colour, dash in (
-            ("negative_below", "doubt", "bottom", "#e67e22", "dot"),
-            ("positive_at", "positive", "top", FINDING, "dash"),
+        # the suspicion cuts, labelled in two rows above the bars so close cuts never overlap each
+        # other, a bar's own text or the axis (doubt = sensitive cut, positive = specific cut)
+        for key, name, shift, colour, dash in (
+            ("negative_below", "doubt", 18, "#e67e22", "dot"),
+            ("positive_at", "positive", 2, FINDING, "dash"),
         ):
             if key in thresholds:
                 fig.add_vline(
                     x=float(thresholds[key]),
                     line={"dash": dash, "color": colour, "width": 1.5},
                     annotation_text=f"{name} ≥ {float(thresholds[key]):.2f}",
-                    annotation_position=side,
-                    annotation_yshift=-4 if side == "bottom" else 4,
+                    annotation_position="top",
+                    annotation_yshift=shift,
                     annotation_font={"size": 11, "color": colour},
                 )
     fig.update_xaxes(range=[0, 1.001], tickvals=[0, 0.25, 0.5, 0.75, 1.0], tickformat=".0%", title=None)
     fig.update_yaxes(autorange="reversed", title=None)
     fig.update_layout(
         height=height or 90 + 46 * len(names),
-        margin={"l": 8, "r": 24, "t": 28, "b": 30},
+        margin={"l": 8, "r": 24, "t": 44, "b": 8},
         font=FONT,
         showlegend=False,
         bargap=0.3,

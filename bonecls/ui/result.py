@@ -79,11 +79,11 @@ def heat_switch(key: str, sha256: str, status: str | None) -> bool:
         st.toggle(
             "Show heat map",
             key=state_key,
-            help="Where the model looked — not a finding. Shown by itself only for doubt and positive results.",
+            help="Where the model looked — not a finding. On by itself only for doubt and positive results.",
         )
     )
     if not default and not shown:
         st.caption(
-            f"Heat map off for a {status_text(status or '')} result; turn it on to see where the model looked."
+            f"Heat map off for a {status_text(status or '')} result; turn it on to see where the model looked"
         )
     return shown

@@ -82,18 +82,17 @@ def window_controls(rg: Any, key: str) -> tuple[np.ndarray, tuple[float, float] 
     bounds = (c_min, c_max, w_min, w_max, span)
     d_level = as_display_number(_STEP_FRACTION * span, span) or step
     with st.container(border=True):
-        cols = st.columns([5, 4, 4, 3], vertical_alignment="bottom")
+        st.segmented_control(
+            "Window preset",
+            list(presets),
+            key=wkey_p,
+            on_change=_apply_preset,
+            args=(wkey_c, wkey_w, wkey_p, presets),
+            help="Lung, soft tissue and bone spread the dark, middle or bright part of this image's own "
+            "histogram (CR, DX and plain images have no fixed units); CT uses Hounsfield windows.",
+        )
+        cols = st.columns([4, 4, 3], vertical_alignment="bottom")
         with cols[0]:
-            st.segmented_control(
-                "Window preset",
-                list(presets),
-                key=wkey_p,
-                on_change=_apply_preset,
-                args=(wkey_c, wkey_w, wkey_p, presets),
-                help="Lung, soft tissue and bone spread the dark, middle or bright part of this image's own "
-                "histogram (CR, DX and plain images have no fixed units); CT uses Hounsfield windows.",
-            )
-        with cols[1]:
             center = st.slider(
                 "Level (centre)",
                 c_min,
@@ -103,7 +102,7 @@ def window_controls(rg: Any, key: str) -> tuple[np.ndarray, tuple[float, float] 
                 on_change=_forget_preset,
                 args=(wkey_p,),
             )
-        with cols[2]:
+        with cols[1]:
             width = st.slider(
                 "Window (width)",
                 w_min,
@@ -113,7 +112,7 @@ def window_controls(rg: Any, key: str) -> tuple[np.ndarray, tuple[float, float] 
                 on_change=_forget_preset,
                 args=(wkey_p,),
             )
-        with cols[3]:
+        with cols[2]:
             steps = st.columns(4)
             for col, (icon, label, dl, wf) in zip(
                 steps,

@@ -121,7 +121,8 @@ def _pneumonia_viewer(
         )
         tiers = tier_boxes(boxes_all, conf, max(conf, float(th.positive_at)))
         msg = (
-            f"**{len(tiers.shown)} opacity box{'es' if len(tiers.shown) != 1 else ''}** at confidence ≥ {conf:.2f}"
+            f"**{len(tiers.shown)} opacity box{'es' if len(tiers.shown) != 1 else ''}** "
+            f"at confidence ≥ {conf:.2f}"
             f" ({len(tiers.definite)} definite, {len(tiers.doubt)} doubt)"
             + (f", highest {max(float(b.confidence) for b in boxes_all):.2f}" if boxes_all else "")
             + f" · detector {det.id} · sha256 {det.sha256[:12]}…"
@@ -140,7 +141,8 @@ def _pneumonia_viewer(
                 "Heat map",
                 heat_options,
                 key="pn_method",
-                help="EigenCAM (detector) shows what the box detector looks at; the other methods explain the "
+                help="EigenCAM (detector) shows what the box detector looks at; the other methods explain "
+                "the "
                 "classifier's predicted class.",
             )
         with cols[1]:
