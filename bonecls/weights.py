@@ -32,6 +32,8 @@ __all__ = [
     "CardEntry",
     "ModelCard",
     "Normalization",
+    "OperatingPoint",
+    "OperatingPoints",
     "Thresholds",
     "card_schema",
     "list_cards",
@@ -109,6 +111,34 @@ class Thresholds(BaseModel):
         return self
 
 
+class OperatingPoint(BaseModel):
+    """One cut on the suspicion (or, for a detector, the box confidence) and what it achieved."""
+
+    model_config = ConfigDict(extra="forbid")
+    threshold: float = Field(ge=0.0, le=1.0)
+    sensitivity: float = Field(ge=0.0, le=1.0)
+    specificity: float = Field(ge=0.0, le=1.0)
+
+
+class OperatingPoints(BaseModel):
+    """The card's two operating points, measured on held-out images, so the reader knows what each means.
+
+    ``doubt`` is the sensitive cut (``thresholds.negative_below``): at or above it the image is worth a
+    second look. ``positive`` is the specific cut (``thresholds.positive_at``): at or above it the finding
+    is called. ``measured_on`` says on which images (none of them seen in training) the figures hold.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    doubt: OperatingPoint
+    positive: OperatingPoint
+    n_positive: int = Field(ge=1)
+    n_negative: int = Field(ge=1)
+    target_sensitivity: float = Field(ge=0.0, le=1.0)
+    target_specificity: float = Field(ge=0.0, le=1.0)
+    measured_on: str = Field(min_length=1)
+    command: str = ""
+
+
 class ModelCard(BaseModel):
     """Everything needed to run, interpret and audit one model (``card.json``).
 
@@ -134,6 +164,7 @@ class ModelCard(BaseModel):
     normalization: Normalization
     temperature: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
     thresholds: Thresholds = Field(default_factory=lambda: Thresholds(negative_below=0.3, positive_at=0.7))
+    operating_points: OperatingPoints | None = None
     weights_file: str = "model.safetensors"
     sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
     training_data: str = ""
@@ -173,6 +204,15 @@ class ModelCard(BaseModel):
         if len(self.normalization.mean) != self.in_chans:
             raise ValueError(
                 f"normalization has {len(self.normalization.mean)} channel(s) but in_chans is {self.in_chans}"
+            )
+        op = self.operating_points
+        if op is not None and (
+            abs(op.doubt.threshold - self.thresholds.negative_below) > 1e-9
+            or abs(op.positive.threshold - self.thresholds.positive_at) > 1e-9
+        ):
+            raise ValueError(
+                "operating_points must be measured at the card's thresholds "
+                "(doubt at negative_below, positive at positive_at)"
             )
         suffixes = _WEIGHT_SUFFIXES[self.framework]
         if not self.weights_file.lower().endswith(suffixes):

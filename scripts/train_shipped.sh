@@ -72,3 +72,14 @@ OMP_NUM_THREADS=1 .venv/bin/torchrun --standalone --nproc_per_node=2 train/class
   --run-dir runs/threeclass-xl
 "$PY" train/classify.py --data data/prep-pneu --preset pneumonia --image-size 128 --epochs 10 --lr 2e-3 \
   --patience 10 "${common[@]}" --output weights/pneumonia-cls --id pneumonia-cls --run-dir runs/pneumonia-cls
+
+# --- operating points (card.json only; weights and sha256 unchanged) ----------------------------
+# Doubt (sensitive) and positive (specific) cuts, with the sensitivity and specificity at each,
+# measured on 2000 fresh phantoms of each card's own recipe with dataset seed 4242, which no model
+# trained on (bonecls/operating_points.py). Run so far: pneumonia-cls (doubt 0.033: sens 0.995,
+# spec 0.559; positive 0.361: sens 0.979, spec 0.95). The other three cards still carry their
+# training-time thresholds until these lines are run.
+"$PY" -m bonecls.operating_points weights/pneumonia-cls --n 2000 --seed 4242 --write
+"$PY" -m bonecls.operating_points weights/pneumonia-det --n 2000 --seed 4242 --write
+"$PY" -m bonecls.operating_points weights/fracture --n 2000 --seed 4242 --write
+"$PY" -m bonecls.operating_points weights/threeclass --n 2000 --seed 4242 --write

@@ -2,7 +2,7 @@
 
 Modules, by job:
 
-* ``results``: Prediction, Explanation, CamResult, status_for, STATUS_TEXT (no framework imported)
+* ``results``: Prediction, Explanation, CamResult, status_for (no framework; the words: bonecls.reading)
 * ``heatmap``: colour maps, heat-map sanitising and resizing, overlays (OpenCV and numpy only)
 * ``predictor``: the PyTorch Predictor, base of the other frameworks' predictors
 * ``torch_cam``: pytorch-grad-cam's CAM methods by name

@@ -14,20 +14,10 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-__all__ = ["STATUS_TEXT", "CamResult", "Explanation", "Prediction", "Status", "status_for"]
+__all__ = ["CamResult", "Explanation", "Prediction", "Status", "status_for"]
 
 Status = Literal["positive", "uncertain", "negative"]
 
-#: The words shown (app, worklist, report) for each status: a classifier's three, a detector's two
-#: ("detected", "none") and a worklist row whose file could not be read ("error").
-STATUS_TEXT: dict[str, str] = {
-    "positive": "positive",
-    "uncertain": "uncertain — review",
-    "negative": "negative",
-    "detected": "findings boxed",
-    "none": "no box above threshold",
-    "error": "unreadable",
-}
 
 
 @dataclass(frozen=True)

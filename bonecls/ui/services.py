@@ -57,6 +57,7 @@ __all__ = [
     "predict",
     "predict_many",
     "predictor",
+    "presets_for",
     "render_overlay",
     "thumbnail",
     "warm_up",
@@ -150,7 +151,7 @@ def _cached(cache: LRU, key: Hashable, stat: str, compute: Callable[[], Any]) ->
 
 def clear_caches() -> None:
     """Forget predictions, heat maps, detections, loaded models and the counters."""
-    for cache in (_PREDICTIONS, _HEATMAPS, _DETECTIONS, _THUMBS, _DISPLAY):
+    for cache in (_PREDICTIONS, _HEATMAPS, _DETECTIONS, _THUMBS, _DISPLAY, _PRESETS):
         cache.clear()
     STATS.clear()
     LAST_SECONDS.clear()
@@ -496,6 +497,18 @@ def display_panel(rg: Any, window: tuple[float, float] | None, pixels: np.ndarra
         small = shrink(pixels, VIEW_MAX_SIDE)
         cached = (small, encode_panel(small, original_size=tuple(np.asarray(pixels).shape[:2])))
         _DISPLAY.put(key, cached)
+    return cached
+
+
+_PRESETS = LRU(256)
+
+
+def presets_for(rg: Any, compute: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """The viewer's window presets for an image (``compute(rg)``, bonecls.imaging.presets), once per image."""
+    cached = _PRESETS.get(rg.sha256)
+    if cached is None:
+        cached = compute(rg)
+        _PRESETS.put(rg.sha256, cached)
     return cached
 
 
