@@ -22,3 +22,7 @@ class WeightsError(BoneclsError):
 
 class DataError(BoneclsError):
     """A training dataset or phantom source is missing or malformed."""
+
+
+class LeakageError(DataError):
+    """The test split copies training images or shares their patients (see :mod:`bonecls.leakage`)."""
