@@ -287,7 +287,8 @@ def test_init_from_copies_the_head_only_for_the_same_classes(
     from test_train import base_args
 
     from bonecls.models import create_model, model_spec
-    from bonecls.training.classify import _init_from, parse_args, run
+    from bonecls.training.builders import init_from_card
+    from bonecls.training.classify import parse_args, run
     from bonecls.weights import load_pytorch
 
     _, prep = phantoms
@@ -309,7 +310,7 @@ def test_init_from_copies_the_head_only_for_the_same_classes(
     fresh = create_model(src_card.architecture, num_classes=2, in_chans=1)
     before = {k: v.clone() for k, v in fresh.state_dict().items()}
     ns = argparse.Namespace(init_from=str(tmp_path / "a" / "model"), model=src_card.architecture, in_chans=1)
-    _init_from(fresh, ns, list(reversed(src_card.class_names)))
+    init_from_card(fresh, ns, list(reversed(src_card.class_names)))
     after = fresh.state_dict()
     heads = [k for k in after if k.startswith(head)]
     assert heads and all(torch.equal(after[k], before[k]) for k in heads)

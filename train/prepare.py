@@ -3,76 +3,15 @@
     python train/prepare.py --source data/raw/fracatlas --out data/prepared/fracatlas-224 --size 224
     python train/prepare.py --source ... --out ... --scheduler tcp://scheduler:8786   # existing cluster
 
-Re-running on unchanged input with the same parameters does nothing ("up to date").
+Re-running on unchanged input with the same parameters does nothing ("up to date"). The command line
+is bonecls/training/prepare_cli.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 
-from bonecls.errors import BoneclsError
-from bonecls.prepare import DEFAULT_SHARD_SIZE, DEFAULT_SIZE_CAP, prepare
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument("--source", required=True, help="dataset folder (class folders, FracAtlas, RSNA or YOLO)")
-    p.add_argument("--out", required=True, help="output folder for shards + index.json")
-    p.add_argument(
-        "--layout",
-        default="auto",
-        choices=["auto", "kaggle", "threeclass", "classfolders", "fracatlas", "rsna", "yolo"],
-    )
-    p.add_argument("--size", default="auto", help="square size in px, or 'auto' for the recommended one")
-    p.add_argument("--size-cap", type=int, default=DEFAULT_SIZE_CAP, help="cap of the recommended size")
-    p.add_argument(
-        "--split",
-        type=float,
-        nargs=3,
-        default=(0.8, 0.1, 0.1),
-        metavar=("TRAIN", "VAL", "TEST"),
-        help="fractions for datasets without splits (stratified, seeded)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="split seed")
-    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="images per .npy shard")
-    p.add_argument("--chunk-size", type=int, default=32, help="images per Dask task")
-    p.add_argument(
-        "--scheduler",
-        default=None,
-        help="tcp://host:port of a running Dask scheduler, or 'threads'/'sync'; default: a LocalCluster",
-    )
-    p.add_argument(
-        "--workers", type=int, default=None, help="LocalCluster worker processes (default: cores, max 8)"
-    )
-    p.add_argument("--force", action="store_true", help="prepare again even if up to date")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        prepare(
-            args.source,
-            args.out,
-            size=args.size,
-            layout=args.layout,
-            fractions=tuple(args.split),
-            seed=args.seed,
-            shard_size=args.shard_size,
-            chunk_size=args.chunk_size,
-            size_cap=args.size_cap,
-            scheduler=args.scheduler,
-            n_workers=args.workers,
-            force=args.force,
-            progress=not args.no_progress,
-        )
-    except BoneclsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
+from bonecls.training.prepare_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

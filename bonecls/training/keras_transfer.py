@@ -32,15 +32,18 @@ import socket
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bonecls.data import TASK_CLASSES
 from bonecls.errors import BoneclsError
 from bonecls.training import TrainingError
+
+if TYPE_CHECKING:
+    from bonecls.training.shards import ShardDataset
 
 __all__ = ["ARCHITECTURES", "CAM_LAYERS", "build_model", "build_parser", "main", "parse_args", "run"]
 
@@ -284,13 +287,76 @@ def command_line(args: argparse.Namespace) -> str:
     return shlex.join(["python", "train/keras_transfer.py", *args.argv])
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """What a Keras run was asked to do, on what data, and where it writes."""
+
+    args: argparse.Namespace
+    index: dict
+    task: str
+    class_names: list[str]
+    positive: list[str]
+    train: ShardDataset
+    val: ShardDataset
+    test: ShardDataset
+    image_size: int
+    out_dir: Path
+    card_id: str
+    run_dir: Path
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train, calibrate, test and save; returns the run summary (also ``<run-dir>/summary.json``)."""
     t_start = time.perf_counter()
     # torch-side modules first: they load Triton, which must come before TensorFlow (see import_keras)
     from bonecls.keras_model import import_keras
+
+    setup = _setup(args)
+    keras, tf = import_keras()
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    keras.utils.set_random_seed(args.seed)
+    gpus = tf.config.list_physical_devices("GPU")
+    strategy = tf.distribute.MirroredStrategy() if gpus else tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    weights = _imagenet_weights(args)
+    with strategy.scope():
+        model = _compiled_model(keras, setup, weights)
+    train_tf, val_tf, test_tf = _datasets(keras, tf, setup, args.batch_size * replicas)
+    print(
+        f"Training Keras {args.model} ({'ImageNet' if weights else 'from scratch'}, {args.in_chans} ch, "
+        f"{setup.image_size} px) for {setup.task} on {len(setup.train)} train / {len(setup.val)} val / "
+        f"{len(setup.test)} test images; {replicas} replica(s) ({type(strategy).__name__}), "
+        f"batch {args.batch_size * replicas}, lr {args.lr:g}.",
+        flush=True,
+    )
+    history = _fit(keras, model, setup, train_tf, val_tf)
+    best_epoch = 1 + int(np.argmin([r["val_loss"] for r in history])) if history else 0
+    logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
+    val_logits = logits_model.predict(val_tf, verbose=0)
+    test_logits = logits_model.predict(test_tf, verbose=0)
+    recipe = {
+        "weights": weights,
+        "replicas": replicas,
+        "strategy": type(strategy).__name__,
+        "t_start": t_start,
+    }
+    return _finish(
+        keras,
+        model,
+        setup,
+        (val_logits, setup.val.labels),
+        (test_logits, setup.test.labels),
+        history,
+        best_epoch,
+        recipe,
+    )
+
+
+def _setup(args: argparse.Namespace) -> _Setup:
+    """Load the prepared splits, settle the task and input size, and prove the folders writable."""
     from bonecls.prepare import load_index
-    from bonecls.training.classify import check_writable, resolve_task
+    from bonecls.training.preflight import check_writable, resolve_task
     from bonecls.training.shards import ShardDataset
 
     index = load_index(args.data)
@@ -305,49 +371,64 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / card_id
     check_writable(out_dir, "output folder")
     check_writable(run_dir, "run folder")
+    return _Setup(
+        args,
+        index,
+        task,
+        class_names,
+        positive,
+        train_ds,
+        val_ds,
+        test_ds,
+        image_size,
+        out_dir,
+        card_id,
+        run_dir,
+    )
 
-    keras, tf = import_keras()
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    keras.utils.set_random_seed(args.seed)
-    gpus = tf.config.list_physical_devices("GPU")
-    strategy = tf.distribute.MirroredStrategy() if gpus else tf.distribute.get_strategy()
-    replicas = strategy.num_replicas_in_sync
-    global_batch = args.batch_size * replicas
-    weights = _imagenet_weights(args)
-    with strategy.scope():
-        model = build_model(
-            keras,
-            args.model,
-            len(class_names),
-            image_size,
-            args.in_chans,
-            weights=weights,
-            l2=args.l2,
-            dense=args.dense,
-            dropout=args.dropout,
-            freeze_base=args.freeze_base,
-        )
-        model.compile(
-            optimizer=keras.optimizers.Adam(args.lr),
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=["accuracy"],
-        )
-    counts = train_ds.class_counts()
+
+def _compiled_model(keras: Any, setup: _Setup, weights: str | None) -> Any:
+    """Seed 004's model for ``--model``, compiled with Adam and sparse cross-entropy on the probabilities."""
+    args = setup.args
+    model = build_model(
+        keras,
+        args.model,
+        len(setup.class_names),
+        setup.image_size,
+        args.in_chans,
+        weights=weights,
+        l2=args.l2,
+        dense=args.dense,
+        dropout=args.dropout,
+        freeze_base=args.freeze_base,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(args.lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _datasets(keras: Any, tf: Any, setup: _Setup, global_batch: int) -> tuple[Any, Any, Any]:
+    """The train (shuffled, augmented), validation and test ``tf.data`` pipelines at the global batch."""
+    args = setup.args
+    common = {"batch_size": global_batch, "image_size": setup.image_size, "in_chans": args.in_chans}
+    augment = _augmenter(keras, args) if args.augment else None
+    train_tf = make_dataset(tf, setup.train, shuffle=True, seed=args.seed, augment=augment, **common)
+    val_tf, test_tf = (make_dataset(tf, ds, **common) for ds in (setup.val, setup.test))
+    return train_tf, val_tf, test_tf
+
+
+def _fit(keras: Any, model: Any, setup: _Setup, train_tf: Any, val_tf: Any) -> list[dict]:
+    """``model.fit`` with inverse-frequency class weights (``--class-weights``), the best validation
+    loss's weights restored and early stopping; returns the per-epoch history rows."""
+    args = setup.args
+    counts = setup.train.class_counts()
     class_weight = None
     if args.class_weights == "inverse":
         n, k = sum(counts), len(counts)
         class_weight = {i: (n / (k * c) if c else 0.0) for i, c in enumerate(counts)}
-    common = {"batch_size": global_batch, "image_size": image_size, "in_chans": args.in_chans}
-    augment = _augmenter(keras, args) if args.augment else None
-    train_tf = make_dataset(tf, train_ds, shuffle=True, seed=args.seed, augment=augment, **common)
-    val_tf, test_tf = (make_dataset(tf, ds, **common) for ds in (val_ds, test_ds))
-    print(
-        f"Training Keras {args.model} ({'ImageNet' if weights else 'from scratch'}, {args.in_chans} ch, "
-        f"{image_size} px) for {task} on {len(train_ds)} train / {len(val_ds)} val / {len(test_ds)} test "
-        f"images; {replicas} replica(s) ({type(strategy).__name__}), batch {global_batch}, lr {args.lr:g}.",
-        flush=True,
-    )
     seconds: list[float] = []
     fit = model.fit(
         train_tf,
@@ -358,8 +439,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         verbose=2 if args.no_progress else 1,
         shuffle=False,  # the tf.data pipeline shuffles
     )
-    h = fit.history
-    history = [
+    h, n_train = fit.history, len(setup.train)
+    return [
         {
             "epoch": e + 1,
             "train_loss": float(h["loss"][e]),
@@ -367,32 +448,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "val_loss": float(h["val_loss"][e]),
             "val_accuracy": float(h["val_accuracy"][e]),
             "epoch_seconds": seconds[e] if e < len(seconds) else None,
-            "images_per_s": len(train_ds) / seconds[e] if e < len(seconds) and seconds[e] > 0 else None,
+            "images_per_s": n_train / seconds[e] if e < len(seconds) and seconds[e] > 0 else None,
         }
         for e in range(len(h["loss"]))
     ]
-    best_epoch = 1 + int(np.argmin([r["val_loss"] for r in history])) if history else 0
-    logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
-    val_logits = logits_model.predict(val_tf, verbose=0)
-    test_logits = logits_model.predict(test_tf, verbose=0)
-    return _finish(
-        args,
-        keras,
-        model,
-        index,
-        task,
-        class_names,
-        positive,
-        image_size,
-        (val_logits, val_ds.labels),
-        (test_logits, test_ds.labels),
-        history,
-        best_epoch,
-        out_dir,
-        run_dir,
-        card_id,
-        {"weights": weights, "replicas": replicas, "strategy": type(strategy).__name__, "t_start": t_start},
-    )
 
 
 def _save_model(keras: Any, model: Any, out_dir: Path) -> str:
@@ -413,134 +472,107 @@ def _save_model(keras: Any, model: Any, out_dir: Path) -> str:
 
 
 def _finish(
-    args: argparse.Namespace,
     keras: Any,
     model: Any,
-    index: dict,
-    task: str,
-    class_names: list[str],
-    positive: list[str],
-    image_size: int,
+    setup: _Setup,
     val: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
     history: list[dict],
     best_epoch: int,
-    out_dir: Path,
-    run_dir: Path,
-    card_id: str,
-    info: dict[str, Any],
+    recipe: dict[str, Any],
 ) -> dict[str, Any]:
-    import tensorflow as tf
-
+    """Calibrate on validation, score the test split, save ``model.keras`` and the card (the steps of
+    :mod:`.card`, as the PyTorch trainer), its figures and the run summary."""
     from bonecls.training import report
-    from bonecls.training.calibration import calibrate, reliability
-    from bonecls.training.classify import (
-        DEFAULT_LIMITATIONS,
-        INTENDED_USE,
-        PHANTOM_LIMITATIONS,
-        training_data_sentence,
+    from bonecls.training.card import (
+        calibrate_and_test,
+        card_fields,
+        result_line,
+        summary_thresholds,
+        write_reports,
     )
-    from bonecls.training.metrics import binary_rates, classification_metrics, is_positive, nll, softmax_np
-    from bonecls.training.metrics import suspicion as suspicion_of
-    from bonecls.weights import ModelCard, Normalization, Thresholds, write_card
+    from bonecls.weights import ModelCard, Normalization, write_card
 
-    (val_logits, val_labels), (test_logits, test_labels) = val, test
-    cal = calibrate(val_logits, val_labels, class_names, positive, args.sensitivity, args.specificity)
-    t, th = cal["temperature"], cal["thresholds"]
-    test_probs = softmax_np(test_logits, t)
-    tm = classification_metrics(test_labels, test_probs, class_names, positive)
-    rel = reliability(test_probs, test_labels)
-    s = suspicion_of(test_probs, class_names, positive)
-    pos = is_positive(test_labels, class_names, positive)
-    extra = {
-        "test_at_negative_below": binary_rates(pos, s, th["negative_below"]),
-        "test_at_positive_at": binary_rates(pos, s, th["positive_at"]),
-        "test_nll": nll(test_logits, test_labels, t),
-        "best_epoch": best_epoch,
-        "epochs_run": len(history),
-    }
-    test_metrics = report.card_test_metrics(tm, cal, rel, history, extra)
-    training_data, phantom = training_data_sentence(index, args)
-    sha = _save_model(keras, model, out_dir)
+    args = setup.args
+    scores = calibrate_and_test(val, test, setup.class_names, setup.positive, args, history, best_epoch)
+    sha = _save_model(keras, model, setup.out_dir)
     mean, std = NORMALIZATION
     card = ModelCard(
-        id=card_id,
-        task=task,
+        **card_fields(
+            scores,
+            args,
+            setup.index,
+            card_id=setup.card_id,
+            task=setup.task,
+            class_names=setup.class_names,
+            positive=setup.positive,
+            image_size=setup.image_size,
+            command=command_line(args),
+        ),
         framework="keras",
         architecture=args.model,
         head="dense_bn",
-        class_names=class_names,
-        positive_classes=positive,
-        input_size=image_size,
-        in_chans=args.in_chans,
         normalization=Normalization(mean=[mean] * args.in_chans, std=[std] * args.in_chans),
-        temperature=t,
-        thresholds=Thresholds(negative_below=th["negative_below"], positive_at=th["positive_at"]),
         weights_file="model.keras",
         sha256=sha,
-        training_data=training_data,
-        test_metrics=test_metrics,
-        command=command_line(args),
-        intended_use=INTENDED_USE,
-        limitations=PHANTOM_LIMITATIONS if phantom else DEFAULT_LIMITATIONS,
-        created=datetime.now(UTC).replace(microsecond=0).isoformat(),
-        extra={
-            "cam_layer": CAM_LAYERS[args.model],
-            "base_weights": info["weights"] or "none",
-            "freeze_base": bool(args.freeze_base),
-            "l2": args.l2,
-            "dense": args.dense,
-            "dropout": args.dropout,
-            "optimizer": "adam",
-            "lr": args.lr,
-            "global_batch": args.batch_size * info["replicas"],
-            "replicas": info["replicas"],
-            "strategy": info["strategy"],
-            "epochs": args.epochs,
-            "seed": args.seed,
-            "augmentation": {
-                "hflip": 0.5 if args.augment else 0.0,
-                "rotate_deg": args.rotate if args.augment else 0.0,
-                "zoom": args.zoom if args.augment else 0.0,
-                "translate": args.translate if args.augment else 0.0,
-                "contrast": args.contrast if args.augment else 0.0,
-            },
-            "shear": 0.0,
-            "dataset_fingerprint": index.get("fingerprint"),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-        },
+        extra=_card_extra(keras, setup, recipe),
     )
-    write_card(card, out_dir)
-    report.write_json(test_metrics, out_dir / "metrics.json")
-    report.confusion_png(tm["confusion_matrix"], class_names, out_dir / "confusion.png")
-    report.curves_png(history, out_dir / "curves.png")
-    report.reliability_png(rel, out_dir / "reliability.png")
+    write_card(card, setup.out_dir)
+    write_reports(scores, setup.class_names, history, setup.out_dir)
+    tm = scores.test
     summary = {
-        "id": card_id,
-        "output": str(out_dir),
-        "run_dir": str(run_dir),
+        "id": setup.card_id,
+        "output": str(setup.out_dir),
+        "run_dir": str(setup.run_dir),
         "sha256": sha,
         "framework": "keras",
-        "replicas": info["replicas"],
+        "replicas": recipe["replicas"],
         "train_seconds": float(sum(r["epoch_seconds"] or 0.0 for r in history)),
-        "total_seconds": time.perf_counter() - info["t_start"],
+        "total_seconds": time.perf_counter() - recipe["t_start"],
         "test_accuracy": tm["accuracy"],
         "test_f1_macro": tm["f1_macro"],
         "test_auc": tm.get("roc_auc"),
         "best_epoch": best_epoch,
         "epochs": [r["epoch"] for r in history],
-        "temperature": t,
-        "thresholds": {"negative_below": th["negative_below"], "positive_at": th["positive_at"]},
+        "temperature": scores.temperature,
+        "thresholds": summary_thresholds(scores),
     }
-    report.write_json(summary, run_dir / "summary.json")
-    auc = tm.get("roc_auc")
-    print(
-        f"Test: accuracy {tm['accuracy']:.3f}, macro F1 {tm['f1_macro']:.3f}, "
-        f"AUC {math.nan if auc is None else auc:.3f}, ECE {rel['ece']:.3f} (T={t:.2f}); thresholds "
-        f"{th['negative_below']:.3f}/{th['positive_at']:.3f}. Saved {out_dir}/card.json (sha256 {sha[:12]})."
-    )
+    report.write_json(summary, setup.run_dir / "summary.json")
+    print(result_line(scores, setup.out_dir, sha))
     return summary
+
+
+def _card_extra(keras: Any, setup: _Setup, recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe on the card (``extra``), and the CAM layer the app's explanations weigh."""
+    import tensorflow as tf
+
+    args = setup.args
+    return {
+        "cam_layer": CAM_LAYERS[args.model],
+        "base_weights": recipe["weights"] or "none",
+        "freeze_base": bool(args.freeze_base),
+        "l2": args.l2,
+        "dense": args.dense,
+        "dropout": args.dropout,
+        "optimizer": "adam",
+        "lr": args.lr,
+        "global_batch": args.batch_size * recipe["replicas"],
+        "replicas": recipe["replicas"],
+        "strategy": recipe["strategy"],
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "augmentation": {
+            "hflip": 0.5 if args.augment else 0.0,
+            "rotate_deg": args.rotate if args.augment else 0.0,
+            "zoom": args.zoom if args.augment else 0.0,
+            "translate": args.translate if args.augment else 0.0,
+            "contrast": args.contrast if args.augment else 0.0,
+        },
+        "shear": 0.0,
+        "dataset_fingerprint": setup.index.get("fingerprint"),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Serial vs data-parallel scaling benchmark (``train/scaling.py``).
+"""Serial vs data-parallel scaling benchmark (``train/scaling.py``, whose command line is :func:`main`).
 
 The same model is trained on the same prepared data with the same global batch, learning rate,
 epochs and seed, once serially and once per rank count under ``torchrun --standalone``; each run's
@@ -13,6 +13,7 @@ speedup / cores used. On GPUs: the baseline is one GPU, ``k`` ranks use ``k`` GP
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -22,10 +23,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bonecls.errors import BoneclsError
 from bonecls.training import TrainingError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "train" / "classify.py"
+DESCRIPTION = "Serial vs torchrun data-parallel scaling: same model, data, global batch and epochs."
 
 
 @dataclass
@@ -240,3 +243,50 @@ def plot(rows: list[ScalingRow], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=DESCRIPTION)
+    p.add_argument("--data", required=True, help="prepared dataset (train/prepare.py)")
+    p.add_argument("--out", default="runs/scaling")
+    p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--global-batch", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--model", default="simple_cnn")
+    p.add_argument(
+        "--lr", type=float, default=1e-3, help="learning rate at the global batch (same for all runs)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--no-serial-all-cores", action="store_true", help="skip the serial run on all cores")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``train/scaling.py``: run the benchmark and print its table; arguments after ``--`` go to every
+    ``train/classify.py`` run unchanged."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1 :]
+    a = build_parser().parse_args(argv)
+    try:
+        benchmark(
+            a.data,
+            a.out,
+            ranks=sorted(set(a.ranks)),
+            global_batch=a.global_batch,
+            epochs=a.epochs,
+            model=a.model,
+            lr=a.lr,
+            seed=a.seed,
+            device=a.device,
+            extra=extra,
+            include_serial_all_cores=not a.no_serial_all_cores,
+        )
+    except BoneclsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print((Path(a.out) / "scaling.md").read_text())
+    return 0

