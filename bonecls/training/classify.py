@@ -490,6 +490,7 @@ def _finish(
         history,
         progress.best_epoch,
         test_nll=float(best.test.loss),
+        index=data.index,
     )
     model = create_model(
         args.model, len(data.class_names), in_chans=args.in_chans, head=args.head, dropout=args.dropout

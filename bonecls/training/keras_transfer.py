@@ -494,7 +494,9 @@ def _finish(
     from bonecls.weights import ModelCard, Normalization, write_card
 
     args = setup.args
-    scores = calibrate_and_test(val, test, setup.class_names, setup.positive, args, history, best_epoch)
+    scores = calibrate_and_test(
+        val, test, setup.class_names, setup.positive, args, history, best_epoch, index=setup.index
+    )
     sha = _save_model(keras, model, setup.out_dir)
     mean, std = NORMALIZATION
     card = ModelCard(
