@@ -41,11 +41,10 @@ def plant_copies(root: Path) -> dict[str, set[str]]:
     (relative to ``root``) by kind: exact / resized / reencoded."""
     train = sorted((root / "train").rglob("*.jpg"))
     planted: dict[str, set[str]] = {"exact": set(), "resized": set(), "reencoded": set()}
-    k = 0
-    for i, src in enumerate(train[:36]):
-        split = ("test", "val")[i % 2]
+    for k, src in enumerate(train[:36]):
+        split = ("test", "val")[k % 2]
         dst_dir = root / split / src.parent.name
-        kind = ("exact", "resized", "reencoded")[i % 3]
+        kind = ("exact", "resized", "reencoded")[k % 3]
         if kind == "exact":
             dst = dst_dir / f"copy_{k}.jpg"
             shutil.copy(src, dst)
@@ -56,7 +55,6 @@ def plant_copies(root: Path) -> dict[str, set[str]]:
             dst = dst_dir / f"copy_{k}.jpg"
             _reencoded(src, dst, JPEG_QUALITIES[k % len(JPEG_QUALITIES)], 0.6 if k % 4 == 0 else 1.0)
         planted[kind].add(dst.relative_to(root).as_posix())
-        k += 1
     return planted
 
 
