@@ -26,3 +26,7 @@ class DataError(BoneclsError):
 
 class ExplainError(BoneclsError, ValueError):
     """A CAM cannot be computed as asked (unknown method or colour map, bad target, too large)."""
+
+
+class LeakageError(DataError):
+    """The test split copies training images or shares their patients (see :mod:`bonecls.leakage`)."""
