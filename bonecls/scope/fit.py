@@ -19,9 +19,11 @@ sha256, threshold, rates, declared scope); the weights and their sha256 are unto
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -29,7 +31,7 @@ from bonecls.errors import BoneclsError
 from bonecls.scope.declared import DECLARED_SCOPES
 from bonecls.scope.extract import ModelFeatures, image_files, load_images
 from bonecls.scope.stats import choose_threshold, fit_stats, save_stats
-from bonecls.weights import ModelCard, ScopeSection, load_card, write_card
+from bonecls.weights import CARD_FILE, ModelCard, ScopeSection, _atomic_write, load_card
 
 __all__ = ["fit_scope", "main"]
 
@@ -83,8 +85,18 @@ def fit_scope(
         fitted_on=fitted_on or f"{len(fit_paths)} images from {fit_images}; threshold on {threshold_images}",
         metrics=metrics,
     )
-    updated = ModelCard.model_validate({**card.model_dump(), "scope": section.model_dump()})
-    write_card(updated, card_dir)
+    return _write_scope_on_card(card_dir, section)
+
+
+def _write_scope_on_card(card_dir: Path, section: ScopeSection) -> ModelCard:
+    """Add (or replace) the card's ``scope`` section, leaving every other byte of card.json as it was
+    written (json.dumps style, as the trainers write cards), so the diff of a retrofit is the scope alone;
+    the result is validated as a :class:`ModelCard` before it replaces the file."""
+    path = card_dir / CARD_FILE
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["scope"] = section.model_dump(mode="json")
+    updated = ModelCard.model_validate(data)
+    _atomic_write(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
     return updated
 
 
