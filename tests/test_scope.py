@@ -263,14 +263,14 @@ def test_risk_coverage_and_aurc() -> None:
 
 
 def _shipped_gate(model_id: str):
+    """(ModelFeatures, ScopeGate) of a shipped model, its statistics verified against its card."""
     from bonecls.scope.extract import ModelFeatures
 
     card, card_dir = load_card(weights_root() / model_id)
     if card.scope is None:
         pytest.skip(f"{model_id} has no fitted scope yet")
-    return ModelFeatures.from_card(
-        card_dir, card.scope and ScopeGate.from_card(card, card_dir).layers
-    ), ScopeGate.from_card(card, card_dir)
+    gate = ScopeGate.from_card(card, card_dir)
+    return ModelFeatures.from_card(card_dir, gate.layers), gate
 
 
 @pytest.fixture(scope="module")
@@ -298,11 +298,11 @@ def test_shipped_model_refuses_leg_and_cat_in_every_form(model_id: str, real_fil
 def test_no_model_calls_the_real_chest_fractured(model_id: str, real_films, monkeypatch) -> None:
     monkeypatch.delenv("BONECLS_WEIGHTS", raising=False)
     features, gate = _shipped_gate(model_id)
-    card = gate_card = load_card(weights_root() / model_id)[0]
+    card = features.card
     images = [real_films["RG1 adult chest PA"][form] for form in FORMS]
     feats, _, logits = features(images)
     for form, image, row, z in zip(FORMS, images, feats, logits, strict=True):
         probs = torch.softmax(torch.as_tensor(z, dtype=torch.float64) / card.temperature, 0).numpy()
-        suspicion = sum(probs[gate_card.class_names.index(c)] for c in card.positive_classes)
+        suspicion = sum(probs[card.class_names.index(c)] for c in card.positive_classes)
         answered_fractured = suspicion >= card.thresholds.positive_at
         assert not (gate.verdict(image, row[None]).in_scope and answered_fractured), (model_id, form)
