@@ -31,7 +31,7 @@ from bonecls.errors import BoneclsError
 from bonecls.scope.declared import DECLARED_SCOPES
 from bonecls.scope.extract import ModelFeatures, image_files, load_images
 from bonecls.scope.stats import choose_threshold, fit_stats, save_stats
-from bonecls.weights import CARD_FILE, ModelCard, ScopeSection, _atomic_write, load_card
+from bonecls.weights import CARD_FILE, ModelCard, ScopeSection, _atomic_write, load_card, write_card
 
 __all__ = ["fit_scope", "main"]
 
@@ -89,14 +89,19 @@ def fit_scope(
 
 
 def _write_scope_on_card(card_dir: Path, section: ScopeSection) -> ModelCard:
-    """Add (or replace) the card's ``scope`` section, leaving every other byte of card.json as it was
-    written (json.dumps style, as the trainers write cards), so the diff of a retrofit is the scope alone;
-    the result is validated as a :class:`ModelCard` before it replaces the file."""
+    """Add (or replace) the card's ``scope`` section and nothing else: the card is rewritten in the style
+    it was written in (``json.dumps`` by some trainers, pydantic's by ``write_card``), so the diff of a
+    retrofit is the scope alone. The result is validated as a :class:`ModelCard` before it is written."""
     path = card_dir / CARD_FILE
-    data = json.loads(path.read_text(encoding="utf-8"))
+    original = path.read_text(encoding="utf-8")
+    data = json.loads(original)
+    dumps_style = json.dumps(data, indent=2) + "\n" == original
     data["scope"] = section.model_dump(mode="json")
     updated = ModelCard.model_validate(data)
-    _atomic_write(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    if dumps_style:
+        _atomic_write(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    else:
+        write_card(updated, card_dir)
     return updated
 
 
