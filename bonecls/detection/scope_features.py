@@ -27,9 +27,10 @@ def layer_names(layers: Sequence[int] = BACKBONE_LAYERS) -> tuple[str, ...]:
 
 
 def detector_features(
-    detector: Any, images: Sequence[Any], layers: Sequence[int] = BACKBONE_LAYERS
+    detector: Any, images: Sequence[Any], layers: Sequence[int] = BACKBONE_LAYERS, batch_size: int = 32
 ) -> np.ndarray:
-    """(N, D) float32 pooled backbone features of ``images`` (Radiographs or arrays) for a ``Detector``."""
+    """(N, D) float32 pooled backbone features of ``images`` (Radiographs or arrays) for a ``Detector``,
+    in batches of ``batch_size`` (every letterboxed image has the card's square size)."""
     import torch
 
     from bonecls.detect import letterbox, to_bgr_uint8
@@ -48,10 +49,14 @@ def detector_features(
     rows = []
     try:
         with torch.inference_mode():
-            for image in images:
-                padded, _, _ = letterbox(to_bgr_uint8(image), detector.input_size)
-                x = torch.from_numpy(np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1)))
-                x = x.to(device).float().div(255.0)[None]
+            for start in range(0, len(images), batch_size):
+                batch = np.stack(
+                    [
+                        letterbox(to_bgr_uint8(image), detector.input_size)[0][..., ::-1].transpose(2, 0, 1)
+                        for image in images[start : start + batch_size]
+                    ]
+                )
+                x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).float().div(255.0)
                 captured.clear()
                 model(x)
                 rows.append(torch.cat([captured[s] for s in range(len(layers))], dim=1))
