@@ -101,6 +101,21 @@ def _answers(features: ModelFeatures, images: list, logits: np.ndarray | None) -
     return out
 
 
+def _features_or_nan(features: ModelFeatures, images: list) -> np.ndarray:
+    """Features of each image; a row of NaN (scored as infinitely far) for one the model cannot take."""
+    try:
+        return features(images)[0]
+    except ImageError:
+        rows = []
+        for image in images:
+            try:
+                rows.append(features([image])[0][0])
+            except ImageError:
+                rows.append(None)
+        dim = next(len(r) for r in rows if r is not None)
+        return np.stack([r if r is not None else np.full(dim, np.nan, np.float32) for r in rows])
+
+
 def _scores(gate: ScopeGate, images: list, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(in_scope flags, ranking scores): rule refusals rank as +inf, the rest by the learned score."""
     learned = gate.stats.score(feats)
@@ -122,7 +137,7 @@ def bench_model(model_id: str, phantoms: Path, ood_images: list, n_ood_total: in
     in_flags, in_rank = _scores(gate, images, feats)
     answers = _answers(features, images, logits)
     errors_in = np.array([a[0] != _truth(p, card.class_names) for p, a in zip(paths, answers, strict=True)])
-    ood_feats = features(ood_images)[0]
+    ood_feats = _features_or_nan(features, ood_images)
     ood_flags, ood_rank = _scores(gate, ood_images, ood_feats)
     refused = (n_ood_total - len(ood_images)) + int((~ood_flags).sum())
     mix_rank = np.concatenate([in_rank, ood_rank])

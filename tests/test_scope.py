@@ -120,7 +120,8 @@ def test_score_grows_with_distance_from_every_class() -> None:
     between = stats.score(np.array([[1.5] * 8], dtype=np.float32))
     far = stats.score(np.array([[12.0] * 8], dtype=np.float32))
     assert near.max() < between[0] < far[0]
-    assert np.isinf(stats.score(np.array([[np.nan] * 8], dtype=np.float32))[0])
+    mixed = stats.score(np.array([[np.nan] * 8, [0.0] * 8], dtype=np.float32))
+    assert np.isinf(mixed[0]) and mixed[1] == pytest.approx(near[0])
     with pytest.raises(ValueError, match="more images than feature dimensions"):
         fit_stats(feats[:5], labels[:5], ("penultimate",))
 

@@ -60,9 +60,11 @@ class ScopeStats:
     def score(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
         """Outlier scores (N,) of features (N, D): larger is farther from the training images."""
         z = torch.as_tensor(np.asarray(features, dtype=np.float32)).reshape(-1, self.dim)
-        if not bool(torch.isfinite(z).all()):
-            return np.full(z.shape[0], np.inf)
-        return self._detector().predict_features(z).double().numpy()
+        finite = torch.isfinite(z).all(dim=1)
+        scores = np.full(z.shape[0], np.inf)
+        if bool(finite.any()):
+            scores[finite.numpy()] = self._detector().predict_features(z[finite]).double().numpy()
+        return scores  # a row with a non-finite feature is infinitely far: never in scope
 
 
 def fit_stats(
