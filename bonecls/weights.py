@@ -30,10 +30,12 @@ __all__ = [
     "CARD_FILE",
     "PYTORCH_ARCHITECTURES",
     "CardEntry",
+    "DeclaredScope",
     "ModelCard",
     "Normalization",
     "OperatingPoint",
     "OperatingPoints",
+    "ScopeSection",
     "Thresholds",
     "card_schema",
     "list_cards",
@@ -139,6 +141,58 @@ class OperatingPoints(BaseModel):
     command: str = ""
 
 
+class DeclaredScope(BaseModel):
+    """What the model saw in training, as DICOM header values, checked before any feature is computed.
+
+    ``body_parts``, ``views`` and ``modalities`` are upper-case DICOM code strings (BodyPartExamined,
+    ViewPosition, Modality); an empty list declares nothing about that attribute. ``age_group`` is
+    ``adult``, ``paediatric`` or ``any``; ``description`` is the sentence the Models page shows.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    body_parts: list[str] = Field(default_factory=list)
+    views: list[str] = Field(default_factory=list)
+    modalities: list[str] = Field(default_factory=list)
+    age_group: Literal["adult", "paediatric", "any"] = "any"
+    description: str = ""
+
+    @field_validator("body_parts", "views", "modalities")
+    @classmethod
+    def _codes(cls, v: list[str]) -> list[str]:
+        codes = [c.strip().upper() for c in v]
+        if any(not c for c in codes):
+            raise ValueError("declared scope codes must be non-empty strings")
+        return codes
+
+
+class ScopeSection(BaseModel):
+    """The learned scope gate of one model (``bonecls.scope``): its statistics file beside the weights,
+    that file's sha256 (checked before use), the score threshold, the in-scope rate on held-out
+    in-distribution images it was chosen at, and the declared scope."""
+
+    model_config = ConfigDict(extra="forbid")
+    stats_file: str = "scope.safetensors"
+    sha256: str = Field(pattern=_SHA_RE.pattern)
+    threshold: float = Field(allow_inf_nan=False)
+    in_scope_rate: float = Field(gt=0.0, le=1.0)
+    method: str = "mahalanobis"
+    declared: DeclaredScope = Field(default_factory=DeclaredScope)
+    fitted_on: str = ""
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _sha_lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("stats_file")
+    @classmethod
+    def _stats_file(cls, v: str) -> str:
+        if not v.endswith(".safetensors") or "/" in v or "\\" in v or v.startswith("."):
+            raise ValueError("stats_file must be a plain .safetensors file name inside the model folder")
+        return v
+
+
 class ModelCard(BaseModel):
     """Everything needed to run, interpret and audit one model (``card.json``).
 
@@ -174,6 +228,7 @@ class ModelCard(BaseModel):
     limitations: str = ""
     created: str = Field(default_factory=_now)
     extra: dict[str, Any] = Field(default_factory=dict)
+    scope: ScopeSection | None = None
 
     @field_validator("sha256", mode="before")
     @classmethod
