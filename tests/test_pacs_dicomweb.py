@@ -135,8 +135,9 @@ def test_read_study_skips_non_images_and_damaged_images(stored_study, tiny_card_
 
 
 def _result(sop: str, status: str, suspicion: float | None) -> ImageResult:
-    return ImageResult("1.2", "1.2.3", sop, "1.2.840.10008.5.1.4.1.1.1.1", "m", "0" * 64, "fracture",
-                       status, "x", suspicion)  # fmt: skip
+    return ImageResult(
+        "1.2", "1.2.3", sop, "1.2.840.10008.5.1.4.1.1.1.1", "m", "0" * 64, "fracture", status, "x", suspicion
+    )
 
 
 def test_summary_most_suspicious_in_scope_image_decides() -> None:

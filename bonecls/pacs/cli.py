@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
+from urllib.parse import urlsplit
 
 from bonecls.errors import BoneclsError
 
@@ -44,6 +45,7 @@ def add_parsers(subparsers) -> None:
     read.add_argument("study", help="StudyInstanceUID (from `bonecls pacs search`)")
     _model_options(read)
     read.add_argument("--json", action="store_true", help="print the reading as one JSON object")
+    _send_options(read, store_back=True)
     read.set_defaults(func=_cmd_read)
 
 
@@ -63,6 +65,31 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="only models of this task (repeatable: fracture, pneumonia ...)",
+    )
+
+
+def _send_options(parser: argparse.ArgumentParser, *, store_back: bool) -> None:
+    if store_back:
+        parser.add_argument(
+            "--store",
+            action="store_true",
+            help="store the SR and Secondary Captures back into the study (STOW-RS)",
+        )
+    parser.add_argument(
+        "--send",
+        metavar="DEST",
+        help="send the SR/SC to http(s)://host:port/dicom-web or dicom://AET@host:port",
+    )
+    parser.add_argument(
+        "--no-sc", action="store_true", help="send the SR only (no Secondary Capture overlays)"
+    )
+    parser.add_argument(
+        "--calling-aet", default="BONECLS", help="this node's AE title for C-STORE (default BONECLS)"
+    )
+    parser.add_argument(
+        "--research-destination",
+        action="store_true",
+        help="allow results of synthetic-data models to leave this machine (recorded in the audit log)",
     )
 
 
@@ -102,18 +129,45 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_read(args: argparse.Namespace) -> int:
-    from bonecls.pacs.dicomweb import connect, retrieve_study
+    from bonecls.pacs.dicomweb import connect, retrieve_study, server_url
     from bonecls.pacs.models import load_readers
     from bonecls.pacs.reader import read_study
 
+    destinations = [d for d in (server_url(args.url) if args.store else None, args.send) if d]
     try:
         readers = load_readers(args.model, args.task)
         client = connect(args.url)
-        study = read_study(retrieve_study(client, args.study), readers)
+        instances = retrieve_study(client, args.study)
+        study = read_study(instances, readers, overlays=bool(destinations) and not args.no_sc)
     except BoneclsError as exc:
         return _fail(exc)
     print_reading(study.reading, as_json=args.json)
+    try:
+        for destination in destinations:
+            _send(study, instances, destination, args)
+    except BoneclsError as exc:
+        return _fail(exc)
     return 0
+
+
+def _send(study, evidence, destination: str, args: argparse.Namespace) -> None:
+    from bonecls.pacs.send import result_objects, send_objects
+
+    objects = result_objects(study, evidence, secondary_captures=not args.no_sc)
+    stored = send_objects(
+        objects,
+        destination,
+        study.reading.models,
+        research=args.research_destination,
+        calling_aet=args.calling_aet,
+    )
+    where = urlsplit(destination)
+    print(
+        f"stored 1 SR and {len(stored) - 1} Secondary Capture(s) in study {study.reading.study_instance_uid} "
+        f"at {where.scheme}://{where.hostname}:{where.port or ''} (RESEARCH USE ONLY)",
+        file=sys.stderr if args.json else sys.stdout,
+        flush=True,
+    )
 
 
 def print_reading(reading, *, as_json: bool) -> None:
