@@ -48,6 +48,49 @@ def add_parsers(subparsers) -> None:
     _send_options(read, store_back=True)
     read.set_defaults(func=_cmd_read)
 
+    listen = subparsers.add_parser(
+        "listen",
+        help="a DICOM node: accept C-STORE, queue durably, read, send SR/SC to a destination",
+        description="Every received instance is on disk (SQLite + files, fsynced) before success is "
+        "answered; results go to --send. Research use only, not for diagnostic use.",
+    )
+    listen.add_argument("--port", type=int, default=11112, help="TCP port (default 11112)")
+    listen.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    listen.add_argument("--aet", default="BONECLS-NODE", help="this node's AE title (default BONECLS-NODE)")
+    listen.add_argument("--queue", required=True, help="queue folder (created; keep it across restarts)")
+    _model_options(listen)
+    _send_options(listen, store_back=False)
+    listen.set_defaults(func=_cmd_listen)
+
+
+def _cmd_listen(args: argparse.Namespace) -> int:
+    import logging
+
+    from bonecls.pacs.models import load_readers
+    from bonecls.pacs.node import Node, serve
+    from bonecls.pacs.queue import DurableQueue
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    if not args.send:
+        print("error: bonecls listen needs --send DEST (where the results go).", file=sys.stderr)
+        return 2
+    try:
+        node = Node(
+            queue=DurableQueue(args.queue),
+            readers=load_readers(args.model, args.task),
+            destination=args.send,
+            port=args.port,
+            host=args.host,
+            aet=args.aet,
+            calling_aet=args.calling_aet,
+            secondary_captures=not args.no_sc,
+            research=args.research_destination,
+        )
+        return serve(node)
+    except BoneclsError as exc:
+        return _fail(exc)
+
 
 def _url_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="DICOMweb base URL (default: $BONECLS_DICOMWEB_URL)")

@@ -60,6 +60,32 @@ def _with_meta(ds: Dataset) -> Dataset:
     return copy
 
 
+#: Patient and study attributes of type 2 (present, possibly empty) that derived objects copy from their
+#: source; many archives omit some of them, and the SR/SC writers need each one present.
+TYPE2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+
+
+def with_type2_attributes(ds: Dataset) -> Dataset:
+    """A shallow copy of ``ds`` with every :data:`TYPE2_COPIED` attribute present (empty when missing)."""
+    copy = Dataset(ds)
+    if hasattr(ds, "file_meta"):
+        copy.file_meta = ds.file_meta
+    for keyword in TYPE2_COPIED:
+        if keyword not in copy:
+            setattr(copy, keyword, "")
+    return copy
+
+
 def is_bonecls_output(ds: Dataset) -> bool:
     return str(getattr(ds, "Manufacturer", "")) == MANUFACTURER
 

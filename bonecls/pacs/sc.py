@@ -14,7 +14,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from bonecls.pacs import BURNED_IN_NOTICE, RESEARCH_NOTICE
-from bonecls.pacs.reader import MANUFACTURER
+from bonecls.pacs.reader import MANUFACTURER, with_type2_attributes
 from bonecls.pacs.results import ModelInfo
 from bonecls.pacs.sr import result_uid
 
@@ -45,6 +45,7 @@ def burn_in_notice(rgb: np.ndarray, model_id: str) -> np.ndarray:
 def build_sc(source: Dataset, overlay: np.ndarray, model: ModelInfo, *, instance_number: int = 1) -> Dataset:
     """The Secondary Capture of one model's overlay on ``source`` (the image it was drawn on)."""
     pixels = burn_in_notice(overlay, model.model_id)
+    source = with_type2_attributes(source)
     orientation = tuple(str(v) for v in getattr(source, "PatientOrientation", []) or []) or ("L", "F")
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,

@@ -31,7 +31,7 @@ from pydicom.sr.codedict import codes
 from bonecls import __version__
 from bonecls.pacs import RESEARCH_NOTICE
 from bonecls.pacs.errors import DicomContentError
-from bonecls.pacs.reader import MANUFACTURER
+from bonecls.pacs.reader import MANUFACTURER, with_type2_attributes
 from bonecls.pacs.results import (
     OUT_OF_SCOPE,
     Box,
@@ -190,7 +190,7 @@ def build_sr(reading: StudyReading, evidence: Sequence[Dataset], *, instance_num
     modules (DICOM requires them in the SR) and the evidence list.
     """
     used = {r.sop_instance_uid for r in reading.results}
-    evidence = [ds for ds in evidence if str(ds.SOPInstanceUID) in used]
+    evidence = [with_type2_attributes(ds) for ds in evidence if str(ds.SOPInstanceUID) in used]
     if not evidence or not reading.results:
         raise DicomContentError("There is nothing to report: no image of the study was read.")
     groups: list = []
