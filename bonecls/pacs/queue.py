@@ -135,7 +135,7 @@ class DurableQueue:
             )
 
     def mark_retry(self, sop_instance_uid: str, reason: str) -> str:
-        """Count a failed send: pending again after a back-off, ``failed`` after MAX_ATTEMPTS (the new state)."""
+        """Count a failed send: pending after a back-off, ``failed`` after MAX_ATTEMPTS; returns the state."""
         with self._connect() as conn:
             (attempts,) = conn.execute(
                 "SELECT attempts FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)
