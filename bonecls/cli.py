@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bonecls.phantom.cli import add_parser as add_phantom_parser
 
     add_phantom_parser(sub)
+    from bonecls.pacs.cli import add_parsers as add_pacs_parsers
+
+    add_pacs_parsers(sub)
     return parser
 
 

@@ -3,7 +3,8 @@
 # four install bonecls the same way.
 #
 #   bash scripts/setup.sh          runtime: the app, the CLI, inference (requirements.txt)
-#   bash scripts/setup.sh --dev    + training, tests, lint and the browser test (Debian chromium)
+#   bash scripts/setup.sh --dev    + training, tests, lint, the browser test (Debian chromium) and the
+#                                  PACS tests (Debian orthanc, orthanc-dicomweb, dicom3tools)
 #
 # Environment: PYTHON (default python3.11), BONECLS_VENV (default .venv),
 # BONECLS_TORCH_INDEX (e.g. https://download.pytorch.org/whl/cpu for the small CPU-only torch the
@@ -40,6 +41,11 @@ fi
 if [ "$mode" = dev ] && ! command -v chromium >/dev/null; then
   echo "setup: installing Debian chromium for the browser test" >&2
   apt_install chromium fonts-dejavu-core
+fi
+if [ "$mode" = dev ] && { ! command -v dciodvfy >/dev/null || ! dpkg -s orthanc-dicomweb >/dev/null 2>&1; }; then
+  # the PACS tests run against a real Orthanc on loopback and validate what they write with dciodvfy
+  echo "setup: installing Debian orthanc, orthanc-dicomweb and dicom3tools for the PACS tests" >&2
+  apt_install orthanc orthanc-dicomweb dicom3tools
 fi
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"

@@ -121,3 +121,20 @@ from hypothesis import settings as _hypothesis_settings  # noqa: E402
 
 _hypothesis_settings.register_profile("ci", max_examples=150, deadline=None)
 _hypothesis_settings.register_profile("long", max_examples=5000, deadline=None)
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory):
+    """A real Orthanc with DICOMweb on loopback for the whole session (bonecls.pacs.orthanc_server).
+
+    Fails (never skips) when Orthanc is not installed: the PACS tests are part of CI.
+    """
+    from bonecls.pacs.errors import OrthancNotAvailable
+    from bonecls.pacs.orthanc_server import OrthancServer
+
+    try:
+        server = OrthancServer(tmp_path_factory.mktemp("orthanc")).start()
+    except OrthancNotAvailable as exc:
+        pytest.fail(f"The PACS tests need a running Orthanc: {exc}")
+    yield server
+    server.stop()
