@@ -1,9 +1,8 @@
 """The one place the PACS side touches models: loading them, running them, and reading the scope verdict.
 
-Everything model-specific the PACS code needs goes through :class:`ModelReader`, so that when inference
-moves (``bonecls.predict`` / ``bonecls.detect`` into ``bonecls.inference`` / ``bonecls.detection``) only
-the imports of :func:`_load_engine` change, and when the scope gate lands on ``Prediction`` only
-:func:`scope_of` changes.
+Everything model-specific the PACS code needs goes through :class:`ModelReader`: classifiers load through
+:func:`bonecls.inference.load_classifier` (the one framework/engine table), detectors through
+:mod:`bonecls.detection`, and the scope verdict is read in :func:`scope_of` only.
 """
 
 from __future__ import annotations
@@ -111,7 +110,7 @@ class ModelReader:
         )
 
     def _detect(self, radiograph: Any, overlay: bool) -> ModelOutput:
-        from bonecls.predict import status_for
+        from bonecls.inference.results import status_for
 
         scope = scope_of(None, radiograph)
         if not scope.in_scope:
@@ -139,15 +138,16 @@ def _out_of_scope(scope: ScopeVerdict) -> ModelOutput:
 
 
 def _load_engine(card: ModelCard, card_dir: Path, device: str) -> Any:
-    """The inference engine for a card (the lead re-points these imports when inference moves)."""
+    """The inference engine for a card: the detector, or the card's own classifier engine (heat maps
+    need the native framework, so never the predict-only ONNX path)."""
     if card.framework == "ultralytics":
-        from bonecls.detect import Detector
+        from bonecls.detection.detector import Detector
 
         return Detector.from_card(card_dir, device=device)
     if card.framework in ("pytorch", "keras"):
-        from bonecls.predict import Predictor
+        from bonecls.inference import load_classifier
 
-        return Predictor.from_card(card_dir, device=device)
+        return load_classifier(card_dir, engine="native", device=device)
     raise WeightsError(f"The PACS reader cannot run {card.framework} models (model '{card.id}').")
 
 
