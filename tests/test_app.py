@@ -363,6 +363,7 @@ def test_models_page_lists_cards_sha256_and_audit_count(env: Path, weights_dir: 
     assert len(cards) == 4
     for card in cards:
         assert card.id in text and card.sha256 in text and card.architecture in text
+    assert "No external validation yet" in text  # none of these cards was scored on another site
     assert AuditLog(env).count() == 2
     metric = at.metric[0]
     assert metric.label == "Predictions logged" and metric.value == "2"
