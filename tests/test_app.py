@@ -427,6 +427,20 @@ def test_worklist_ranks_by_suspicion_with_errors_in_place_and_exports(env: Path)
     assert [r["file"] for r in json.loads(worklist.to_json(rows))] == list(table["file"])
 
 
+def test_worklist_shows_each_views_study_answer(env: Path) -> None:
+    at = new_app()
+    views = [(f"patient0001/study1_positive/image{i}.png", png_image(i)) for i in range(2)]
+    upload(at, [*views, ("loose.png", png_image(5))])
+    goto(at, "pages/worklist.py")
+    ranked = at.dataframe[0].value
+    by_file = ranked.set_index("file")
+    top = max(by_file.loc[name, "suspicion"] for name, _ in views)
+    for name, _ in views:
+        assert by_file.loc[name, "study"] == "patient0001/study1"
+        assert f"— {top:.2f}, highest of 2 views" in by_file.loc[name, "study_answer"]
+    assert by_file.loc["loose.png", "study"] == "" and by_file.loc["loose.png", "study_answer"] == ""
+
+
 def test_pneumonia_page_boxes_follow_the_confidence_slider(env: Path, monkeypatch) -> None:
     from bonecls.detection.boxes import DetBox
     from bonecls.detection.detector import Detector
