@@ -363,6 +363,7 @@ def test_models_page_lists_cards_sha256_and_audit_count(env: Path, weights_dir: 
     assert len(cards) == 4
     for card in cards:
         assert card.id in text and card.sha256 in text and card.architecture in text
+    assert "No external validation yet" in text  # none of these cards was scored on another site
     assert AuditLog(env).count() == 2
     metric = at.metric[0]
     assert metric.label == "Predictions logged" and metric.value == "2"
@@ -424,6 +425,20 @@ def test_worklist_ranks_by_suspicion_with_errors_in_place_and_exports(env: Path)
     csv_text = worklist.to_csv(rows)
     assert csv_text.splitlines()[0].startswith("rank,file,image_sha256,status")
     assert [r["file"] for r in json.loads(worklist.to_json(rows))] == list(table["file"])
+
+
+def test_worklist_shows_each_views_study_answer(env: Path) -> None:
+    at = new_app()
+    views = [(f"patient0001/study1_positive/image{i}.png", png_image(i)) for i in range(2)]
+    upload(at, [*views, ("loose.png", png_image(5))])
+    goto(at, "pages/worklist.py")
+    ranked = at.dataframe[0].value
+    by_file = ranked.set_index("file")
+    top = max(by_file.loc[name, "suspicion"] for name, _ in views)
+    for name, _ in views:
+        assert by_file.loc[name, "study"] == "patient0001/study1"
+        assert f"— {top:.2f}, highest of 2 views" in by_file.loc[name, "study_answer"]
+    assert by_file.loc["loose.png", "study"] == "" and by_file.loc["loose.png", "study_answer"] == ""
 
 
 def test_pneumonia_page_boxes_follow_the_confidence_slider(env: Path, monkeypatch) -> None:

@@ -8,9 +8,11 @@ over prepared shards), :mod:`.augment` (batched on-device augmentation), :mod:`.
 supervision), :mod:`.checkpoint` (atomic checkpoints, ``--resume``), :mod:`.faults` (kill hooks for
 the resume tests), :mod:`.tracking` (TensorBoard, MLflow, W&B), :mod:`.card` (calibrate -> test
 metrics -> card fields, shared by both trainers), :mod:`.keras_transfer` (``train/keras_transfer.py``:
-seed 004's Keras recipe), :mod:`.metrics`, :mod:`.calibration` (temperature scaling, card
-thresholds), :mod:`.presets` (the seeds' recipes), :mod:`.report` (plots, metrics JSON),
-:mod:`.evaluation` (``train/evaluate.py``: re-score a card), :mod:`.scaling` (``train/scaling.py``:
+seed 004's Keras recipe; its models in :mod:`.keras_models`), :mod:`.metrics`,
+:mod:`.calibration` (temperature scaling, card thresholds), :mod:`.presets` (the seeds' recipes),
+:mod:`.report` (plots, metrics JSON),
+:mod:`.evaluation` (``train/evaluate.py``: re-score a card, ``--external`` validation), :mod:`.balance`
+(``--balance``: class-balanced sampling or loss weights), :mod:`.scaling` (``train/scaling.py``:
 serial vs DDP benchmark), :mod:`.prepare_cli` (``train/prepare.py``'s command line over
 :func:`bonecls.prepare.prepare`).
 """

@@ -29,6 +29,7 @@ from bonecls.errors import BoneclsError
 from bonecls.training import TrainingError
 from bonecls.training import distributed as du
 from bonecls.training.augment import AugmentConfig, DevicePreprocess
+from bonecls.training.balance import DistributedWeightedSampler, balanced_sample_weights
 from bonecls.training.engine import amp_settings, class_weights, scaled_lr, wrap_model
 from bonecls.training.lesion import BoxSupervision, attach_lesion_head, negative_class
 from bonecls.training.preflight import preflight, resolve_task
@@ -213,9 +214,10 @@ class TrainingParts:
 
 @dataclass(frozen=True)
 class Loaders:
-    """This rank's loaders: its share of the training split, and the whole validation and test splits."""
+    """This rank's loaders: its share of the training split (shuffled, or a class-balanced draw under
+    ``--balance sampler``), and the whole validation and test splits."""
 
-    train_sampler: DistributedSampler
+    train_sampler: DistributedSampler | DistributedWeightedSampler
     train: DataLoader
     val: DataLoader
     test: DataLoader
@@ -316,7 +318,7 @@ def build_training_parts(setup: RunSetup, model: nn.Module, boxes: BoxSupervisio
     optimizer = make_optimizer(list(model.parameters()), args, lr)
     scheduler = make_scheduler(optimizer, args)
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-    weights = class_weights(data.class_counts, args.class_weights)
+    weights = class_weights(data.class_counts, "inverse" if args.balance == "weights" else "none")
     criterion = nn.CrossEntropyLoss(
         weight=weights.to(info.device) if weights is not None else None, label_smoothing=args.label_smoothing
     )
@@ -358,14 +360,14 @@ def build_loaders(setup: RunSetup) -> Loaders:
     args, info, data = setup.args, setup.info, setup.data
     workers = args.workers if args.workers is not None else (4 if info.device.type == "cuda" else 0)
     pin = info.device.type == "cuda"
-    train_sampler = DistributedSampler(
-        data.train,
-        num_replicas=info.world_size,
-        rank=info.rank,
-        shuffle=True,
-        seed=args.seed,
-        drop_last=False,
-    )
+    train_sampler: DistributedSampler | DistributedWeightedSampler
+    if args.balance == "sampler":  # each class drawn equally often; the ranks share one draw
+        weights = balanced_sample_weights(data.train.labels, len(data.class_names))
+        train_sampler = DistributedWeightedSampler(weights, info.world_size, info.rank, args.seed)
+    else:
+        train_sampler = DistributedSampler(
+            data.train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=args.seed
+        )
     per_rank = len(train_sampler)
     loader_kw: dict[str, Any] = {"num_workers": workers, "pin_memory": pin, "persistent_workers": workers > 0}
     if workers > 0:

@@ -43,6 +43,7 @@ from bonecls.errors import BoneclsError
 from bonecls.training import checkpoint as ckpt
 from bonecls.training import distributed as du
 from bonecls.training.augment import augment_table
+from bonecls.training.balance import add_balance_args, resolve_balance
 from bonecls.training.builders import (
     Loaders,
     RunSetup,
@@ -153,12 +154,7 @@ def _add_optimization_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--step-size", type=int, default=10, help="step scheduler: epochs per decay")
     g.add_argument("--lr-gamma", type=float, default=0.1, help="step scheduler: decay factor")
     g.add_argument("--label-smoothing", type=float, default=0.0)
-    g.add_argument(
-        "--class-weights",
-        choices=["inverse", "none"],
-        default="inverse",
-        help="loss weights against class imbalance (inverse frequency)",
-    )
+    add_balance_args(g)
     g.add_argument("--clip-grad-norm", type=float, default=None)
     g.add_argument(
         "--box-loss",
@@ -264,6 +260,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.pretrained = normalize_pretrained(args.pretrained)
+    try:
+        args.balance = resolve_balance(args.balance, args.class_weights)
+    except BoneclsError as exc:
+        parser.error(str(exc))
     return args
 
 
@@ -347,7 +347,7 @@ def _announce(setup: RunSetup, parts: TrainingParts) -> None:
         f"World size {info.world_size} ({info.backend or 'serial'}, {info.device}, {torch.get_num_threads()} "
         f"thread(s)/rank), batch {args.batch_size}/rank = {global_batch} global, lr {parts.lr:.3g} "
         f"({'as given' if args.no_lr_scaling else f'{args.lr:g} x {global_batch}/{args.lr_base_batch}'}), "
-        f"{args.optimizer}, {args.scheduler}, amp {parts.amp_dtype}, "
+        f"{args.optimizer}, {args.scheduler}, amp {parts.amp_dtype}, balance {args.balance}, "
         f"strategy {args.strategy if info.distributed else '-'}."
     )
 
@@ -561,6 +561,7 @@ def _card_extra(setup: RunSetup, parts: TrainingParts) -> dict[str, Any]:
         "strategy": args.strategy if info.distributed else "serial",
         "epochs": args.epochs,
         "seed": args.seed,
+        "balance": args.balance,
         "pretrained": getattr(args, "pretrained_record", None),
         "init_from": args.init_from,
         "init_from_sha256": getattr(args, "init_from_sha256", None),

@@ -7,6 +7,12 @@ checked), feeds the split through the card's own preprocessing (its input size, 
 normalisation) and applies the card's temperature and thresholds, so the figures are exactly those
 the app and the CLI would produce on these images. ``train/evaluate.py`` is its command line
 (:func:`main`).
+
+``--external DATA`` is external validation: another site's prepared images (all of them; none was
+trained on) are scored the same way and the headline metrics with their 95% intervals are written
+into the card's ``test_metrics["external"][name]``, beside the internal test figures, with the data's
+name, size and dates (:func:`record_external`). Only ``card.json`` changes; the Models page shows
+internal and external figures side by side.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,7 @@ import numpy as np
 import torch
 
 from bonecls.errors import BoneclsError, DataError
+from bonecls.training.shards import ALL_SPLITS
 
 DESCRIPTION = (
     "Score installed model cards on a split of a prepared dataset (see bonecls/training/evaluation.py)."
@@ -37,11 +45,14 @@ def evaluate_card(
     threads: int | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Metrics of ``card`` (a card folder or installed id) on ``split`` of the prepared ``data_dir``.
+    """Metrics of ``card`` (a card folder or installed id) on ``split`` of the prepared ``data_dir``
+    (``split="all"``: every image of it).
 
     Returns the card's id and sha256, the split and the dataset fingerprint, the classification metrics
     of training's test report (accuracy, macro-F1, per class, confusion matrix, ROC-AUC, suspicion AUC),
-    the ECE and the sensitivity/specificity at the card's two thresholds. Raises ``DataError`` when the
+    the ECE, the sensitivity/specificity at the card's two thresholds, and ``headline``: every headline
+    metric with its 95% bootstrap interval, per image and per study where the data has studies
+    (:func:`bonecls.training.headline.headline_block`, as on the card). Raises ``DataError`` when the
     dataset's classes are not the card's (in name and order): scoring would be meaningless.
     """
     from torch.utils.data import DataLoader
@@ -49,6 +60,7 @@ def evaluate_card(
     from bonecls.training.augment import DevicePreprocess
     from bonecls.training.calibration import reliability
     from bonecls.training.engine import evaluate
+    from bonecls.training.headline import headline_block, thresholds_of
     from bonecls.training.metrics import (
         binary_rates,
         classification_metrics,
@@ -79,6 +91,7 @@ def evaluate_card(
     pos = is_positive(out.labels, c.class_names, c.positive_classes)
     metrics["at_negative_below"] = binary_rates(pos, score, c.thresholds.negative_below)
     metrics["at_positive_at"] = binary_rates(pos, score, c.thresholds.positive_at)
+    cuts = thresholds_of(c.thresholds.negative_below, c.thresholds.positive_at)
     return {
         "model": c.id,
         "sha256": c.sha256,
@@ -86,7 +99,64 @@ def evaluate_card(
         "split": split,
         "dataset_fingerprint": ds.index.get("fingerprint"),
         "metrics": metrics,
+        "headline": headline_block(
+            ds.index, split, out.labels, probs, c.class_names, c.positive_classes, cuts
+        ),
     }
+
+
+def external_entry(result: dict[str, Any], name: str) -> dict[str, Any]:
+    """What a card keeps of one external validation: which data (name, size, date prepared, fingerprint),
+    when it was scored, and the headline metrics with 95% intervals beside a few plain ones."""
+    from bonecls.prepare import load_index
+    from bonecls.training.headline import split_items
+
+    index = load_index(result["data"])
+    items = split_items(index, result["split"])
+    studies = {it.get("study") for it in items}
+    m = result["metrics"]
+    return {
+        "data": {
+            "name": name,
+            "path": str(Path(result["data"]).resolve()),
+            "source": index.get("source"),
+            "layout": index.get("layout"),
+            "images": len(items),
+            "positives": result["headline"]["image"]["n_positive"],
+            "studies": len(studies) if None not in studies else None,
+            "prepared": index.get("created"),
+            "fingerprint": result["dataset_fingerprint"],
+        },
+        "split": result["split"],
+        "scored": datetime.now(UTC).replace(microsecond=0).isoformat(),
+        "model_sha256": result["sha256"],
+        "headline": result["headline"],
+        "metrics": {k: m.get(k) for k in ("accuracy", "f1_macro", "roc_auc", "suspicion_auc", "ece")},
+    }
+
+
+def record_external(card: str | os.PathLike, result: dict[str, Any], name: str) -> Path:
+    """Write ``result`` into the card's ``test_metrics["external"][name]`` (replacing an earlier run on
+    data of that name) and return the ``card.json`` path. Only ``card.json`` changes: the weight file
+    and its sha256 are checked first and left as they are. Refuses the card's own training data, whose
+    figures are internal ones."""
+    from bonecls.weights import load_card, write_card
+
+    c, card_dir = load_card(card)
+    if c.sha256 != result["sha256"]:
+        raise DataError(f"Model '{c.id}' changed while it was being scored; score it again.")
+    trained_on = (c.extra or {}).get("dataset_fingerprint")
+    if trained_on and trained_on == result["dataset_fingerprint"]:
+        raise DataError(
+            f"{result['data']} is the dataset model '{c.id}' was trained on; external validation needs "
+            "another site's images (prepare them with train/prepare.py and pass that folder)."
+        )
+    metrics = dict(c.test_metrics or {})
+    external = dict(metrics.get("external") or {})
+    external[name] = external_entry(result, name)
+    metrics["external"] = external
+    c.test_metrics = metrics
+    return write_card(c, card_dir)
 
 
 def summary_line(result: dict[str, Any]) -> str:
@@ -108,9 +178,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--data", required=True, help="prepared dataset folder (train/prepare.py output)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data", help="prepared dataset folder (train/prepare.py output)")
+    where.add_argument(
+        "--external",
+        metavar="DATA",
+        help="another site's prepared dataset: score every image of it and write the metrics, with 95%% "
+        "intervals, into each card's card.json as external validation (weights untouched)",
+    )
+    p.add_argument("--name", help="--external: the data's name on the card; default: the folder name")
     p.add_argument("--card", required=True, nargs="+", help="card folder(s) or installed model id(s)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument(
+        "--split",
+        default=None,
+        choices=["train", "val", "test", ALL_SPLITS],
+        help="split to score; default test (--data) or all (--external)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", help="write every metric of every card to this file")
@@ -119,20 +202,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``train/evaluate.py``: one :func:`summary_line` per card; 2 when a card or the data is refused."""
+    """``train/evaluate.py``: one :func:`summary_line` per card and its headline with 95% intervals;
+    ``--external`` also records them on each card. 2 when a card or the data is refused."""
+    from bonecls.training.metrics import format_headline
+
     args = build_parser().parse_args(argv)
+    data = args.external or args.data
+    split = args.split or (ALL_SPLITS if args.external else "test")
+    name = args.name or Path(data).resolve().name
     results = []
     try:
         for card in args.card:
             r = evaluate_card(
                 card,
-                args.data,
-                split=args.split,
+                data,
+                split=split,
                 batch_size=args.batch_size,
                 threads=args.threads,
                 progress=not args.no_progress,
             )
             print(summary_line(r), flush=True)
+            block = r["headline"]
+            print(f"  95% CI: {format_headline(block['image'])}")
+            if block.get("study"):
+                print(f"  per study ({block['study_rule']}): {format_headline(block['study'])}")
+            if args.external:
+                path = record_external(card, r, name)
+                print(f"  Recorded external validation '{name}' in {path} (weights and sha256 unchanged).")
             results.append(r)
     except BoneclsError as exc:
         print(f"evaluate: {exc}", file=sys.stderr)

@@ -19,8 +19,9 @@ STUDY_RULE = "max"
 
 
 def split_items(index: dict, split: str) -> list[dict]:
-    """The index entries of ``split`` in dataset order (the order :class:`ShardDataset` reads)."""
-    return [it for it in index["items"] if it["split"] == split]
+    """The index entries of ``split`` (``"all"``: every one) in dataset order, the order
+    :class:`ShardDataset` reads."""
+    return [it for it in index["items"] if split == "all" or it["split"] == split]
 
 
 def headline_block(

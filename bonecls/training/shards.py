@@ -24,15 +24,20 @@ from torch.utils.data import Dataset, Sampler
 from bonecls.errors import DataError
 from bonecls.prepare import load_index
 
+#: The split name that reads every image of a prepared set (another site's data, none of it trained on).
+ALL_SPLITS = "all"
+
 
 class ShardDataset(Dataset):
+    """One split of a prepared dataset (or every image, with ``split=ALL_SPLITS``), in index order."""
+
     def __init__(self, data_dir: str | os.PathLike, split: str, index: dict | None = None):
         self.root = Path(data_dir)
         self.index = index if index is not None else load_index(self.root)
         self.split = split
         self.class_names: list[str] = list(self.index["class_names"])
         self.size: int = int(self.index["size"])
-        items = [it for it in self.index["items"] if it["split"] == split]
+        items = [it for it in self.index["items"] if split == ALL_SPLITS or it["split"] == split]
         if not items:
             raise DataError(f"The prepared dataset {self.root} has no '{split}' images.")
         self.items = items

@@ -64,6 +64,79 @@ def _metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+#: The headline metrics as the side-by-side table names them (bonecls.training.metrics.HEADLINE), and
+#: where a card written before headline blocks keeps the same figure without an interval.
+VALIDATION_ROWS = (
+    ("roc_auc", "ROC-AUC", ("roc_auc",)),
+    ("pr_auc", "PR-AUC", ()),
+    ("sensitivity_doubt", "Sensitivity at doubt", ("test_at_negative_below", "sensitivity")),
+    ("specificity_doubt", "Specificity at doubt", ("test_at_negative_below", "specificity")),
+    ("sensitivity_positive", "Sensitivity at positive", ("test_at_positive_at", "sensitivity")),
+    ("specificity_positive", "Specificity at positive", ("test_at_positive_at", "specificity")),
+    ("accuracy", "Accuracy", ("accuracy",)),
+    ("f1_macro", "Macro-F1", ("f1_macro",)),
+)
+NO_EXTERNAL = (
+    "No external validation yet: these figures come from a held-out split of the training source only. "
+    "Score another site's prepared images with `train/evaluate.py --external DATA --card {id}`."
+)
+
+
+def _with_interval(entry: dict[str, Any] | None) -> str:
+    """``0.912 (0.871-0.944)``; the value alone when there is no interval; a dash when undefined."""
+    if not entry or entry.get("value") is None:
+        return "—"
+    ci = entry.get("ci95")
+    return f"{entry['value']:.3f} ({ci[0]:.3f}–{ci[1]:.3f})" if ci else f"{entry['value']:.3f}"
+
+
+def _older_figure(metrics: dict[str, Any], path: tuple[str, ...]) -> str:
+    """A figure from a card written before headline blocks (no interval), or a dash."""
+    value: Any = metrics
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return f"{value:.3f} (no CI)" if path and isinstance(value, int | float) else "—"
+
+
+def validation_table(metrics: dict[str, Any]) -> list[dict[str, str]]:
+    """Rows of headline metrics; a column for the internal test split and one per external data set,
+    each ``value (95% CI)``, with the images (positives) each column counts in its first row."""
+    internal = (metrics.get("headline") or {}).get("image")
+    columns: dict[str, dict[str, Any] | None] = {"Internal test": internal}
+    for name, ext in (metrics.get("external") or {}).items():
+        columns[f"External: {name}"] = (ext.get("headline") or {}).get("image")
+    rows = [
+        {
+            "metric": "Images (positives)",
+            **{
+                col: f"{block['n']} ({block['n_positive']})" if block else str(metrics.get("n", "—"))
+                for col, block in columns.items()
+            },
+        }
+    ]
+    for key, label, older in VALIDATION_ROWS:
+        row = {"metric": label}
+        for col, block in columns.items():
+            row[col] = _with_interval(block.get(key)) if block else _older_figure(metrics, older)
+        rows.append(row)
+    return rows
+
+
+def _validation(card_id: str, metrics: dict[str, Any]) -> None:
+    """Internal and external validation side by side, or the sentence saying there is no external one."""
+    st.markdown("**Internal and external validation** (95% bootstrap intervals)")
+    st.dataframe(validation_table(metrics), hide_index=True, width="content")
+    external = metrics.get("external") or {}
+    if not external:
+        st.caption(NO_EXTERNAL.format(id=card_id))
+    for name, ext in external.items():
+        d = ext.get("data") or {}
+        st.caption(
+            f"External '{name}': {d.get('images')} images from {d.get('source') or d.get('path')} "
+            f"({d.get('layout')} layout), prepared {d.get('prepared')}, scored {ext.get('scored')}."
+        )
+
+
 def _model_card(entry: services.ModelEntry, expanded: bool = True) -> None:
     """One card in an expander: task, classes, thresholds, provenance, metrics table and charts."""
     card = entry.card
@@ -91,6 +164,8 @@ def _model_card(entry: services.ModelEntry, expanded: bool = True) -> None:
             st.markdown(f"**Trained with** `{card.command}`")
         metrics = dict(card.test_metrics or {})
         rows = _metric_rows(metrics)
+        if rows or metrics.get("headline") or metrics.get("external"):
+            _validation(card.id, metrics)
         if rows:
             st.markdown("**Test metrics**")
             st.dataframe(rows, hide_index=True, width="content")

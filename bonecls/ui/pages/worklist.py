@@ -167,6 +167,14 @@ def _worklist_table(rows: list[Any], store: Any, entry: services.ModelEntry) -> 
     st.caption("Select a row to open it in its reading page.")
 
 
+def _study_answer(row: Any) -> str:
+    """``Positive — 0.83, highest of 3 views``; empty without a study or when none of its views read."""
+    if row.study_text is None:
+        return ""
+    views = f"highest of {row.study_images} views" if row.study_images > 1 else "its only view read"
+    return f"{row.study_text} — {row.study_suspicion:.2f}, {views}"
+
+
 def _group_table(
     rows: list[Any], store: Any, entry: services.ModelEntry, *, with_image: bool, key: str
 ) -> None:
@@ -188,6 +196,8 @@ def _group_table(
             suspicion=row.suspicion,
             note=row.note,
         )
+        if any(r.study for r in rows):  # files with a study key: the study's answer beside each view
+            record.update(study=row.study or "", study_answer=_study_answer(row))
         table.append(record)
     frame = pd.DataFrame(table)
     styled = frame.style.map(_status_style, subset=["status"])
@@ -207,6 +217,10 @@ def _group_table(
                 "Suspicion", min_value=0.0, max_value=1.0, format="%.2f"
             ),
             "note": st.column_config.TextColumn("Note / error", width="large"),
+            "study": st.column_config.TextColumn("Study"),
+            "study_answer": st.column_config.TextColumn(
+                "Study answer", help="The study's most suspicious readable view decides (the cards' rule)"
+            ),
         },
         on_select="rerun",
         selection_mode="single-row",
