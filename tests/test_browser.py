@@ -144,6 +144,12 @@ def test_upload_dicom_and_read_it_in_chromium(server: tuple[str, Path]) -> None:
 
             page.locator("input[type=file]").set_input_files(str(first))
             page.wait_for_selector("text=Images in this session (1 readable)", timeout=60_000)
+            # the uploader's chip shows the whole file name (Streamlit cuts it to 20 characters)
+            chip = page.evaluate(
+                "() => getComputedStyle(document.querySelector('[data-testid=stFileChipName]'), '::after')"
+                ".content"
+            )
+            assert first.name in chip, chip
             page.get_by_role("button", name="Fracture", exact=True).first.click()
             timings["first_image_cold_s"] = _wait_answer(page)
             page.wait_for_timeout(800)  # let plotly finish painting before the screenshot

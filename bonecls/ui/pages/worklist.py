@@ -181,13 +181,10 @@ def _group_table(
             record["image"] = (
                 figures.image_data_uri(services.thumbnail(item.radiograph), max_side=96)[0] if ok else ""
             )
-        record.update(
-            file=row.file,
-            status=row.status_text,
-            label=(row.label or "").replace("_", " "),
-            suspicion=row.suspicion,
-            note=row.note,
-        )
+        record.update(file=row.file or "", status=row.status_text or "")
+        if with_image:  # an unreadable file has no label or score: its row is the file and the reason
+            record.update(label=(row.label or "").replace("_", " "), suspicion=row.suspicion)
+        record["note"] = row.note or ""  # never "None" in a cell
         table.append(record)
     frame = pd.DataFrame(table)
     styled = frame.style.map(_status_style, subset=["status"])
