@@ -410,6 +410,8 @@ def test_worklist_ranks_by_suspicion_with_errors_in_place_and_exports(env: Path)
     assert susp == sorted(susp, reverse=True)
     assert unreadable["file"].iloc[0] == "bad.txt" and unreadable["status"].iloc[0] == "unreadable"
     assert "text file" in unreadable["note"].iloc[0] and "image" not in unreadable.columns  # no "None" image
+    assert "suspicion" not in unreadable.columns and "label" not in unreadable.columns  # nothing to score
+    assert not ranked.drop(columns=["suspicion"]).isna().any().any()  # no "None" in a text cell
     assert all(str(s).startswith("data:image/png;base64,") for s in ranked["image"])
     assert "Unreadable files" in markdown(at) and "ranked by suspicion" in markdown(at)
     table = pd.concat([ranked, unreadable])

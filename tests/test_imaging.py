@@ -682,3 +682,71 @@ def test_encode_png_is_lossless_for_grey_and_rgb() -> None:
 def test_encode_png_refuses_other_shapes(shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="grey or RGB"):
         imaging.encode_png(np.zeros(shape, dtype=np.uint8))
+
+
+# --------------------------------------------------------------------------------------------------
+# large images: reduced as they are decoded, the original size recorded
+# --------------------------------------------------------------------------------------------------
+
+KEEP_100 = Limits(max_kept_pixels=100 * 100)  # a 400×320 pattern is reduced by 4 to 100×80
+
+
+def _blocks(arr: np.ndarray, factor: int) -> np.ndarray:
+    h, w = arr.shape[0] // factor, arr.shape[1] // factor
+    return arr[: h * factor, : w * factor].reshape(h, factor, w, factor).mean(axis=(1, 3))
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "bits"),
+    [
+        ("8-bit PNG", make_png(pattern(320, 400)), 8),
+        ("16-bit PNG", make_png(pattern(320, 400, bits=16), bits=16), 16),
+        ("16-bit TIFF", make_tiff(pattern(320, 400, bits=16)), 16),
+        ("palette PNG", make_png(pattern(320, 400), palette=True), 8),
+        ("JPEG", make_jpeg(pattern(320, 400)), 8),
+        ("DICOM", make_dicom(pattern(320, 400, bits=16), bits_stored=16), 16),
+    ],
+)
+def test_a_large_image_is_kept_reduced_with_its_original_size(name: str, data: bytes, bits: int) -> None:
+    full = load_radiograph(data)
+    rg = load_radiograph(data, limits=KEEP_100)
+    assert rg.raw.shape == rg.pixels.shape == (80, 100), name
+    assert rg.original_size == full.original_size == (320, 400)
+    assert rg.bit_depth == full.bit_depth
+    assert any("400×320 pixels; it is kept and shown at 100×80" in w for w in rg.warnings)
+    assert not any("kept and shown" in w for w in full.warnings)
+    # block means of what the full-size decoder reads (JPEG: decoded at 1/4 scale from its DCT)
+    tolerance = 0.02 * 2**bits if name == "JPEG" else 0.51 + 0.001 * 2**bits
+    assert np.abs(rg.raw - _blocks(full.raw, 4)).max() <= tolerance, name
+
+
+def test_a_reduced_dicom_scales_its_pixel_spacing() -> None:
+    rg = load_radiograph(make_dicom(pattern(320, 400, bits=16), bits_stored=16), limits=KEEP_100)
+    assert rg.pixel_spacing == pytest.approx((0.6, 0.6))  # 0.15 mm × 4
+
+
+def test_a_reduced_image_keeps_its_exif_orientation() -> None:
+    data = make_jpeg(pattern(320, 400), exif_orientation=6)  # stored landscape, shown rotated 90°
+    full, rg = load_radiograph(data), load_radiograph(data, limits=KEEP_100)
+    assert full.raw.shape == (400, 320) and rg.raw.shape == (100, 80)
+
+
+def test_an_8000_pixel_png_decodes_within_a_bounded_memory() -> None:
+    """The issue's 8000×8000 upload: every float copy is made at 2667×2667 (28 MB), not 8000×8000
+    (256 MB each, several of them: 3.2 GB in the app). tracemalloc sees numpy's arrays."""
+    import tracemalloc
+
+    ramp = np.linspace(0, 255, 8000, dtype=np.float32)
+    grey = (ramp[None, :] * 0.5 + ramp[:, None] * 0.5).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(grey).save(buf, format="PNG", compress_level=1)
+    data = buf.getvalue()
+    del grey
+    tracemalloc.start()
+    try:
+        rg = load_radiograph(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rg.raw.shape == (2667, 2667) and rg.original_size == (8000, 8000)  # reduced by 3
+    assert peak < 160 * 2**20, f"peak {peak / 2**20:.0f} MB"  # raw + pixels: 57 MB; full size: > 512

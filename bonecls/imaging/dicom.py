@@ -32,11 +32,19 @@ from bonecls.imaging.limits import (
     WARN_BAD_RESCALE,
     WARN_BAD_WINDOW,
     WARN_PADDING,
+    WARN_REDUCED,
     WARN_WIDE_WINDOW,
     Limits,
     check_size,
+    reduce_factor,
 )
-from bonecls.imaging.radiograph import Decoded, data_window, rgb_to_gray, window_wider_than_data
+from bonecls.imaging.radiograph import (
+    Decoded,
+    data_window,
+    rgb_to_gray,
+    shrink_array,
+    window_wider_than_data,
+)
 
 _TS_NAMES = {
     "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
@@ -164,6 +172,13 @@ def _dicom_to_decoded(ds: pydicom.Dataset, limits: Limits) -> Decoded:
     safe_photometric = photometric if _CS_RE.match(photometric) else "UNKNOWN"
     if photometric == "PALETTE COLOR":
         arr = apply_color_lut(arr, ds)
+    factor = reduce_factor(columns, rows, limits)
+    if factor > 1:  # block means of stored values: rescale is linear, so this commutes with it
+        arr = shrink_array(arr, factor)
+        warnings.append(WARN_REDUCED.format(w=columns, h=rows, kw=arr.shape[1], kh=arr.shape[0]))
+        if meta["pixel_spacing"] is not None:
+            row_mm, col_mm = meta["pixel_spacing"]
+            meta["pixel_spacing"] = (row_mm * rows / arr.shape[0], col_mm * columns / arr.shape[1])
     if arr.ndim == 3:
         if arr.shape[2] != 3:
             raise ImageError(MSG_UNSUPPORTED_LAYOUT)

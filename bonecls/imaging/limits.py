@@ -8,6 +8,7 @@ file declaring billions of pixels) is refused in microseconds instead of exhaust
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 import zlib
@@ -58,6 +59,10 @@ WARN_WIDE_WINDOW = (
 WARN_BAD_LUT = "The DICOM VOI LUT is invalid and was ignored; the window or full range is shown."
 WARN_BAD_RESCALE = "The DICOM rescale slope/intercept is invalid and was ignored."
 WARN_PADDING = "The DICOM pixel data has {n} bytes of padding after the image; they were ignored."
+WARN_REDUCED = (
+    "The image is {w}×{h} pixels; it is kept and shown at {kw}×{kh} to stay within the app's memory "
+    "(the models read 256 pixels or fewer, and the size stated everywhere is the original's)."
+)
 
 # Exceptions that decoders (Pillow, pydicom, pylibjpeg, zlib, struct) raise on hostile or damaged
 # input. They are converted into ImageError at the decoding boundary; nothing else is caught.
@@ -89,9 +94,14 @@ class Limits:
     max_bytes: int = 256 * 2**20  # upload size cap
     max_pixels: int = 100_000_000  # rows*cols cap (decompression bombs)
     max_side: int = 65_535
+    #: above this many pixels an image is not refused but reduced by a whole factor as it is decoded
+    #: (an 8000×8000 upload is kept at 2667×2667; 3000×2500 films are kept as they are): every model
+    #: reads 256 px or fewer and the viewer shows at most 1024, while each float32 copy of 64 M pixels
+    #: is 256 MB. At 4096² the app still peaked at 1.94 GB with an 8000² upload (BENCHMARKS.md).
+    max_kept_pixels: int = 3072 * 3072
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_pixels", "max_side"):
+        for name in ("max_bytes", "max_pixels", "max_side", "max_kept_pixels"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Limits.{name} must be a positive integer, not {value!r}.")
@@ -112,6 +122,14 @@ def check_size(width: int, height: int, limits: Limits) -> None:
         raise ImageError(
             f"Image is {width}×{height} pixels; a side is above the limit of {limits.max_side:,} pixels."
         )
+
+
+def reduce_factor(width: int, height: int, limits: Limits) -> int:
+    """The whole factor that brings ``width × height`` within ``limits.max_kept_pixels`` (1: keep as is)."""
+    pixels = width * height
+    if pixels <= limits.max_kept_pixels:
+        return 1
+    return math.ceil(math.sqrt(pixels / limits.max_kept_pixels))
 
 
 def decompression_bomb_message(exc: BaseException, size: tuple[int, int] | None, limits: Limits) -> str:

@@ -14,7 +14,6 @@ from PIL import (
     BmpImagePlugin,
     GifImagePlugin,
     Image,
-    ImageOps,
     JpegImagePlugin,
     PngImagePlugin,
     TiffImagePlugin,
@@ -26,12 +25,14 @@ from bonecls.imaging.limits import (
     MSG_DAMAGED,
     MSG_UNSUPPORTED_LAYOUT,
     WARN_EXIF,
+    WARN_REDUCED,
     WARN_TRANSPARENT,
     Limits,
     check_size,
     decompression_bomb_message,
+    reduce_factor,
 )
-from bonecls.imaging.radiograph import Decoded, rgb_to_gray
+from bonecls.imaging.radiograph import Decoded, rgb_to_gray, shrink_array
 
 try:  # WebP support is optional in Pillow builds.
     from PIL import WebPImagePlugin
@@ -51,6 +52,17 @@ _PIL_FACTORIES = {
 }
 if WebPImagePlugin is not None:
     _PIL_FACTORIES["webp"] = WebPImagePlugin.WebPImageFile
+
+#: EXIF orientation tag value -> the transpose that shows the image upright (as ImageOps.exif_transpose)
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 _MULTI_FRAME_LABEL = {
     "tiff": ("Multi-page TIFF", "page"),
@@ -75,6 +87,10 @@ def decode_pil(data: bytes, fmt: str, limits: Limits) -> Decoded:
         img = factory(io.BytesIO(data))
         width, height = img.size
         check_size(width, height, limits)
+        if fmt == "jpeg" and reduce_factor(width, height, limits) > 1:
+            # JPEG decodes at 1/2, 1/4 or 1/8 scale from its DCT coefficients: the full image never exists
+            factor = reduce_factor(width, height, limits)
+            img.draft(img.mode, (-(-width // factor), -(-height // factor)))
         img.load()
     except Image.DecompressionBombError as exc:
         raise ImageError(
@@ -85,10 +101,21 @@ def decode_pil(data: bytes, fmt: str, limits: Limits) -> Decoded:
     except DECODER_ERRORS as exc:
         raise ImageError(MSG_DAMAGED) from exc
     warnings: list[str] = []
-    oriented = img
+    frames = None
     try:
-        if img.getexif().get(0x0112, 1) in range(2, 9):  # transposing copies: only when needed
-            oriented = ImageOps.exif_transpose(img) or img
+        kept = _shrink(img, reduce_factor(*img.size, limits))
+        orientation = img.getexif().get(0x0112, 1)
+    except DECODER_ERRORS as exc:
+        raise ImageError(MSG_DAMAGED) from exc
+    if kept is not img:  # count frames now and free the full-size pixels before any float copy
+        frames = _frame_count(img, fmt, data)
+        img.close()
+    if kept.size != (width, height):  # reduced here, or already by the JPEG decoder's draft
+        warnings.append(WARN_REDUCED.format(w=width, h=height, kw=kept.width, kh=kept.height))
+    oriented = kept
+    try:
+        if orientation in range(2, 9):  # transposing copies: only when needed
+            oriented = kept.transpose(_EXIF_TRANSPOSE[orientation])
     except DECODER_ERRORS:
         warnings.append(WARN_EXIF)
     try:
@@ -98,7 +125,7 @@ def decode_pil(data: bytes, fmt: str, limits: Limits) -> Decoded:
     except DECODER_ERRORS as exc:
         raise ImageError(MSG_DAMAGED) from exc
     decoded.original_size = (height, width)
-    frames = _frame_count(img, fmt, data)
+    frames = frames if frames is not None else _frame_count(img, fmt, data)
     if frames > 1:
         label, unit = _MULTI_FRAME_LABEL.get(fmt, (f"Multi-frame {fmt.upper()}", "frame"))
         total = f"more than {_MAX_FRAMES_COUNTED}" if frames > _MAX_FRAMES_COUNTED else str(frames)
@@ -107,6 +134,31 @@ def decode_pil(data: bytes, fmt: str, limits: Limits) -> Decoded:
 
 
 _MAX_FRAMES_COUNTED = 1000
+_REDUCIBLE_MODES = frozenset({"L", "LA", "La", "I", "F", "RGB", "RGBA", "RGBa", "CMYK", "YCbCr"})
+
+
+def _shrink(img: Image.Image, factor: int) -> Image.Image:
+    """``img`` reduced by a whole ``factor`` (block means), before any float copy of it is made.
+
+    Why here and not after the conversion to float32: an 8000×8000 grey PNG is 64 MB as Pillow holds
+    it but 256 MB per float32 copy, and the decoder makes several. Pillow's ``reduce`` averages
+    ``factor × factor`` blocks for most modes; 16-bit grey goes through a box resize (the same block
+    mean); palette and 1-bit images are converted first.
+    """
+    if factor <= 1:
+        return img
+    if img.mode in _REDUCIBLE_MODES:
+        return img.reduce(factor)
+    if img.mode in ("I;16", "I;16L"):  # Pillow's box filter averages little-endian 16-bit exactly
+        return img.resize((-(-img.width // factor), -(-img.height // factor)), Image.Resampling.BOX)
+    if img.mode in ("I;16B", "I;16N"):  # ... but not big-endian: OpenCV's area resize, native order
+        return Image.fromarray(shrink_array(np.asarray(img).astype(np.uint16), factor))
+    if img.mode == "P":
+        has_alpha = "transparency" in img.info
+        return img.convert("RGBA" if has_alpha else "RGB").reduce(factor)
+    if img.mode == "1":
+        return img.convert("L").reduce(factor)
+    return img.convert("I").reduce(factor)  # I;16S and other signed 16-bit layouts
 
 
 def _frame_count(img: Image.Image, fmt: str, data: bytes) -> int:

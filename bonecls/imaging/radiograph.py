@@ -243,6 +243,22 @@ def encode_png(image: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def shrink_array(arr: np.ndarray, factor: int) -> np.ndarray:
+    """(H, W) or (H, W, 3) ``arr`` reduced by a whole ``factor``: the mean of each ``factor × factor``
+    block (OpenCV's area resize), in the array's own type where OpenCV keeps it (8/16-bit, float),
+    so no full-size float copy is made of a large integer image."""
+    import cv2
+
+    if factor <= 1:
+        return arr
+    h, w = arr.shape[:2]
+    size = (-(-w // factor), -(-h // factor))
+    src = np.ascontiguousarray(arr)
+    if src.dtype not in (np.uint8, np.uint16, np.int16, np.float32, np.float64) or not src.dtype.isnative:
+        src = src.astype(np.float32)
+    return np.asarray(cv2.resize(src, size, interpolation=cv2.INTER_AREA))
+
+
 def finish_radiograph(d: Decoded, fmt: str, digest: str) -> Radiograph:
     """The frozen Radiograph for a decoder's output: validate values, render pixels, add the warnings
     every format shares (no contrast, small, odd shape, colour), make the arrays read-only."""

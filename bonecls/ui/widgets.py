@@ -81,9 +81,22 @@ def plot(fig: Any, key: str) -> None:
     st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG, width="stretch")
 
 
+#: Streamlit 1.67 cuts each uploaded file's chip name to 20 characters in JavaScript ("patient...m-pacs.dcm")
+#: and keeps the full name only in the chip's ``title``: show that instead, wrapped (a CSS override on
+#: Streamlit's own data-testid; without it the chips fall back to Streamlit's short names)
+_FULL_CHIP_NAMES = """<style>
+[data-testid="stFileChipName"] { font-size: 0 !important; white-space: normal !important; }
+[data-testid="stFileChipName"]::after {
+  content: attr(title); font-size: 0.875rem; line-height: 1.3; overflow-wrap: anywhere;
+}
+[data-testid="stFileChip"] { max-width: 100%; height: auto; }
+</style>"""
+
+
 def uploader(key: str) -> list[UploadResult]:
     """Drag & drop many files; every file goes through :func:`ingest_uploads` (bytes sniffed, never MIME)."""
     store = get_store()
+    st.html(_FULL_CHIP_NAMES)
     files = st.file_uploader(
         "Drop radiographs here: PNG, JPEG, TIFF, BMP or DICOM (with or without the .dcm extension)",
         type=None,

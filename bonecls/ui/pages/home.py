@@ -14,6 +14,9 @@ from bonecls.ui.widgets import AUDITED_KEY, PAGES, TASK_TITLES, image_notes, pag
 @page_view
 def home_page() -> None:
     """Upload or try an example, then the list of this session's images with links to the readers."""
+    target = st.session_state.pop(OPEN_PAGE_KEY, None)
+    if target in PAGES:  # a reading page's button was clicked: go there before drawing this page again
+        st.switch_page(PAGES[target])
     st.title("bonecls — X-ray reading aid")
     st.markdown(
         "Upload radiographs (or try an example), then open a reading page: **Fracture**, "
@@ -58,6 +61,22 @@ def _examples_row(store: Any) -> None:
             st.switch_page(PAGES["worklist"])
 
 
+#: session-state key of the reading page a row's button asked for (read first thing by the next run)
+OPEN_PAGE_KEY = "bonecls_open_page"
+
+
+def _request_open(sha256: str, page: str) -> None:
+    """A row's button callback: select the image and ask the next run for its reading page.
+
+    Why a callback: with ``if st.button(...): st.switch_page(...)`` the click first re-drew the whole
+    Home page (every row's thumbnail and buttons) down to the clicked row, about 1.8 s of the 2.8 s
+    from click to overlay on a loaded 2-core machine (BENCHMARKS.md, the app); the callback runs
+    before the script, which then switches at its first line.
+    """
+    get_store().selected = sha256
+    st.session_state[OPEN_PAGE_KEY] = page
+
+
 def _open_links(item: UploadResult) -> None:
     """One button per reading page; it selects this image and opens the page."""
     cols = st.columns(4)
@@ -71,9 +90,14 @@ def _open_links(item: UploadResult) -> None:
         strict=False,
     ):
         with col:
-            if st.button(label, key=f"open_{page}_{item.sha256[:16]}", icon=icon, width="stretch"):
-                get_store().selected = item.sha256
-                st.switch_page(PAGES[page])
+            st.button(
+                label,
+                key=f"open_{page}_{item.sha256[:16]}",
+                icon=icon,
+                width="stretch",
+                on_click=_request_open,
+                args=(item.sha256, page),
+            )
 
 
 def _uploaded_list(store: Any) -> None:

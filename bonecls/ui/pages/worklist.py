@@ -189,13 +189,10 @@ def _group_table(
             record["image"] = (
                 figures.image_data_uri(services.thumbnail(item.radiograph), max_side=96)[0] if ok else ""
             )
-        record.update(
-            file=row.file,
-            status=row.status_text,
-            label=(row.label or "").replace("_", " "),
-            suspicion=row.suspicion,
-            note=row.note,
-        )
+        record.update(file=row.file or "", status=row.status_text or "")
+        if with_image:  # an unreadable file has no label or score: its row is the file and the reason
+            record.update(label=(row.label or "").replace("_", " "), suspicion=row.suspicion)
+        record["note"] = row.note or ""  # never "None" in a cell
         if any(r.study for r in rows):  # files with a study key: the study's answer beside each view
             record.update(study=row.study or "", study_answer=_study_answer(row))
         table.append(record)
