@@ -19,7 +19,6 @@ __all__ = ["CamResult", "Explanation", "Prediction", "Status", "status_for"]
 Status = Literal["positive", "uncertain", "negative"]
 
 
-
 @dataclass(frozen=True)
 class Prediction:
     probabilities: dict[str, float]
