@@ -91,11 +91,21 @@ class SweepReport:
     failed: int = 0
     duplicates: int = 0
     seconds: float = 0.0
+    #: seconds from the start to the first image written (the cluster's start and the models' load)
+    first_image_s: float | None = None
 
     @property
     def images_per_second(self) -> float:
         done = self.scored + self.not_read
         return done / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_images_per_second(self) -> float | None:
+        """Images per second once the first was written: the rate without the cluster's start."""
+        done = self.scored + self.not_read
+        if self.first_image_s is None or done < 2 or self.seconds <= self.first_image_s:
+            return None
+        return (done - 1) / (self.seconds - self.first_image_s)
 
 
 # -- the models, once per worker ------------------------------------------------------------------
@@ -401,17 +411,19 @@ def run_sweep(
             running.add(client.submit(score_item, item, target, pure=False))
             in_flight += 1
             while in_flight >= limit:
-                _collect(next(running), table, report, bar)
+                _collect(next(running), table, report, bar, started)
                 in_flight -= 1
         for future in running:
-            _collect(future, table, report, bar)
+            _collect(future, table, report, bar, started)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _collect(future: Any, table: ResultTable, report: SweepReport, bar: Any) -> None:
+def _collect(future: Any, table: ResultTable, report: SweepReport, bar: Any, started: float) -> None:
     """Write one finished image's rows (or count its failure: no row, so a resumed sweep retries it)."""
     bar.update(1)
+    if report.first_image_s is None:
+        report.first_image_s = time.perf_counter() - started
     if future.status != "finished":
         exc = future.exception()
         report.failed += 1
