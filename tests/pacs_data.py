@@ -22,7 +22,10 @@ def phantom_study(
     body_part: str = "CHEST",
     size: int = 256,
 ) -> list[Dataset]:
-    """``n`` phantom chest films (``size`` px, DX) made into one study (one series), saved in ``out``."""
+    """``n`` phantom chest films (``size`` px, DX) made into one study (one series), saved in ``out``.
+
+    The UIDs follow from ``seed`` and ``n``: tests sharing the session's Orthanc use distinct seeds (a
+    study stored twice keeps its first instances, and so its first accession number)."""
     from bonecls.phantom.writers import write_dataset
 
     root = write_dataset("pneumonia", "rsna", out / "render", n, size=size, seed=seed, progress=False)

@@ -64,7 +64,7 @@ def _button(at: AppTest, label: str):
 
 
 def test_pacs_page_searches_reads_and_stores_back(env: Path, tmp_path: Path) -> None:
-    study = phantom_study(tmp_path / "study", 2, seed=41, accession=ACCESSION)
+    study = phantom_study(tmp_path / "study", 2, seed=71, accession=ACCESSION)
     client = dicomweb.connect()
     dicomweb.store(client, study)
     uid = str(study[0].StudyInstanceUID)

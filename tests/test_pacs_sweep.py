@@ -34,7 +34,7 @@ def mixed_folder(tmp_path: Path) -> Path:
     under a sub-folder too; file names that carry the fake patient name (they must not reach the table)."""
     folder = tmp_path / "archive"
     (folder / "sub").mkdir(parents=True)
-    for index, ds in enumerate(phantom_study(tmp_path / "src", 4, seed=31, accession=ACCESSION)):
+    for index, ds in enumerate(phantom_study(tmp_path / "src", 4, seed=51, accession=ACCESSION)):
         ds.save_as(folder / ("sub" if index % 2 else ".") / f"PHANTOM_SYNTHETIC_{index}.dcm")
     for seed in (1, 2):
         grey = (radiograph_like(128, seed) >> 8).astype(np.uint8)
@@ -145,7 +145,7 @@ def pacs_env(orthanc, monkeypatch: pytest.MonkeyPatch):
 def test_dicomweb_sweep_stores_the_sr_back_and_resumes(
     pacs_env, tiny_card_dir: Path, tmp_path: Path, capsys
 ) -> None:
-    datasets = phantom_study(tmp_path / "study", 2, seed=32, accession="ACC-SWEEP-DW")
+    datasets = phantom_study(tmp_path / "study", 2, seed=61, accession="ACC-SWEEP-DW")
     client = dicomweb.connect()
     dicomweb.store(client, datasets)
     study = str(datasets[0].StudyInstanceUID)
