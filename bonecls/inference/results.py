@@ -19,6 +19,7 @@ __all__ = ["CamResult", "Explanation", "Prediction", "Status", "status_for"]
 Status = Literal["positive", "uncertain", "negative"]
 
 
+
 @dataclass(frozen=True)
 class Prediction:
     probabilities: dict[str, float]
