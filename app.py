@@ -22,6 +22,7 @@ pages = {
         st.Page("pages/threeclass.py", title="Fracture severity", icon=":material/stacked_bar_chart:"),
         st.Page("pages/pneumonia.py", title="Pneumonia", icon=":material/pulmonology:"),
         st.Page("pages/worklist.py", title="Worklist", icon=":material/format_list_numbered:"),
+        st.Page("pages/pacs.py", title="PACS", icon=":material/dns:"),
     ],
     "About": [st.Page("pages/models.py", title="Models & audit", icon=":material/inventory_2:")],
 }

@@ -20,11 +20,15 @@ def phantom_study(
     study_date: str = "20240315",
     accession: str = "ACC0001",
     body_part: str = "CHEST",
+    size: int = 256,
 ) -> list[Dataset]:
-    """``n`` phantom chest radiographs (256 px, DX) made into one study (one series), saved in ``out``."""
+    """``n`` phantom chest films (``size`` px, DX) made into one study (one series), saved in ``out``.
+
+    The UIDs follow from ``seed`` and ``n``: tests sharing the session's Orthanc use distinct seeds (a
+    study stored twice keeps its first instances, and so its first accession number)."""
     from bonecls.phantom.writers import write_dataset
 
-    root = write_dataset("pneumonia", "rsna", out / "render", n, size=256, seed=seed, progress=False)
+    root = write_dataset("pneumonia", "rsna", out / "render", n, size=size, seed=seed, progress=False)
     study_uid = generate_uid(entropy_srcs=["pacs-test-study", str(seed), str(n)])
     series_uid = generate_uid(entropy_srcs=["pacs-test-series", str(seed), str(n)])
     datasets = []

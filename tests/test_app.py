@@ -34,6 +34,7 @@ PAGES = [
     "pages/pneumonia.py",
     "pages/models.py",
     "pages/worklist.py",
+    "pages/pacs.py",
 ]
 STATUS_WORDS = ("positive", "doubt — review", "negative")
 

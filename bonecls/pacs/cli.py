@@ -31,12 +31,7 @@ def add_parsers(subparsers) -> None:
 
     search = actions.add_parser("search", help="find studies (QIDO-RS)")
     _url_option(search)
-    search.add_argument("--from", dest="date_from", metavar="DATE", help="study date from (YYYY-MM-DD)")
-    search.add_argument("--to", dest="date_to", metavar="DATE", help="study date to (YYYY-MM-DD)")
-    search.add_argument("--modality", help="e.g. CR, DX")
-    search.add_argument("--body-part", help="BodyPartExamined, e.g. CHEST")
-    search.add_argument("--accession", help="accession number")
-    search.add_argument("--limit", type=int, default=100, help="at most this many studies (default 100)")
+    _search_options(search, limit=100)
     search.add_argument("--json", action="store_true", help="one JSON object per study")
     search.set_defaults(func=_cmd_search)
 
@@ -61,6 +56,31 @@ def add_parsers(subparsers) -> None:
     _model_options(listen)
     _send_options(listen, store_back=False)
     listen.set_defaults(func=_cmd_listen)
+
+    sweep = subparsers.add_parser(
+        "sweep",
+        help="score a folder or a DICOMweb search on a Dask cluster into a resumable result table",
+        description="One row per image and model in --out (SQLite; rerun the same command to resume: "
+        "rows already there are skipped). No patient data in the table. Research use only, not for "
+        "diagnostic use.",
+    )
+    sweep.add_argument("folder", nargs="?", help="a folder of DICOM / PNG / JPEG files (recursive)")
+    sweep.add_argument(
+        "--dicomweb", action="store_true", help="sweep what a DICOMweb search finds instead of a folder"
+    )
+    _url_option(sweep)
+    _search_options(sweep, limit=1_000_000)
+    sweep.add_argument("--out", required=True, help="the result table (SQLite), created or resumed")
+    sweep.add_argument("--csv", metavar="FILE", help="also export the whole table as CSV at the end")
+    sweep.add_argument("--workers", type=int, default=2, help="LocalCluster workers (default 2)")
+    sweep.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, tcp://HOST:8786")
+    sweep.add_argument(
+        "--in-process", action="store_true", help="LocalCluster workers as threads of this process"
+    )
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _model_options(sweep)
+    _send_options(sweep, store_back=True)
+    sweep.set_defaults(func=_cmd_sweep)
 
 
 def _cmd_listen(args: argparse.Namespace) -> int:
@@ -90,6 +110,94 @@ def _cmd_listen(args: argparse.Namespace) -> int:
         return serve(node)
     except BoneclsError as exc:
         return _fail(exc)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bonecls.pacs import sweep
+    from bonecls.pacs.dicomweb import server_url
+    from bonecls.pacs.sweep_table import ResultTable
+
+    if bool(args.folder) == bool(args.dicomweb):
+        print(
+            "error: give a folder to sweep, or --dicomweb (with search filters), not both.", file=sys.stderr
+        )
+        return 2
+    if args.store and args.send:
+        print("error: a sweep sends its results to one place: --store or --send DEST.", file=sys.stderr)
+        return 2
+    try:
+        destination = server_url(args.url) if args.store else args.send
+        models = sweep.selected_models(args.model, args.task)
+        table = ResultTable(args.out)
+        url = server_url(args.url) if args.dicomweb else None
+        if args.dicomweb:
+            items, total = _dicomweb_sweep_items(args)
+        else:
+            journal = [Path(f"{table.path}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
+            files = sweep.folder_files(args.folder, exclude=journal)
+            items, total = sweep.folder_items(files), len(files)
+        target = sweep.SweepTarget(
+            dicomweb_url=url,
+            destination=destination,
+            secondary_captures=not args.no_sc,
+            research=args.research_destination,
+            calling_aet=args.calling_aet,
+        )
+        report = sweep.run_sweep(
+            items,
+            table,
+            models,
+            target,
+            total=total,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            processes=not args.in_process,
+            progress=not args.no_progress,
+        )
+    except BoneclsError as exc:
+        return _fail(exc)
+    if args.csv:
+        table.export_csv(args.csv)
+    print(
+        f"sweep: {report.scored} image(s) scored, {report.not_read} not read, {report.already_done} already "
+        f"in the table, {report.duplicates} duplicate file(s), {report.failed} failed (retried next run); "
+        f"{report.images_per_second:.2f} images/s; table {table.path} (RESEARCH USE ONLY)",
+        flush=True,
+    )
+    return 1 if report.failed else 0
+
+
+def _dicomweb_sweep_items(args: argparse.Namespace):
+    """The instances of every study a search finds (lazily listed) and their count when the server says."""
+    from bonecls.pacs.dicomweb import connect, search_studies
+    from bonecls.pacs.sweep import dicomweb_items
+
+    client = connect(args.url)
+    matches = search_studies(
+        client,
+        date_from=args.date_from,
+        date_to=args.date_to,
+        modality=args.modality,
+        body_part=args.body_part,
+        accession=args.accession,
+        limit=args.limit,
+    )
+    counts = [m.instances for m in matches]
+    total = sum(c for c in counts if c is not None) if None not in counts else None
+    return dicomweb_items(client, [m.study_instance_uid for m in matches]), total
+
+
+def _search_options(parser: argparse.ArgumentParser, *, limit: int) -> None:
+    parser.add_argument("--from", dest="date_from", metavar="DATE", help="study date from (YYYY-MM-DD)")
+    parser.add_argument("--to", dest="date_to", metavar="DATE", help="study date to (YYYY-MM-DD)")
+    parser.add_argument("--modality", help="e.g. CR, DX")
+    parser.add_argument("--body-part", help="BodyPartExamined, e.g. CHEST")
+    parser.add_argument("--accession", help="accession number")
+    parser.add_argument(
+        "--limit", type=int, default=limit, help=f"at most this many studies (default {limit})"
+    )
 
 
 def _url_option(parser: argparse.ArgumentParser) -> None:

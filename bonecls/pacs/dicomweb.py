@@ -20,7 +20,15 @@ from pydicom.dataset import Dataset
 
 from bonecls.pacs.errors import PacsError
 
-__all__ = ["StudyMatch", "connect", "retrieve_study", "search_studies", "server_url", "store"]
+__all__ = [
+    "StudyMatch",
+    "connect",
+    "retrieve_instance",
+    "retrieve_study",
+    "search_studies",
+    "server_url",
+    "store",
+]
 
 URL_ENV = "BONECLS_DICOMWEB_URL"
 USER_ENV = "BONECLS_DICOMWEB_USER"
@@ -190,6 +198,16 @@ def retrieve_study(client, study_instance_uid: str) -> list[Dataset]:
         return list(client.retrieve_study(study_instance_uid))
     except (requests.RequestException, OSError) as exc:
         raise PacsError(f"Retrieving the study failed: {_describe(exc)}") from exc
+
+
+def retrieve_instance(
+    client, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str
+) -> Dataset:
+    """One instance (WADO-RS), as a pydicom dataset."""
+    try:
+        return client.retrieve_instance(study_instance_uid, series_instance_uid, sop_instance_uid)
+    except (requests.RequestException, OSError) as exc:
+        raise PacsError(f"Retrieving an instance failed: {_describe(exc)}") from exc
 
 
 def store(client, datasets: Sequence[Dataset]) -> list[str]:

@@ -27,9 +27,8 @@ from bonecls.pacs.errors import DicomContentError, PacsError
 from bonecls.pacs.models import ModelReader
 from bonecls.pacs.queue import DurableQueue, QueueItem
 from bonecls.pacs.reader import read_instance
-from bonecls.pacs.results import StudyReading
 from bonecls.pacs.safety import check_destination
-from bonecls.pacs.send import DEFAULT_CALLING_AET, send_objects
+from bonecls.pacs.send import DEFAULT_CALLING_AET, send_instance_results
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +137,6 @@ class Node:
 
     def process(self, item: QueueItem) -> str:
         """Read one queued instance, send its results, record the outcome; returns the new state."""
-        from bonecls.pacs.send import result_objects
-
         try:
             ds = pydicom.dcmread(item.path)
             results, overlays = read_instance(ds, self.readers, overlays=self.secondary_captures)
@@ -147,22 +144,14 @@ class Node:
             self.queue.mark_skipped(item.sop_instance_uid, str(exc))
             log.warning("instance %s not read: %s", item.sop_instance_uid, exc)
             return "skipped"
-        from bonecls.pacs.reader import StudyRead
-
-        reading = StudyReading.of(item.study_instance_uid, [r.info for r in self.readers], results)
         try:
-            number = int(getattr(ds, "InstanceNumber", 1) or 1)
-        except (TypeError, ValueError):
-            number = 1
-        try:
-            objects = result_objects(
-                StudyRead(reading, overlays), [ds], secondary_captures=self.secondary_captures
-            )
-            objects[0].InstanceNumber = number
-            stored = send_objects(
-                objects,
+            stored = send_instance_results(
+                ds,
+                results,
+                overlays,
+                [r.info for r in self.readers],
                 self.destination,
-                reading.models,
+                secondary_captures=self.secondary_captures,
                 research=self.research,
                 calling_aet=self.calling_aet,
             )

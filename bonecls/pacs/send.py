@@ -16,12 +16,12 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from bonecls.pacs.errors import PacsError
 from bonecls.pacs.reader import StudyRead
-from bonecls.pacs.results import ModelInfo
+from bonecls.pacs.results import ImageResult, ModelInfo, StudyReading
 from bonecls.pacs.safety import check_destination
 
 log = logging.getLogger(__name__)
 
-__all__ = ["c_store", "result_objects", "send_objects"]
+__all__ = ["c_store", "result_objects", "send_instance_results", "send_objects"]
 
 DEFAULT_CALLING_AET = "BONECLS"
 #: C-STORE statuses that mean "stored" (success, and the coercion/elements-discarded warnings).
@@ -43,6 +43,30 @@ def result_objects(
             model = study.reading.model(model_id)
             objects.append(build_sc(by_uid[sop_uid], overlay, model, instance_number=number))
     return objects
+
+
+def send_instance_results(
+    ds: Dataset,
+    results: Sequence[ImageResult],
+    overlays: dict,
+    models: Sequence[ModelInfo],
+    destination: str,
+    *,
+    secondary_captures: bool = True,
+    research: bool = False,
+    calling_aet: str = DEFAULT_CALLING_AET,
+) -> list[str]:
+    """Send one instance's SR (numbered like its source) and Secondary Captures: what the node and the
+    sweep send per image. The objects' UIDs derive from the image and the models, so a resend after a
+    crash stores nothing twice."""
+    reading = StudyReading.of(str(ds.StudyInstanceUID), models, results)
+    try:
+        number = int(getattr(ds, "InstanceNumber", 1) or 1)
+    except (TypeError, ValueError):
+        number = 1
+    objects = result_objects(StudyRead(reading, overlays), [ds], secondary_captures=secondary_captures)
+    objects[0].InstanceNumber = number
+    return send_objects(objects, destination, reading.models, research=research, calling_aet=calling_aet)
 
 
 def send_objects(

@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from bonecls.ui import error_policy, figures, services
+from bonecls.ui.pages.pacs import node_queue_panel
 from bonecls.ui.session import UploadResult, get_store
 from bonecls.ui.widgets import (
     PAGES,
@@ -25,6 +26,7 @@ def worklist_page() -> None:
     """Pick a model, read every image of the session with it, show the ranked table and exports."""
     st.title("Worklist")
     st.caption("Many images ranked by suspicion: the ones that most need a look come first.")
+    node_queue_panel()  # the DICOM node's queue, when $BONECLS_NODE_QUEUE names one
     with error_policy.guarded("worklist page"):
         from bonecls import worklist
 
