@@ -61,6 +61,7 @@ __all__ = [
     "model_spec",
     "set_submodule",
     "target_layers",
+    "weights_compatible",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -576,6 +577,16 @@ def create_model(
 def head_module(model: nn.Module, name: str) -> nn.Module:
     """The classifier head that :func:`create_model` installed."""
     return get_submodule(model, model_spec(name).classifier)
+
+
+# Architectures that differ only in parameter-free parts (pooling, standardisation): one's weights load
+# into the other, so --init-from may cross between them.
+WEIGHT_FAMILIES = (frozenset({"custom_v2", "custom_v2_max", "custom_v2_lse"}),)
+
+
+def weights_compatible(a: str, b: str) -> bool:
+    """True when a state dict of architecture ``a`` loads into architecture ``b`` unchanged."""
+    return a == b or any(a in family and b in family for family in WEIGHT_FAMILIES)
 
 
 def target_layers(model: nn.Module, name: str) -> list[nn.Module]:

@@ -72,3 +72,20 @@ OMP_NUM_THREADS=1 .venv/bin/torchrun --standalone --nproc_per_node=2 train/class
   --run-dir runs/threeclass-xl
 "$PY" train/classify.py --data data/prep-pneu --preset pneumonia --image-size 128 --epochs 10 --lr 2e-3 \
   --patience 10 "${common[@]}" --output weights/pneumonia-cls --id pneumonia-cls --run-dir runs/pneumonia-cls
+
+# --- held-out rendering variants (issue 22): the figures on every card's evaluation section --------
+# Each model is scored on paired varied phantoms of the CT (lung1), the processing chain (log) and the
+# lesion style (buckle; bronchogram for pneumonia) that its training never used: per-variant ROC-AUC
+# and macro-F1, the paired lift and the Grad-CAM pointing game (bonecls/training/held_out.py).
+"$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --write-card \
+  --card weights/fracture weights/threeclass weights/pneumonia-cls
+
+# --- fracture v2 candidate: varied phantoms, ranking loss on with/without pairs, log-sum-exp pooling,
+# per-image standardisation (custom_v2_lse), box supervision. Training never sees lung1, log or buckle
+# (the held-out variants) nor sigmoid_eq, the chain the model is chosen and calibrated on (--val-data).
+phantom --task fracture --layout kaggle --n 4000 --size 256 --seed 211 --paired --recipe varied \
+  --exclude lung1,log,buckle,sigmoid_eq data/frac-varied
+phantom --task fracture --layout kaggle --n 600 --size 256 --seed 212 --paired --recipe varied \
+  --chains sigmoid_eq --exclude lung1,log,buckle --split 0 1 0 data/frac-select
+"$PY" train/prepare.py --source data/frac-varied --out data/prep-frac-varied --size 256 --no-progress
+"$PY" train/prepare.py --source data/frac-select --out data/prep-frac-select --size 256 --no-progress

@@ -63,7 +63,7 @@ def test_ranking_loss_rewards_the_lesion_image_above_its_twin() -> None:
 
 
 def test_lse_model_ignores_brightness_and_contrast_and_pools_between_mean_and_max() -> None:
-    from bonecls.models import LogSumExpPool2d, create_model
+    from bonecls.models import LogSumExpPool2d, create_model, weights_compatible
 
     torch.manual_seed(0)
     model = create_model("custom_v2_lse", 2, 1).eval()
@@ -76,6 +76,8 @@ def test_lse_model_ignores_brightness_and_contrast_and_pools_between_mean_and_ma
     assert torch.all(pooled <= cells.amax(dim=(2, 3)).flatten() + 1e-6)
     plain = create_model("custom_v2_max", 2, 1)
     model.load_state_dict(plain.state_dict())  # same weights: --init-from works across the variants
+    assert weights_compatible("custom_v2_max", "custom_v2_lse")
+    assert not weights_compatible("resnet18", "custom_v2_lse")
 
 
 @pytest.fixture(scope="module")

@@ -96,14 +96,14 @@ def init_from_card(model: nn.Module, args: argparse.Namespace, class_names: list
     have other classes. Returns the source's sha256, which the new card records (a fine-tune may
     replace the very folder it started from)."""
     from bonecls.errors import WeightsError
-    from bonecls.models import model_spec
+    from bonecls.models import model_spec, weights_compatible
     from bonecls.weights import load_pytorch
 
     try:
         source, card = load_pytorch(args.init_from)
     except WeightsError as exc:
         raise TrainingError(f"--init-from {args.init_from}: {exc}") from None
-    if card.architecture != args.model or card.in_chans != args.in_chans:
+    if not weights_compatible(card.architecture, args.model) or card.in_chans != args.in_chans:
         raise TrainingError(
             f"--init-from {card.id} is a {card.architecture} with {card.in_chans} channel(s); this run "
             f"trains a {args.model} with {args.in_chans}. Pick one of the same architecture and --in-chans."
