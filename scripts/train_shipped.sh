@@ -86,6 +86,12 @@ OMP_NUM_THREADS=1 .venv/bin/torchrun --standalone --nproc_per_node=2 train/class
 phantom --task fracture --layout kaggle --n 4000 --size 256 --seed 211 --paired --recipe varied \
   --exclude lung1,log,buckle,sigmoid_eq data/frac-varied
 phantom --task fracture --layout kaggle --n 600 --size 256 --seed 212 --paired --recipe varied \
-  --chains sigmoid_eq --exclude lung1,log,buckle --split 0 1 0 data/frac-select
+  --chains sigmoid_eq --exclude lung1,log,buckle --split 2 596 2 data/frac-select
 "$PY" train/prepare.py --source data/frac-varied --out data/prep-frac-varied --size 256 --no-progress
 "$PY" train/prepare.py --source data/frac-select --out data/prep-frac-select --size 256 --no-progress
+"$PY" train/classify.py --data data/prep-frac-varied --val-data data/prep-frac-select --preset fracture \
+  --model custom_v2_lse --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
+  --no-lr-scaling --lr 5e-4 --warmup-epochs 1 --epochs 8 --patience 8 --monitor roc_auc \
+  --init-from weights/fracture --threads 2 --workers 0 --no-progress \
+  --output runs/out-fracture-v2 --id fracture --run-dir runs/fracture-v2
+"$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --write-card --card runs/out-fracture-v2
