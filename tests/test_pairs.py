@@ -112,3 +112,5 @@ def test_classify_with_pair_loss_and_val_data(paired_prep: tuple[Path, Path], tm
     _, card = load_pytorch(tmp_path / "model")
     assert card.architecture == "custom_v2_lse" and card.extra["pair_loss"] == 1.0
     assert card.extra["val_data"] == str(select)
+    scale = card.extra["mm_per_pixel"]  # of the 32-px input, from the phantoms' manifest
+    assert 0 < scale["p5"] <= scale["median"] <= scale["p95"]

@@ -223,4 +223,28 @@ def run_recipe(setup: RunSetup, parts: TrainingParts) -> dict[str, Any]:
         "val_data": args.val_data,
         "dataset_fingerprint": setup.data.index.get("fingerprint"),
         "torch": str(torch.__version__),
+        "mm_per_pixel": training_scale(setup.data.index, setup.data.image_size),
     }
+
+
+def training_scale(index: dict, image_size: int) -> dict[str, Any] | None:
+    """The scale the model was trained at, in mm per pixel of its input: the pixel spacings of the
+    training images (from a phantom source's ``manifest.json``; public image sets do not carry them)
+    times each image's side over ``image_size``. Median and 5th/95th percentiles; None when unknown."""
+    import json
+
+    manifest = Path(str(index.get("source", ""))) / "manifest.json"
+    try:
+        samples = json.loads(manifest.read_text(encoding="utf-8"))["samples"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    sides = {it["source"]: (it.get("original_size") or [image_size])[0] for it in index["items"]}
+    spacing = [
+        float(s["pixel_spacing_mm"]) * sides[s["file"]] / image_size
+        for s in samples
+        if s.get("split") == "train" and s.get("pixel_spacing_mm") and s.get("file") in sides
+    ]
+    if not spacing:
+        return None
+    p5, median, p95 = np.percentile(spacing, [5, 50, 95])
+    return {"median": round(float(median), 4), "p5": round(float(p5), 4), "p95": round(float(p95), 4)}
