@@ -31,7 +31,7 @@ LAYOUTS = {"fracture": "kaggle", "threeclass": "threeclass"}
 def pointing(card_dir: Path, data: Path, margin: float) -> tuple[int, int, float]:
     """(hits, boxed images, chance) for one model on one rendered dataset."""
     from bonecls.imaging import load_radiograph
-    from bonecls.predict import Predictor
+    from bonecls.inference.predictor import Predictor
 
     predictor = Predictor.from_card(card_dir)
     manifest = json.loads((data / "manifest.json").read_text())

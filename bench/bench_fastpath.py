@@ -1,4 +1,4 @@
-"""Is the ONNX Runtime fast path (bonecls.fastpath) faster than PyTorch for predict-only? By how much?
+"""Is the ONNX Runtime fast path (bonecls.inference.onnx) faster than PyTorch for predict-only? By how much?
 
     .venv/bin/python bench/bench_fastpath.py [--runs 20] [--threads 1 2] [--sizes 192 224] [--quick]
 
@@ -71,8 +71,8 @@ def bench_model(label: str, card_dir: str | Path, runs: int, threads: int, rg) -
     """Rows of the speed table for one model at one thread count, and its row of the export table."""
     import torch
 
-    from bonecls.fastpath import OnnxPredictor, onnx_cache_dir
-    from bonecls.predict import Predictor
+    from bonecls.inference.onnx import OnnxPredictor, onnx_cache_dir
+    from bonecls.inference.predictor import Predictor
 
     torch.set_num_threads(threads)
     tp = Predictor.from_card(card_dir)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         ok, buf = cv2.imencode(".png", phantom_image(1024))
         assert ok
         rg = load_radiograph(buf.tobytes())
-        print("### Predict-only: PyTorch vs ONNX Runtime (bonecls.fastpath), decoded 1024x1024 input\n")
+        print("### Predict-only: PyTorch vs ONNX Runtime (bonecls.inference.onnx), decoded 1024x1024 input\n")
         print(
             "| model | threads | engine | batch 1 p50 / p95 ms | batch 1 vs PyTorch | "
             "batch 32 p50 / p95 ms | batch 32 img/s | batch 32 vs PyTorch | "

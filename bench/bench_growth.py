@@ -4,7 +4,7 @@
 
 ``bench/bench_inference.py`` covers growth with the input size; this covers the batch. Each
 (engine, batch) runs in a fresh process, so its peak RSS is its own: the process loads the model
-(``pneumonia-cls`` by default; ``Predictor``, or ``bonecls.fastpath.OnnxPredictor`` from an export
+(``pneumonia-cls`` by default; ``Predictor``, or ``bonecls.inference.onnx.OnnxPredictor`` from an export
 made once beforehand in a temporary cache), notes its RSS, then calls ``predict_batch`` on ``batch``
 decoded 1024x1024 radiographs (one chunk: the predictor's ``batch_size`` is set to the batch) once
 as a warm-up and ``--runs`` times timed. Reported: p50 per batch, per image, images/s, RSS after
@@ -45,14 +45,10 @@ def child(engine: str, batch: int, runs: int, model: str, threads: int, image: s
 
     torch.set_num_threads(threads)
     from bonecls.imaging import load_radiograph
-    from bonecls.predict import Predictor
+    from bonecls.inference import load_classifier
 
     rg = load_radiograph(image)
-    predictor = Predictor.from_card(model)
-    if engine == "onnx":
-        from bonecls.fastpath import OnnxPredictor
-
-        predictor = OnnxPredictor.from_predictor(predictor, threads=threads)
+    predictor = load_classifier(model, engine=engine, threads=threads)  # "pytorch" or "onnx"
     predictor.batch_size = batch
     rgs = [rg] * batch
     gc.collect()
@@ -96,10 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         cv2.imwrite(image, phantom_image(1024))
         if "onnx" in args.engines:  # export once, so every child loads the cached graph
             os.environ["BONECLS_CACHE"] = tmp
-            from bonecls.fastpath import OnnxPredictor
-            from bonecls.predict import Predictor
+            from bonecls.inference import load_classifier
 
-            OnnxPredictor.from_predictor(Predictor.from_card(args.model))
+            load_classifier(args.model, engine="onnx")
         for engine in args.engines:
             for batch in args.batches:
                 cmd = [

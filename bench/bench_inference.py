@@ -44,7 +44,7 @@ from bonecls.imaging import encode_png  # noqa: E402  (the app's and the CLI's P
 
 def ours(model_id: str, data: bytes):
     from bonecls.imaging import load_radiograph
-    from bonecls.predict import Predictor
+    from bonecls.inference.predictor import Predictor
 
     predictor = Predictor.from_card(model_id)
 

@@ -10,7 +10,7 @@ shards amortise). Then, for each ``--workers`` count, the median over ``--runs``
 warm-up epoch) of images/s over the train split, same batch size, shuffled, for
 
 * shards, loader: ``bonecls.training.shards.ShardDataset`` in the training DataLoader (as
-  ``bonecls/training/builders.py (build_loaders)`` builds it: persistent workers, prefetch 4): uint8 (B, 1, S, S)
+  ``training.builders.build_loaders`` builds it: persistent workers, prefetch 4): uint8 (B, 1, S, S)
   batches, what the loader feeds (on a GPU the conversion below runs on the device);
 * shards, model-ready: the same followed by ``DevicePreprocess`` on the CPU (uint8 -> float,
   3 channels, ImageNet normalisation), as a CPU training step runs it;
@@ -71,7 +71,7 @@ def make_dataset(tmp: Path, n: int, size: int, prep_size: int) -> tuple[Path, Pa
 
 
 def loader_kwargs(workers: int) -> dict:
-    """The training loader's settings on CPU (bonecls/training/builders.py (build_loaders))."""
+    """The training loader's settings on CPU (bonecls.training.builders.build_loaders)."""
     kw: dict = {"num_workers": workers, "pin_memory": False, "persistent_workers": workers > 0}
     if workers > 0:
         kw["prefetch_factor"] = 4

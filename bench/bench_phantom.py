@@ -24,7 +24,8 @@ from _common import add_repo_to_path, machine
 add_repo_to_path()
 
 from bonecls.phantom import volume as volume_mod  # noqa: E402
-from bonecls.phantom.render import TASK_CLASSES, generate  # noqa: E402
+from bonecls.phantom.render import TASK_CLASSES  # noqa: E402
+from bonecls.phantom.samples import generate  # noqa: E402
 from bonecls.phantom.varied import Variants  # noqa: E402
 
 

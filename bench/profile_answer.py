@@ -44,7 +44,7 @@ STAGES: dict[str, list[tuple[str, str]]] = {
     ],
     "decode: window, checks": [("bonecls.imaging.load", "finish_radiograph")],
     "decode: sniff, sha256": [("bonecls.imaging", "load_radiograph")],
-    "preprocess: resize + normalise": [("bonecls.predict", "Predictor.preprocess")],
+    "preprocess: resize + normalise": [("bonecls.inference.predictor", "Predictor.preprocess")],
     "forward (CAM pass = prediction)": [
         ("pytorch_grad_cam.activations_and_gradients", "ActivationsAndGradients.__call__")
     ],
@@ -54,14 +54,14 @@ STAGES: dict[str, list[tuple[str, str]]] = {
         ("pytorch_grad_cam.base_cam", "BaseCAM.aggregate_multi_layers"),
     ],
     "heat map: sanitise + resize to 1024": [
-        ("bonecls.explain", "_sanitize"),
-        ("bonecls.explain", "resize_heatmap"),
+        ("bonecls.inference.heatmap", "sanitize_heatmap"),
+        ("bonecls.inference.heatmap", "resize_heatmap"),
     ],
-    "colormap + overlay": [("bonecls.predict", "overlay")],
+    "colormap + overlay": [("bonecls.inference.predictor", "overlay")],
     "PNG encode": [("bonecls.imaging", "encode_png")],
     "explain: hooks, set-up, softmax": [
-        ("bonecls.predict", "Predictor.explain"),
-        ("bonecls.predict", "explain_with_logits"),  # predict.py's own reference to it
+        ("bonecls.inference.predictor", "Predictor.explain"),
+        ("bonecls.inference.predictor", "explain_with_logits"),  # predictor.py's own reference to it
     ],
 }
 # py-spy frame patterns for the same stages: (function name without its class, file suffix); py-spy
@@ -70,17 +70,20 @@ SPY: dict[str, list[tuple[str, str]]] = {
     "decode: PNG/DICOM decode": [("decode_pil", "imaging/pil.py"), ("decode_dicom", "imaging/dicom.py")],
     "decode: window, checks": [("finish_radiograph", "imaging/radiograph.py")],
     "decode: sniff, sha256": [("load_radiograph", "imaging/load.py")],
-    "preprocess: resize + normalise": [("preprocess", "predict.py")],
+    "preprocess: resize + normalise": [("preprocess", "predictor.py")],
     "forward (CAM pass = prediction)": [("__call__", "activations_and_gradients.py")],
     "backward (to the target layer)": [("backward", "_tensor.py")],
     "Grad-CAM weights + map": [
         ("compute_cam_per_layer", "base_cam.py"),
         ("aggregate_multi_layers", "base_cam.py"),
     ],
-    "heat map: sanitise + resize to 1024": [("_sanitize", "explain.py"), ("resize_heatmap", "explain.py")],
-    "colormap + overlay": [("overlay", "explain.py")],
+    "heat map: sanitise + resize to 1024": [
+        ("sanitize_heatmap", "heatmap.py"),
+        ("resize_heatmap", "heatmap.py"),
+    ],
+    "colormap + overlay": [("overlay", "heatmap.py")],
     "PNG encode": [("encode_png", "imaging/radiograph.py")],
-    "explain: hooks, set-up, softmax": [("explain", "predict.py"), ("explain_with_logits", "explain.py")],
+    "explain: hooks, set-up, softmax": [("explain", "predictor.py"), ("explain_with_logits", "torch_cam.py")],
 }
 
 
@@ -123,7 +126,7 @@ class StageTimer:
 
 def answer_fn(model: str, data: bytes) -> Callable[[], bytes]:
     from bonecls import imaging
-    from bonecls.predict import Predictor
+    from bonecls.inference.predictor import Predictor
 
     predictor = Predictor.from_card(model)
 
@@ -298,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n(median of {args.runs} instrumented answers after one warm-up{note}; load {load_average()})")
 
     from bonecls.imaging import load_radiograph
-    from bonecls.predict import Predictor
+    from bonecls.inference.predictor import Predictor
 
     rg = load_radiograph(data)
     predictor = Predictor.from_card(args.model)

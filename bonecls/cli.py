@@ -68,6 +68,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from bonecls.imaging import load_radiograph
+    from bonecls.inference.load import engines_for, load_classifier
     from bonecls.weights import load_card
 
     try:
@@ -80,16 +81,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         from bonecls.detection.detector import Detector
 
         engine = Detector.from_card(card_dir)
-    elif card.framework in ("pytorch", "keras"):  # Predictor.from_card serves both
-        from bonecls.predict import Predictor
-
-        engine = Predictor.from_card(card_dir)
-        if not args.cam and args.engine == "auto":
-            # predict-only over many files: ONNX Runtime when it can be used (measured faster on CPU,
-            # BENCHMARKS.md), PyTorch otherwise; CAMs always run on PyTorch.
-            from bonecls.fastpath import fast_predictor
-
-            engine = fast_predictor(engine)
+    elif engines_for(card.framework):  # a classifier card, PyTorch or Keras
+        # predict-only over many files: ONNX Runtime when it can be used (measured faster on CPU,
+        # BENCHMARKS.md), the card's own framework otherwise; CAMs always run on the native engine.
+        wanted = "auto" if not args.cam and args.engine == "auto" else "native"
+        engine = load_classifier(card_dir, engine=wanted)
     else:
         print(f"error: the CLI cannot serve {card.framework} models yet.", file=sys.stderr)
         return 2

@@ -22,3 +22,11 @@ class WeightsError(BoneclsError):
 
 class DataError(BoneclsError):
     """A training dataset or phantom source is missing or malformed."""
+
+
+class ExplainError(BoneclsError, ValueError):
+    """A CAM cannot be computed as asked (unknown method or colour map, bad target, too large)."""
+
+
+class LeakageError(DataError):
+    """The test split copies training images or shares their patients (see :mod:`bonecls.leakage`)."""

@@ -14,6 +14,12 @@ class names, label, shard/offset, source path, a hash of the source file's size 
 class balance, skipped images with reasons, the size report and a fingerprint of inputs + parameters.
 Re-running with unchanged inputs and parameters does nothing and prints "up to date".
 
+Each item also carries its patient ``group`` and ``study`` keys (hashed for DICOM, see
+:mod:`bonecls.data.groups`) and its leakage keys (sha256 of the decoded pixels, perceptual hash); the
+index names the split's grouping and holds the leakage report, also written to ``leakage.json``. A test
+split that copies training/validation images or shares their patients is refused (:class:`LeakageError`,
+no index written) unless ``allow_leakage`` -- see :mod:`bonecls.leakage`.
+
 Cluster: a ``distributed.LocalCluster(n_workers, threads_per_worker=1, processes=True)`` by default;
 ``scheduler="tcp://host:8786"`` connects to a running scheduler (the workers need bonecls installed and
 the dataset at the same path); ``"sync"``/``"threads"`` use Dask's local schedulers (tests, debugging).
@@ -37,11 +43,13 @@ from typing import Any
 import numpy as np
 
 from bonecls.data import Dataset, Record, read_dataset
-from bonecls.errors import DataError
+from bonecls.errors import DataError, LeakageError
+from bonecls.leakage import compact, leakage_report, pair_counts, summary_lines
 
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
+LEAKAGE_NAME = "leakage.json"
 INDEX_FORMAT = "bonecls-shards/1"
 PREPARE_VERSION = 1  # bump when the decoded pixels would change for the same inputs
 DEFAULT_SHARD_SIZE = 1024
@@ -65,32 +73,48 @@ def probe_chunk(paths: Sequence[str]) -> list[tuple[int, int] | str]:
     return [_probe(p) for p in paths]
 
 
-def decode_resize(path: str, size: int) -> np.ndarray:
-    """Decode at full bit depth (windowed, MONOCHROME2), resize in float with INTER_AREA, quantize once."""
-    import cv2
-
+def _decode(path: str) -> np.ndarray:
+    """Full bit depth (windowed, MONOCHROME2) float pixels in [0, 1], (H, W)."""
     from bonecls.imaging import load_radiograph
 
-    rg = load_radiograph(path)
-    px = np.asarray(rg.pixels, dtype=np.float32)
-    if px.ndim == 3:  # defensive: the contract says (H, W)
-        px = px.mean(axis=-1)
+    px = np.asarray(load_radiograph(path).pixels, dtype=np.float32)
+    return px.mean(axis=-1) if px.ndim == 3 else px  # defensive: the contract says (H, W)
+
+
+def _resize(px: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
     interp = cv2.INTER_AREA if min(px.shape) >= size else cv2.INTER_LINEAR
     small = cv2.resize(px, (size, size), interpolation=interp)
     return np.clip(np.rint(small * 255.0), 0, 255).astype(np.uint8)
 
 
-def decode_chunk(paths: Sequence[str], size: int) -> tuple[np.ndarray, list[str | None]]:
-    """A ``(len(paths), size, size)`` uint8 block and, per image, ``None`` or the decode error."""
+def decode_resize(path: str, size: int) -> np.ndarray:
+    """Decode at full bit depth (windowed, MONOCHROME2), resize in float with INTER_AREA, quantize once."""
+    return _resize(_decode(path), size)
+
+
+def decode_chunk(
+    paths: Sequence[str], size: int
+) -> tuple[np.ndarray, list[str | None], list[tuple[str, str] | None]]:
+    """A ``(len(paths), size, size)`` uint8 block, per image ``None`` or the decode error, and per image
+    its leakage keys (sha256 of the decoded pixels, perceptual hash; see :mod:`bonecls.leakage`) --
+    computed here, from the full-resolution pixels, so each image is decoded once."""
+    from bonecls.leakage import perceptual_hash, pixel_sha256
+
     out = np.zeros((len(paths), size, size), dtype=np.uint8)
     errors: list[str | None] = []
+    keys: list[tuple[str, str] | None] = []
     for i, p in enumerate(paths):
         try:
-            out[i] = decode_resize(p, size)
+            px = _decode(p)
+            out[i] = _resize(px, size)
+            keys.append((pixel_sha256(px), perceptual_hash(px)))
             errors.append(None)
         except Exception as exc:  # any decoder failure skips the image, with its reason
             errors.append(f"{type(exc).__name__}: {exc}")
-    return out, errors
+            keys.append(None)
+    return out, errors, keys
 
 
 # -------------------------------------------------------------------------------------------- executor
@@ -311,10 +335,14 @@ def prepare(
     scheduler: str | None = None,
     n_workers: int | None = None,
     force: bool = False,
+    allow_leakage: bool = False,
     progress: bool = True,
     echo: Callable[[str], None] = print,
 ) -> PrepareResult:
-    """Prepare ``source`` into ``out`` (see the module docstring). ``size="auto"`` uses the recommendation."""
+    """Prepare ``source`` into ``out`` (see the module docstring). ``size="auto"`` uses the recommendation.
+
+    Raises :class:`~bonecls.errors.LeakageError` when the test split copies training or validation
+    images or shares their patients, unless ``allow_leakage`` (see :mod:`bonecls.leakage`)."""
     t0 = time.perf_counter()
     source, out = Path(source).resolve(), Path(out).resolve()
     if shard_size < 1 or chunk_size < 1:
@@ -340,7 +368,10 @@ def prepare(
             old = load_index(out)
         except DataError:
             old = {}
-        if old.get("fingerprint") == fp and all((out / s["file"]).is_file() for s in old.get("shards", [])):
+        fresh = old.get("fingerprint") == fp and "leakage" in old
+        if fresh and all((out / s["file"]).is_file() for s in old.get("shards", [])):
+            if old["leakage"]["leaks_into_test"] and not allow_leakage:
+                raise LeakageError(leakage_sentence(old["leakage"], out / LEAKAGE_NAME))
             echo(f"{out} is up to date ({len(old['items'])} images); nothing to do.")
             return PrepareResult(out, old, True, time.perf_counter() - t0, old.get("skipped", []))
 
@@ -380,41 +411,14 @@ def prepare(
         order = {"train": 0, "val": 1, "test": 2}
         good.sort(key=lambda g: order.get(g[0].split or "train", 3))
         index_path.unlink(missing_ok=True)  # a folder without index.json is "not prepared" until we finish
-        for old_shard in out.glob("shard_*.npy"):
-            old_shard.unlink()
-        n = len(good)
-        n_shards = max(1, math.ceil(n / shard_size))
-        shards = []
-        memmaps = []
-        for k in range(n_shards):
-            count = min(shard_size, n - k * shard_size)
-            name = f"shard_{k:05d}.npy"
-            shards.append({"file": name, "count": count})
-            memmaps.append(
-                np.lib.format.open_memmap(
-                    out / name, mode="w+", dtype=np.uint8, shape=(count, target, target)
-                )
-            )
-        ok = np.zeros(n, dtype=bool)
-        errors: dict[int, str] = {}
-        chunk_paths = _chunks([str(r.path) for r, _ in good], chunk_size)
-        with _progress(n, f"decode {target}px", progress) as bar:
-            for ci, (block, errs) in ex.map(decode_chunk, chunk_paths, target):
-                for j in range(len(errs)):
-                    g = ci * chunk_size + j
-                    if errs[j] is not None:
-                        errors[g] = errs[j]
-                        continue
-                    memmaps[g // shard_size][g % shard_size] = block[j]
-                    ok[g] = True
-                bar.update(len(errs))
-        for mm in memmaps:
-            mm.flush()
-        del memmaps
+        decoded = _decode_to_shards(
+            ex, [str(r.path) for r, _ in good], out, target, shard_size, chunk_size, progress
+        )
+    shards, errors, keys = decoded
 
     items = []
     for g, (rec, (h, w)) in enumerate(good):
-        if not ok[g]:
+        if g not in keys:
             skipped.append({"source": str(rec.path), "reason": errors.get(g, "not decoded")})
             log.warning("Skipping undecodable image %s: %s", rec.path, errors.get(g))
             continue
@@ -430,8 +434,13 @@ def prepare(
                 "file_hash": file_hash(rec.path),
                 "original_size": [h, w],
                 "boxes": [b.to_dict() for b in rec.boxes],
+                "group": rec.group,
+                "study": rec.study,
+                "pixel_sha256": keys[g][0],
+                "phash": keys[g][1],
             }
         )
+    leakage = _check_leakage(items, out, allow_leakage, echo)
     balance: dict[str, dict[str, int]] = {}
     for it in items:
         row = balance.setdefault(it["split"], dict.fromkeys(ds.class_names, 0))
@@ -451,11 +460,13 @@ def prepare(
         "skipped": skipped,
         "balance": balance,
         "size_report": report,
+        "grouping": ds.group_info.to_dict(),
+        "leakage": leakage,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     _write_json_atomic(index_path, index)
     seconds = time.perf_counter() - t0
-    echo(f"Wrote {len(items)} images in {n_shards} shard(s) to {out} in {seconds:.1f} s.")
+    echo(f"Wrote {len(items)} images in {len(shards)} shard(s) to {out} in {seconds:.1f} s.")
     for split, row in balance.items():
         total = sum(row.values()) or 1
         echo(f"  {split}: " + ", ".join(f"{c} {k} ({100 * k / total:.1f}%)" for c, k in row.items()))
@@ -468,10 +479,82 @@ def prepare(
     return PrepareResult(out, index, False, seconds, skipped)
 
 
+def _decode_to_shards(
+    ex: Executor,
+    paths: list[str],
+    out: Path,
+    target: int,
+    shard_size: int,
+    chunk_size: int,
+    progress: bool,
+) -> tuple[list[dict], dict[int, str], dict[int, tuple[str, str]]]:
+    """Decode ``paths`` on the cluster into fresh ``shard_NNNNN.npy`` memmaps (image ``g`` at shard
+    ``g // shard_size``, offset ``g % shard_size``); returns the shard list, the decode error of each
+    image that failed and the leakage keys of each image that did not."""
+    for old_shard in out.glob("shard_*.npy"):
+        old_shard.unlink()
+    n = len(paths)
+    shards, memmaps = [], []
+    for k in range(max(1, math.ceil(n / shard_size))):
+        count = min(shard_size, n - k * shard_size)
+        name = f"shard_{k:05d}.npy"
+        shards.append({"file": name, "count": count})
+        memmaps.append(
+            np.lib.format.open_memmap(out / name, mode="w+", dtype=np.uint8, shape=(count, target, target))
+        )
+    errors: dict[int, str] = {}
+    keys: dict[int, tuple[str, str]] = {}
+    with _progress(n, f"decode {target}px", progress) as bar:
+        for ci, (block, errs, chunk_keys) in ex.map(decode_chunk, _chunks(paths, chunk_size), target):
+            for j, err in enumerate(errs):
+                g = ci * chunk_size + j
+                if err is not None:
+                    errors[g] = err
+                    continue
+                memmaps[g // shard_size][g % shard_size] = block[j]
+                keys[g] = chunk_keys[j]
+            bar.update(len(errs))
+    for mm in memmaps:
+        mm.flush()
+    return shards, errors, keys
+
+
+def _check_leakage(
+    items: list[dict], out: Path, allow_leakage: bool, echo: Callable[[str], None]
+) -> dict[str, Any]:
+    """The leakage report (:mod:`bonecls.leakage`), written to ``leakage.json`` and printed; raises
+    :class:`LeakageError` when the test split copies training or validation images (or shares their
+    patients) and ``allow_leakage`` is false -- before ``index.json`` exists, so the set stays unprepared."""
+    report = leakage_report(items)
+    report["allowed"] = bool(allow_leakage)
+    _write_json_atomic(out / LEAKAGE_NAME, report)
+    echo("Leakage check (exact copies, near copies, shared patients):")
+    for line in summary_lines(report):
+        echo(line)
+    if report["leaks_into_test"] and not allow_leakage:
+        raise LeakageError(leakage_sentence(report, out / LEAKAGE_NAME))
+    if report["leaks_into_test"]:
+        echo("warning: the test split copies training data (--allow-leakage); the card will say so.")
+    return compact(report)
+
+
+def leakage_sentence(report: dict[str, Any], where: Path) -> str:
+    """The refusal a trainer reads: how much of test leaks, where the list is, what to do."""
+    copies = pair_counts(report)
+    leaked = copies["test-train"] + copies["test-val"]
+    shared = report["patients_shared"]["test-train"] + report["patients_shared"]["test-val"]
+    return (
+        f"The test split holds {leaked} exact or near copies of training/validation images and "
+        f"{shared} patient(s) who also appear in training/validation (listed in {where}); its figures "
+        "would be optimistic. Remove the copies or re-split, or pass --allow-leakage to prepare it "
+        "anyway (the model card will then say so)."
+    )
+
+
 def clean(out: str | os.PathLike) -> None:
     """Remove a prepared folder's shards and index (only files this module writes)."""
     out = Path(out)
-    for p in [*out.glob("shard_*.npy"), out / INDEX_NAME]:
+    for p in [*out.glob("shard_*.npy"), out / INDEX_NAME, out / LEAKAGE_NAME]:
         p.unlink(missing_ok=True)
     if out.is_dir() and not any(out.iterdir()):
         shutil.rmtree(out)

@@ -22,20 +22,23 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from bonecls import __version__
+from bonecls.reading import BOX_COLOUR, BOX_DEFINITE, HEAT_CAPTION, box_legend, box_tier, status_text
 
-__all__ = ["DISCLAIMER", "ReportData", "build_report", "to_json", "to_pdf", "to_png"]
+__all__ = [
+    "DISCLAIMER",
+    "ReportData",
+    "build_report",
+    "burn_boxes",
+    "legend_lines",
+    "to_json",
+    "to_pdf",
+    "to_png",
+]
 
 DISCLAIMER = (
     "Reading aid, not a diagnosis. The shipped models were trained on synthetic phantoms rendered from "
     "one CT and are not for clinical use."
 )
-STATUS_TEXT = {
-    "positive": "positive",
-    "uncertain": "uncertain — review",
-    "negative": "negative",
-    "detected": "findings boxed",
-    "none": "no box above threshold",
-}
 SCHEMA = "bonecls.report/1"
 
 
@@ -48,6 +51,7 @@ class ReportData:
     explanation: dict[str, Any] | None
     boxes: list[dict[str, Any]] = field(default_factory=list)
     out_of_distribution: list[str] = field(default_factory=list)
+    box_cuts: dict[str, float] | None = None  # {"doubt_at", "positive_at"}: dashed below, solid from
     disclaimer: str = DISCLAIMER
     schema: str = SCHEMA
     software: str = f"bonecls {__version__}"
@@ -76,6 +80,7 @@ def build_report(
     target_class: str | None = None,
     window: tuple[float, float] | None = None,
     ood_reasons: Sequence[str] = (),
+    box_cuts: tuple[float, float] | None = None,
     now: datetime | None = None,
 ) -> ReportData:
     """Collect the de-identified fields (explicitly, one by one: nothing else can leak in)."""
@@ -127,6 +132,9 @@ def build_report(
         explanation=explanation,
         boxes=box_list,
         out_of_distribution=[str(r) for r in ood_reasons],
+        box_cuts=None
+        if box_cuts is None
+        else {"doubt_at": float(box_cuts[0]), "positive_at": float(box_cuts[1])},
     )
 
 
@@ -142,7 +150,7 @@ def _result_lines(data: ReportData) -> list[str]:
     p = data.prediction
     if p is not None:
         lines.append(
-            f"Result: {p['label'].replace('_', ' ')}  |  status: {STATUS_TEXT.get(p['status'], p['status'])}"
+            f"Result: {p['label'].replace('_', ' ')}  |  status: {status_text(p['status'])}"
             f"  |  suspicion {p['suspicion']:.3f}"
         )
         probs = ", ".join(f"{k.replace('_', ' ')} {v:.1%}" for k, v in p["probabilities"].items())
@@ -158,10 +166,78 @@ def _result_lines(data: ReportData) -> list[str]:
     if data.explanation:
         target = data.explanation.get("target_class")
         target = str(target).replace("_", " ") if target else None
-        lines.append(f"Heat map: {data.explanation['method']}" + (f" for '{target}'" if target else ""))
+        lines.append(
+            f"Heat map: {data.explanation['method']}"
+            + (f" for '{target}'" if target else "")
+            + " - where the model looked, not a finding."
+        )
     if data.out_of_distribution:
         lines.append("NOT RELIABLE: " + " ".join(data.out_of_distribution))
     return lines
+
+
+def legend_lines(data: ReportData) -> list[str]:
+    """What the drawn marks mean, under the images of every export."""
+    lines = []
+    if data.boxes and data.box_cuts:
+        lines.append(box_legend(data.box_cuts["doubt_at"], data.box_cuts["positive_at"]))
+    elif data.boxes:
+        lines.append("Boxes: solid, at the confidence shown beside each.")
+    if data.explanation:
+        lines.append(HEAT_CAPTION)
+    return lines
+
+
+def _hex_rgb(colour: str) -> tuple[int, int, int]:
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
+def _dashed_rect(
+    draw: ImageDraw.ImageDraw, xy: tuple[float, float, float, float], colour, width: int
+) -> None:
+    x0, y0, x1, y1 = xy
+    dash, gap = 8, 6
+    for a, b, fixed, horizontal in (
+        (x0, x1, y0, True),
+        (x0, x1, y1, True),
+        (y0, y1, x0, False),
+        (y0, y1, x1, False),
+    ):
+        t = a
+        while t < b:
+            u = min(t + dash, b)
+            draw.line(
+                [(t, fixed), (u, fixed)] if horizontal else [(fixed, t), (fixed, u)], fill=colour, width=width
+            )
+            t = u + gap
+
+
+def burn_boxes(panel: Image.Image, data: ReportData, original_width: int) -> Image.Image:
+    """``panel`` with the report's boxes drawn as on screen: solid when definite, dashed when in doubt,
+    each labelled with its confidence. ``original_width``: the width the box coordinates refer to."""
+    if not data.boxes:
+        return panel
+    out = panel.copy()
+    draw = ImageDraw.Draw(out)
+    scale = out.width / max(1, original_width)
+    cuts = data.box_cuts or {"doubt_at": 0.0, "positive_at": 0.0}
+    font = _font(max(10, round(12 * max(1.0, out.width / 768))))
+    line_w = max(2, round(out.width / 384))
+    for b in data.boxes:
+        conf = 1.0 if b["confidence"] is None else float(b["confidence"])
+        tier = box_tier(conf, cuts["doubt_at"], cuts["positive_at"]) or BOX_DEFINITE
+        colour = _hex_rgb(BOX_COLOUR[tier])
+        xy = (b["x0"] * scale, b["y0"] * scale, b["x1"] * scale, b["y1"] * scale)
+        if tier == BOX_DEFINITE:
+            draw.rectangle(xy, outline=colour, width=line_w)
+        else:
+            _dashed_rect(draw, xy, colour, line_w)
+        text = f"{b['label']} {conf:.2f}".strip() + ("" if tier == BOX_DEFINITE else " (doubt)")
+        left, top, right, bottom = draw.textbbox((xy[0], xy[1]), text, font=font)
+        y = max(0.0, xy[1] - (bottom - top) - 4)
+        draw.rectangle((xy[0], y, xy[0] + (right - left) + 4, y + (bottom - top) + 4), fill=colour)
+        draw.text((xy[0] + 2, y + 1), text, fill=(0, 0, 0), font=font)
+    return out
 
 
 def _to_rgb(arr: np.ndarray | None) -> Image.Image | None:
@@ -195,8 +271,11 @@ def to_png(
     data: ReportData, image: np.ndarray, overlay: np.ndarray | None = None, *, max_side: int = 768
 ) -> bytes:
     """Image | overlay side by side, a caption below; a plain PNG without any text chunks."""
-    left = _shrink(_to_rgb(image), max_side)
-    right = _shrink(_to_rgb(overlay), max_side) if overlay is not None else None
+    original_width = int(np.asarray(image).shape[1])
+    left = burn_boxes(_shrink(_to_rgb(image), max_side), data, original_width)
+    right = (
+        burn_boxes(_shrink(_to_rgb(overlay), max_side), data, original_width) if overlay is not None else None
+    )
     gap = 8
     width = left.width + (gap + right.width if right else 0)
     height = max(left.height, right.height if right else 0)
@@ -205,6 +284,8 @@ def to_png(
     chars = max(40, int(width / 8))
     caption = []
     for line in _result_lines(data):
+        caption += textwrap.wrap(line, chars) or [""]
+    for line in legend_lines(data):
         caption += textwrap.wrap(line, chars) or [""]
     caption.append(f"Model {data.model['id']} (sha256 {data.model['sha256'][:16]}...)  |  {data.created_utc}")
     caption.append(f"Image sha256 {data.image['sha256'][:16]}...")
@@ -278,12 +359,16 @@ def to_pdf(
     pdf.multi_cell(epw, 5, _pdf_text(DISCLAIMER), border=1, fill=True, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.ln(3)
 
-    panels = [p for p in (_to_rgb(image), _to_rgb(overlay)) if p is not None]
+    original_width = int(np.asarray(image).shape[1])
+    panels = [
+        burn_boxes(_shrink(p, max_side), data, original_width)
+        for p in (_to_rgb(image), _to_rgb(overlay))
+        if p is not None
+    ]
     col_w = (epw - 4 * (len(panels) - 1)) / len(panels)
     top = pdf.get_y()
     max_h = 0.0
     for i, panel in enumerate(panels):
-        panel = _shrink(panel, max_side)
         h_mm = min(col_w * panel.height / panel.width, 110.0)
         w_mm = h_mm * panel.width / panel.height
         pdf.image(panel, x=pdf.l_margin + i * (col_w + 4) + (col_w - w_mm) / 2, y=top, w=w_mm, h=h_mm)
@@ -291,11 +376,14 @@ def to_pdf(
     pdf.set_y(top + max_h + 1)
     pdf.set_font("Helvetica", size=8)
     pdf.set_text_color(90, 90, 90)
-    titles = ["Radiograph (as windowed on screen)", "Heat-map overlay"][: len(panels)]
+    titles = ["Radiograph (as windowed on screen)", "Heat map: where the model looked"][: len(panels)]
     for i, title in enumerate(titles):
         pdf.set_x(pdf.l_margin + i * (col_w + 4))
         pdf.cell(col_w, 4, _pdf_text(title), align="C")
-    pdf.ln(7)
+    pdf.ln(5)
+    for text in legend_lines(data):
+        line(f"Legend: {text}", size=8, colour=(90, 90, 90))
+    pdf.ln(2)
 
     line("Result", size=12, style="B")
     for text in _result_lines(data):
@@ -305,8 +393,9 @@ def to_pdf(
         th = data.prediction["thresholds"]
         if th:
             line(
-                f"Status rule on suspicion: negative below {th.get('negative_below', float('nan')):.2f}, "
-                f"positive at {th.get('positive_at', float('nan')):.2f}, uncertain - review in between.",
+                "Status rule on suspicion: doubt - review at or above "
+                f"{th.get('negative_below', float('nan')):.2f}, "
+                f"positive at or above {th.get('positive_at', float('nan')):.2f}, negative below both.",
                 size=9,
                 colour=(90, 90, 90),
             )

@@ -30,8 +30,12 @@ __all__ = [
     "CARD_FILE",
     "PYTORCH_ARCHITECTURES",
     "CardEntry",
+    "DeclaredScope",
     "ModelCard",
     "Normalization",
+    "OperatingPoint",
+    "OperatingPoints",
+    "ScopeSection",
     "Thresholds",
     "card_schema",
     "list_cards",
@@ -110,6 +114,86 @@ class Thresholds(BaseModel):
         return self
 
 
+class OperatingPoint(BaseModel):
+    """One cut on the suspicion (or, for a detector, the box confidence) and what it achieved."""
+
+    model_config = ConfigDict(extra="forbid")
+    threshold: float = Field(ge=0.0, le=1.0)
+    sensitivity: float = Field(ge=0.0, le=1.0)
+    specificity: float = Field(ge=0.0, le=1.0)
+
+
+class OperatingPoints(BaseModel):
+    """The card's two operating points, measured on held-out images, so the reader knows what each means.
+
+    ``doubt`` is the sensitive cut (``thresholds.negative_below``): at or above it the image is worth a
+    second look. ``positive`` is the specific cut (``thresholds.positive_at``): at or above it the finding
+    is called. ``measured_on`` says on which images (none of them seen in training) the figures hold.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    doubt: OperatingPoint
+    positive: OperatingPoint
+    n_positive: int = Field(ge=1)
+    n_negative: int = Field(ge=1)
+    target_sensitivity: float = Field(ge=0.0, le=1.0)
+    target_specificity: float = Field(ge=0.0, le=1.0)
+    measured_on: str = Field(min_length=1)
+    command: str = ""
+
+
+class DeclaredScope(BaseModel):
+    """What the model saw in training, as DICOM header values, checked before any feature is computed.
+
+    ``body_parts``, ``views`` and ``modalities`` are upper-case DICOM code strings (BodyPartExamined,
+    ViewPosition, Modality); an empty list declares nothing about that attribute. ``age_group`` is
+    ``adult``, ``paediatric`` or ``any``; ``description`` is the sentence the Models page shows.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    body_parts: list[str] = Field(default_factory=list)
+    views: list[str] = Field(default_factory=list)
+    modalities: list[str] = Field(default_factory=list)
+    age_group: Literal["adult", "paediatric", "any"] = "any"
+    description: str = ""
+
+    @field_validator("body_parts", "views", "modalities")
+    @classmethod
+    def _codes(cls, v: list[str]) -> list[str]:
+        codes = [c.strip().upper() for c in v]
+        if any(not c for c in codes):
+            raise ValueError("declared scope codes must be non-empty strings")
+        return codes
+
+
+class ScopeSection(BaseModel):
+    """The learned scope gate of one model (``bonecls.scope``): its statistics file beside the weights,
+    that file's sha256 (checked before use), the score threshold, the in-scope rate on held-out
+    in-distribution images it was chosen at, and the declared scope."""
+
+    model_config = ConfigDict(extra="forbid")
+    stats_file: str = "scope.safetensors"
+    sha256: str = Field(pattern=_SHA_RE.pattern)
+    threshold: float = Field(allow_inf_nan=False)
+    in_scope_rate: float = Field(gt=0.0, le=1.0)
+    method: str = "mahalanobis"
+    declared: DeclaredScope = Field(default_factory=DeclaredScope)
+    fitted_on: str = ""
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _sha_lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("stats_file")
+    @classmethod
+    def _stats_file(cls, v: str) -> str:
+        if not v.endswith(".safetensors") or "/" in v or "\\" in v or v.startswith("."):
+            raise ValueError("stats_file must be a plain .safetensors file name inside the model folder")
+        return v
+
+
 class ModelCard(BaseModel):
     """Everything needed to run, interpret and audit one model (``card.json``).
 
@@ -124,7 +208,7 @@ class ModelCard(BaseModel):
         pattern=_ID_RE.pattern,
         description="Model id (usually its folder name): letters, digits, '.', '_', '-'; no leading '.'.",
     )
-    task: Literal["fracture", "threeclass", "pneumonia", "pneumonia-det"]
+    task: Literal["fracture", "threeclass", "pneumonia", "pneumonia-det", "abnormality"]
     framework: Literal["pytorch", "ultralytics", "keras"] = "pytorch"
     architecture: str = Field(min_length=1)
     head: Literal["linear", "dense_bn"] = "linear"
@@ -135,6 +219,7 @@ class ModelCard(BaseModel):
     normalization: Normalization
     temperature: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
     thresholds: Thresholds = Field(default_factory=lambda: Thresholds(negative_below=0.3, positive_at=0.7))
+    operating_points: OperatingPoints | None = None
     weights_file: str = "model.safetensors"
     sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
     training_data: str = ""
@@ -150,6 +235,7 @@ class ModelCard(BaseModel):
         "lift, pointing game); see bonecls.training.held_out.",
     )
     extra: dict[str, Any] = Field(default_factory=dict)
+    scope: ScopeSection | None = None
 
     @field_validator("sha256", mode="before")
     @classmethod
@@ -180,6 +266,15 @@ class ModelCard(BaseModel):
         if len(self.normalization.mean) != self.in_chans:
             raise ValueError(
                 f"normalization has {len(self.normalization.mean)} channel(s) but in_chans is {self.in_chans}"
+            )
+        op = self.operating_points
+        if op is not None and (
+            abs(op.doubt.threshold - self.thresholds.negative_below) > 1e-9
+            or abs(op.positive.threshold - self.thresholds.positive_at) > 1e-9
+        ):
+            raise ValueError(
+                "operating_points must be measured at the card's thresholds "
+                "(doubt at negative_below, positive at positive_at)"
             )
         suffixes = _WEIGHT_SUFFIXES[self.framework]
         if not self.weights_file.lower().endswith(suffixes):

@@ -15,17 +15,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["EXPORT_FIELDS", "WorklistRow", "build_worklist", "rank", "to_csv", "to_json"]
+from bonecls.reading import STATUS_TEXT
+
+__all__ = ["EXPORT_FIELDS", "WorklistRow", "build_worklist", "group_of", "rank", "to_csv", "to_json"]
 
 GROUP_READABLE, GROUP_OOD, GROUP_ERROR = 0, 1, 2
-STATUS_TEXT = {
-    "positive": "positive",
-    "uncertain": "uncertain — review",
-    "negative": "negative",
-    "detected": "findings boxed",
-    "none": "no box above threshold",
-    "error": "unreadable",
-}
 EXPORT_FIELDS = (
     "rank",
     "file",
@@ -44,7 +38,7 @@ class WorklistRow:
     rank: int
     file: str
     image_sha256: str
-    status: str  # positive | uncertain | negative | detected | none | error
+    status: str  # positive | uncertain (doubt) | negative | detected | none | error | out of scope
     label: str | None
     suspicion: float | None
     model_id: str | None
@@ -64,16 +58,18 @@ class WorklistRow:
         return {k: row[k] for k in EXPORT_FIELDS}
 
 
-def _group(row: WorklistRow) -> int:
+def group_of(row: WorklistRow) -> int:
+    """GROUP_READABLE (ranked by suspicion), GROUP_OOD (not a typical radiograph, or out of the model's
+    scope: its score means nothing, so it is never ranked among the others) or GROUP_ERROR."""
     if row.status == "error":
         return GROUP_ERROR
-    return GROUP_OOD if row.out_of_distribution else GROUP_READABLE
+    return GROUP_OOD if row.out_of_distribution or row.status == "out of scope" else GROUP_READABLE
 
 
 def rank(rows: Iterable[WorklistRow]) -> list[WorklistRow]:
     """Readable by descending suspicion, then out-of-distribution, then errors; upload order breaks ties."""
     indexed = list(enumerate(rows))
-    indexed.sort(key=lambda ir: (_group(ir[1]), -(ir[1].suspicion or 0.0), ir[0]))
+    indexed.sort(key=lambda ir: (group_of(ir[1]), -(ir[1].suspicion or 0.0), ir[0]))
     out = []
     for new_rank, (_, row) in enumerate(indexed, start=1):
         out.append(WorklistRow(**{**asdict(row), "rank": new_rank}))

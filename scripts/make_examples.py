@@ -16,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bonecls.phantom.render import TASK_CLASSES, generate  # noqa: E402
+from bonecls.phantom.render import TASK_CLASSES  # noqa: E402
+from bonecls.phantom.samples import generate  # noqa: E402
 from bonecls.phantom.writers import _png, write_dicom  # noqa: E402
 
 

@@ -73,6 +73,51 @@ OMP_NUM_THREADS=1 .venv/bin/torchrun --standalone --nproc_per_node=2 train/class
 "$PY" train/classify.py --data data/prep-pneu --preset pneumonia --image-size 128 --epochs 10 --lr 2e-3 \
   --patience 10 "${common[@]}" --output weights/pneumonia-cls --id pneumonia-cls --run-dir runs/pneumonia-cls
 
+# --- operating points (card.json only; weights and sha256 unchanged) ----------------------------
+# Doubt (sensitive) and positive (specific) cuts, with the sensitivity and specificity at each,
+# measured on 2000 fresh phantoms of each card's own recipe with dataset seed 4242, which no model
+# trained on (bonecls/operating_points.py). Run so far: pneumonia-cls (doubt 0.033: sens 0.995,
+# spec 0.559; positive 0.361: sens 0.979, spec 0.95). The other three cards still carry their
+# training-time thresholds until these lines are run.
+"$PY" -m bonecls.operating_points weights/pneumonia-cls --n 2000 --seed 4242 --write
+"$PY" -m bonecls.operating_points weights/pneumonia-det --n 2000 --seed 4242 --write
+"$PY" -m bonecls.operating_points weights/fracture --n 2000 --seed 4242 --write
+"$PY" -m bonecls.operating_points weights/threeclass --n 2000 --seed 4242 --write
+
+# --- learned scope gates (issue 21): fitted onto the four shipped models without retraining them --------
+# Fit on the first images of each recipe's own training block (same task, seed and flags; --split 1 0 0
+# keeps them all in one folder), choose the threshold at 97.5% in scope on 500 phantoms of another seed,
+# and report the in-scope rate on 500 of a third seed (card: scope.metrics.heldout_in_scope_rate).
+# Only the card's scope section and weights/<id>/scope.safetensors change; the weights and their sha256 do not.
+phantom --task fracture --layout kaggle --n 1500 --size 256 --seed 201 --paired --split 1 0 0 data/scope/frac-fit
+phantom --task threeclass --layout threeclass --n 1500 --size 256 --seed 301 --paired --split 1 0 0 data/scope/three-fit
+phantom --task pneumonia --layout yolo --n 800 --size 256 --seed 101 --split 1 0 0 data/scope/pneu-fit
+phantom --task fracture --layout kaggle --n 500 --size 256 --seed 2201 --paired --split 1 0 0 data/scope/frac-thr
+phantom --task threeclass --layout threeclass --n 501 --size 256 --seed 2301 --paired --split 1 0 0 data/scope/three-thr
+phantom --task pneumonia --layout yolo --n 500 --size 256 --seed 2101 --split 1 0 0 data/scope/pneu-thr
+phantom --task fracture --layout kaggle --n 500 --size 256 --seed 2202 --paired --split 1 0 0 data/scope/frac-eval
+phantom --task threeclass --layout threeclass --n 501 --size 256 --seed 2302 --paired --split 1 0 0 data/scope/three-eval
+phantom --task pneumonia --layout yolo --n 500 --size 256 --seed 2102 --split 1 0 0 data/scope/pneu-eval
+scope() {  # scope <model> <data prefix> <fit description> <layers...>
+  local model=$1 prefix=$2 fitted=$3
+  shift 3
+  "$PY" -m bonecls.scope.fit --card "weights/$model" --fit-images "data/scope/$prefix-fit" \
+    --threshold-images "data/scope/$prefix-thr" --eval-images "data/scope/$prefix-eval" --fitted-on "$fitted" \
+    --layers "$@"
+}
+# custom_v2_max: the max-pooled head input alone let the leg film through (0.93 of the threshold);
+# the spatial means of block3 and block4 beside it separate every real film and the whole OOD corpus
+scope fracture frac "bonecls phantom --task fracture --layout kaggle --n 1500 --size 256 --seed 201 --paired --split 1 0 0 (the first 1500 of the recipe training block); threshold on 500 of seed 2201; held-out rate on 500 of seed 2202" \
+  penultimate features.block3 features.block4
+scope threeclass three "bonecls phantom --task threeclass --layout threeclass --n 1500 --size 256 --seed 301 --paired --split 1 0 0 (the first 1500 of the recipe training block); threshold on 501 of seed 2301; held-out rate on 501 of seed 2302" \
+  penultimate features.block3 features.block4
+scope pneumonia-cls pneu "bonecls phantom --task pneumonia --layout yolo --n 800 --size 256 --seed 101 --split 1 0 0 (the recipe training block); threshold on 500 of seed 2101; held-out rate on 500 of seed 2102" \
+  penultimate
+# YOLOv8n: spatial means of the backbone's P3 and P4 C2f and P5 SPPF outputs (bonecls/detection/scope_features.py)
+scope pneumonia-det pneu "bonecls phantom --task pneumonia --layout yolo --n 800 --size 256 --seed 101 --split 1 0 0 (the recipe training block); threshold on 500 of seed 2101; held-out rate on 500 of seed 2102" \
+  model.4 model.6 model.9
+"$PY" bench/bench_scope.py --phantoms data/scope
+
 # --- held-out rendering variants (issue 22): the figures on every card's evaluation section --------
 # Each model is scored on paired varied phantoms of the CT (lung1), the processing chain (log) and the
 # lesion style (buckle; bronchogram for pneumonia) that its training never used: per-variant ROC-AUC

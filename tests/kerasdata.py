@@ -1,7 +1,7 @@
 """Keras test models and cards (not a test module): tests/test_keras.py and tests/test_app_keras.py.
 
-TensorFlow is imported through :func:`bonecls.keras_model.import_keras` (which loads Triton first: see
-its comment), and only when a helper runs.
+TensorFlow is imported through :func:`bonecls.inference.keras_loader.import_keras` (which loads Triton
+first: see its comment), and only when a helper runs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ THREECLASS = ["healthy", "fractured", "beyond_repair"]
 
 
 def keras() -> Any:
-    from bonecls.keras_model import import_keras
+    from bonecls.inference.keras_loader import import_keras
 
     return import_keras()[0]
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from appdata import app_environment, build_weights, png_bytes, radiograph_like
 from factories import PHI_NEEDLES, make_dicom, make_text
@@ -34,7 +35,7 @@ PAGES = [
     "pages/models.py",
     "pages/worklist.py",
 ]
-STATUS_WORDS = ("positive", "uncertain — review", "negative")
+STATUS_WORDS = ("positive", "doubt — review", "negative")
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,11 @@ def viewer_spec(at: AppTest) -> dict:
     specs = [s for s in charts(at) if any(t.get("type") == "image" for t in s["data"])]
     assert len(specs) == 1
     return specs[0]
+
+
+def panels(spec: dict) -> int:
+    """How many images the viewer shows (radiograph, and the overlay when a heat map is on)."""
+    return len([t for t in spec["data"] if t["type"] == "image"])
 
 
 def png_image(seed: int = 0) -> bytes:
@@ -167,7 +173,9 @@ def test_example_prediction_is_shown(env: Path, examples_dir: Path) -> None:
     probs = [s for s in charts(at) if s["data"][0].get("type") == "bar"]
     assert probs and {y.replace(" ", "_") for y in probs[0]["data"][0]["y"]} == {"not_fractured", "fractured"}
     viewer = viewer_spec(at)
-    assert len([t for t in viewer["data"] if t["type"] == "image"]) == 2  # original | overlay
+    shown = "negative" not in text.split("\n")[0]  # heat maps open by themselves for doubt and positive
+    assert len([t for t in viewer["data"] if t["type"] == "image"]) == (2 if shown else 1)
+    assert any("Study:" in i.value for i in at.info)
     assert any("Answered in" in c.value for c in at.caption)
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["Report (PDF)", "Image + overlay (PNG)", "Result (JSON)"]
@@ -182,7 +190,7 @@ def test_load_all_examples_into_the_worklist(env: Path, examples_dir: Path) -> N
     at = new_app()
     at.button(key="example_all").click().run()
     assert [t.value for t in at.title] == ["Worklist"]
-    assert len(at.dataframe[0].value) == len(list_examples(examples_dir))
+    assert sum(len(d.value) for d in at.dataframe) == len(list_examples(examples_dir))
 
 
 def test_threeclass_page_shows_three_classes(env: Path) -> None:
@@ -196,39 +204,41 @@ def test_threeclass_page_shows_three_classes(env: Path) -> None:
 
 
 def test_switching_cam_method_does_not_run_the_classifier_again(env: Path, monkeypatch) -> None:
-    from bonecls.predict import Predictor
+    from bonecls.inference.predictor import Predictor
+    from bonecls.ui.session import STORE_KEY
 
     predicts = count_calls(monkeypatch, Predictor, "predict_batch")
     explains = count_calls(monkeypatch, Predictor, "explain")
     at = new_app()
     upload(at, [("a.png", png_image())])
     goto(at, "pages/fracture.py")
-    # a new image: one Grad-CAM pass whose forward pass is also the prediction shown
-    assert (predicts[0], explains[0]) == (0, 1)
+    item = next(iter(at.session_state[STORE_KEY]))
+    toggle = at.toggle(key=f"fracture_heat_{item.sha256[:12]}")
+    status_line = markdown(at).split("\n")[0]
+    # heat maps open by themselves only for doubt and positive results
+    assert toggle.value == ("negative" not in status_line)
+    if not toggle.value:
+        assert explains[0] == 0 and len([t for t in viewer_spec(at)["data"] if t["type"] == "image"]) == 1
+        toggle.set_value(True).run()
+    assert (predicts[0], explains[0]) == (1, 1)
+    assert any("where the model looked — not a finding" in c.value for c in at.caption)
     shown = markdown(at)
     first = viewer_spec(at)["data"][1]["source"]
     for label in ("HiResCAM", "EigenCAM", "Grad-CAM++"):
         at.selectbox(key="fracture_method").set_value(label).run()
         assert not at.exception
         assert markdown(at) == shown  # same prediction on screen
-    assert predicts[0] == 0, "switching the CAM method re-ran the classifier"
+    assert predicts[0] == 1, "switching the CAM method re-ran the classifier"
     assert explains[0] == 4
     at.slider(key="fracture_opacity").set_value(0.8).run()
     at.selectbox(key="fracture_cmap").set_value("inferno").run()
     at.selectbox(key="fracture_method").set_value("Grad-CAM").run()  # cached heat map
-    assert (predicts[0], explains[0]) == (0, 4)
+    assert (predicts[0], explains[0]) == (1, 4)
     assert viewer_spec(at)["data"][1]["source"] != first  # new opacity + colormap applied
     at.selectbox(key="fracture_target").set_value("fractured").run()  # another target: one more CAM
-    assert (predicts[0], explains[0]) == (0, 5)
-    # the prediction from the CAM pass equals a plain prediction
-    from bonecls.ui import services
-    from bonecls.ui.session import STORE_KEY
-
-    item = next(iter(at.session_state[STORE_KEY]))
-    entry = services.models_for("fracture")[0]
-    cached = services.cached_prediction(entry, item.radiograph)
-    fresh = services.predictor(str(entry.path), entry.sha256).predict(item.radiograph)
-    assert cached.label == fresh.label and abs(cached.suspicion - fresh.suspicion) < 1e-5
+    assert (predicts[0], explains[0]) == (1, 5)
+    at.toggle(key=f"fracture_heat_{item.sha256[:12]}").set_value(False).run()
+    assert len([t for t in viewer_spec(at)["data"] if t["type"] == "image"]) == 1
 
 
 def test_second_image_on_a_warm_app_loads_no_model_again(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -393,13 +403,15 @@ def test_worklist_ranks_by_suspicion_with_errors_in_place_and_exports(env: Path)
     images = [(f"img{i}.png", png_image(i)) for i in range(4)]
     upload(at, [*images[:2], ("bad.txt", make_text()), *images[2:]])
     goto(at, "pages/worklist.py")
-    table = at.dataframe[0].value
-    assert list(table["rank"]) == [1, 2, 3, 4, 5]
-    susp = list(table["suspicion"])
-    assert susp[:4] == sorted(susp[:4], reverse=True)
-    assert table["file"].iloc[-1] == "bad.txt" and table["status"].iloc[-1] == "unreadable"
-    assert "text file" in table["note"].iloc[-1]
-    assert all(str(s).startswith("data:image/png;base64,") for s in table["image"][:4])
+    ranked, unreadable = at.dataframe[0].value, at.dataframe[1].value
+    assert list(ranked["rank"]) == [1, 2, 3, 4] and list(unreadable["rank"]) == [5]
+    susp = list(ranked["suspicion"])
+    assert susp == sorted(susp, reverse=True)
+    assert unreadable["file"].iloc[0] == "bad.txt" and unreadable["status"].iloc[0] == "unreadable"
+    assert "text file" in unreadable["note"].iloc[0] and "image" not in unreadable.columns  # no "None" image
+    assert all(str(s).startswith("data:image/png;base64,") for s in ranked["image"])
+    assert "Unreadable files" in markdown(at) and "ranked by suspicion" in markdown(at)
+    table = pd.concat([ranked, unreadable])
     assert [b.label for b in at.get("download_button")] == ["Export CSV", "Export JSON"]
     # the exports carry the same ranking
     store = at.session_state[STORE_KEY]
@@ -433,17 +445,29 @@ def test_pneumonia_page_boxes_follow_the_confidence_slider(env: Path, monkeypatc
     at = new_app()
     upload(at, [("chest.png", png_image())])
     goto(at, "pages/pneumonia.py")
-    assert "**2 opacity boxes** at confidence ≥ 0.25" in markdown(at)
+    # the card's cuts (tests/appdata.py): doubt from 0.10 (dashed), definite from 0.25 (solid)
+    assert "**3 opacity boxes** at confidence ≥ 0.10 (2 definite, 1 doubt)" in markdown(at)
     spec = viewer_spec(at)
-    assert len(spec["layout"]["shapes"]) == 2
+    dashes = sorted(s["line"]["dash"] for s in spec["layout"]["shapes"])
+    assert dashes == sorted(["dash", "solid", "solid"] * panels(spec))  # boxes on every panel
     assert any("opacity 0.91" in a["text"] for a in spec["layout"]["annotations"])
+    assert any("opacity 0.15 (doubt)" in a["text"] for a in spec["layout"]["annotations"])
     assert any(word in markdown(at) for word in STATUS_WORDS)  # the classifier's result too
+    study = next(i.value for i in at.info if "Study:" in i.value)
+    assert "Classifier" in study and "box" in study
+    assert any("Dashed box: doubt" in c.value for c in at.caption)
     at.slider(key="pn_conf").set_value(0.6).run()
     assert "**1 opacity box** at confidence ≥ 0.60" in markdown(at)
-    assert len(viewer_spec(at)["layout"]["shapes"]) == 1
+    spec = viewer_spec(at)
+    assert len(spec["layout"]["shapes"]) == panels(spec)
     at.slider(key="pn_conf").set_value(0.1).run()
-    assert len(viewer_spec(at)["layout"]["shapes"]) == 3
+    spec = viewer_spec(at)
+    assert len(spec["layout"]["shapes"]) == 3 * panels(spec)
     assert calls[0] == 1  # the slider filters cached boxes
+    from bonecls.ui.session import STORE_KEY
+
+    sha = next(iter(at.session_state[STORE_KEY])).sha256
+    at.toggle(key=f"pn_heat_{sha[:12]}").set_value(True).run()
     at.selectbox(key="pn_method").set_value("EigenCAM (detector)").run()
     assert not at.exception
     spec = viewer_spec(at)
@@ -452,26 +476,57 @@ def test_pneumonia_page_boxes_follow_the_confidence_slider(env: Path, monkeypatc
 
 
 def test_dicom_window_level_changes_the_display_not_the_prediction(env: Path, monkeypatch) -> None:
-    from bonecls.predict import Predictor
+    from bonecls.inference.predictor import Predictor
+    from bonecls.ui.session import STORE_KEY
 
     predicts = count_calls(monkeypatch, Predictor, "predict_batch")
     at = new_app()
     upload(at, [("scan", make_dicom(radiograph_like(256, seed=5)))])  # DICOM without extension
     goto(at, "pages/fracture.py")
+    sha = next(iter(at.session_state[STORE_KEY])).sha256[:12]
+    at.toggle(key=f"fracture_heat_{sha}").set_value(True).run()
     runs = predicts[0]
     before = viewer_spec(at)["data"]
-    level = at.slider(key=next(s.key for s in at.slider if str(s.key).startswith("fracture_c_")))
-    width = at.slider(key=next(s.key for s in at.slider if str(s.key).startswith("fracture_w_")))
-    level.set_value(level.value * 0.7)
-    width.set_value(width.value * 0.3)
+    level = at.slider(key=f"fracture_c_{sha}")
+    width = at.slider(key=f"fracture_w_{sha}")
+    assert isinstance(level.value, int) and isinstance(width.value, int)  # whole raw units, no "15000.00"
+    level.set_value(int(level.value * 0.7))
+    width.set_value(int(width.value * 0.3))
     at.run()
     after = viewer_spec(at)["data"]
     assert after[0]["source"] != before[0]["source"]  # the radiograph is re-windowed
     assert after[1]["source"] != before[1]["source"]  # the overlay follows the window
     assert predicts[0] == runs
-    next(b for b in at.button if str(b.key).startswith("fracture_reset_")).click().run()
+    at.button(key=f"fracture_reset_{sha}").click().run()
     assert viewer_spec(at)["data"][0]["source"] == before[0]["source"]  # back to the image's window
+    presets = at.get("button_group")
+    assert presets, "the window presets are shown (not hidden in a collapsed section)"
+    at.button(key=f"fracture_narrower_window_{sha}").click().run()
+    assert at.slider(key=f"fracture_w_{sha}").value < width.value / 0.3 * 0.99  # a step narrower
+    assert predicts[0] == runs
     assert not at.warning or all("Session State" not in w.value for w in at.warning)
+
+
+def test_eight_bit_images_get_the_same_window_controls_and_presets(env: Path) -> None:
+    from bonecls.imaging import load_radiograph
+    from bonecls.imaging.presets import window_presets
+    from bonecls.ui.session import STORE_KEY
+
+    pixels = radiograph_like(256, seed=3).astype(np.float64)
+    buf = io.BytesIO()
+    Image.fromarray((255 * (pixels - pixels.min()) / np.ptp(pixels)).astype(np.uint8)).save(buf, format="PNG")
+    at = new_app()
+    upload(at, [("a.png", buf.getvalue())])
+    goto(at, "pages/fracture.py")
+    sha = next(iter(at.session_state[STORE_KEY])).sha256[:12]
+    assert at.slider(key=f"fracture_c_{sha}").value == 128 and at.slider(key=f"fracture_w_{sha}").value == 255
+    presets = window_presets(load_radiograph(buf.getvalue()))
+    assert list(presets)[:3] == ["As opened", "Auto", "Full range"] and {
+        "Lung",
+        "Bone",
+        "Soft tissue",
+    } <= set(presets)
+    assert all(isinstance(v, int) for window in presets.values() for v in window)
 
 
 def test_colour_photo_is_flagged_and_greyed(env: Path) -> None:

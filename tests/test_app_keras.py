@@ -45,7 +45,7 @@ def bar_chart(at: AppTest) -> dict:
 
 
 def test_threeclass_page_reads_with_the_keras_model(env: None) -> None:
-    from bonecls.keras_predict import KerasPredictor
+    from bonecls.inference.keras_predictor import KerasPredictor
     from bonecls.ui import services
     from bonecls.ui.session import STORE_KEY
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import graphlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,3 +65,79 @@ def test_only_detection_imports_ultralytics() -> None:
     assert offenders == [], "only bonecls/detection/ may import ultralytics (AGPL-3.0):\n" + "\n".join(
         offenders
     )
+
+
+# --- no import cycle ------------------------------------------------------------------------
+
+PACKAGE = REPO / "bonecls"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported(node: ast.AST, here: str, is_package: bool) -> list[str]:
+    """Dotted names an import statement may load: for ``from a import b`` both ``a.b`` (if b is a
+    module) and ``a``; relative imports resolved against the importing module."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    base = node.module or ""
+    if node.level:
+        anchor = here.split(".") if is_package else here.split(".")[:-1]
+        anchor = anchor[: len(anchor) - (node.level - 1)]
+        base = ".".join([*anchor, base] if base else anchor)
+    return [base, *(f"{base}.{alias.name}" for alias in node.names)]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """bonecls module -> the bonecls modules it imports, anywhere in its source (in functions and
+    ``if TYPE_CHECKING:`` blocks too: an import that runs late is still an arrow)."""
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            for target in _imported(node, name, path.name == "__init__.py"):
+                if target in files and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def test_no_import_cycle() -> None:
+    graph = import_graph()
+    assert sum(map(len, graph.values())) > 50, "the graph lost its arrows: the parser no longer sees imports"
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        raise AssertionError("import cycle in bonecls: " + " -> ".join(exc.args[1])) from None
+
+
+def test_forbidden_arrows() -> None:
+    """The layering the map promises: decoding knows nothing of models, classifier inference nothing of the
+    (AGPL) detector, and no module imports the app."""
+    graph = import_graph()
+    forbidden = [
+        ("bonecls.imaging", ("bonecls.inference", "bonecls.models", "bonecls.weights", "bonecls.detection")),
+        ("bonecls.inference", ("bonecls.detection", "bonecls.ui")),
+        ("bonecls.detection", ("bonecls.ui",)),
+        ("bonecls.training", ("bonecls.ui",)),
+    ]
+    broken = [
+        f"{src} -> {dst}"
+        for src, targets in graph.items()
+        for dst in targets
+        for low, banned in forbidden
+        if (src == low or src.startswith(low + "."))
+        and any(dst == b or dst.startswith(b + ".") for b in banned)
+    ]
+    assert graph.get("bonecls.imaging.load"), "the graph lost imaging's arrows"
+    assert not broken, "forbidden imports: " + ", ".join(sorted(broken))
+    # imaging must not import torch either (a decoder that needs no model must not pay for one)
+    for path in (PACKAGE / "imaging").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "torch" not in names, f"{path.name} imports torch"

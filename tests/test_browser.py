@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "artifacts" / "browser"
 BANNER = "Reading aid, not a diagnosis."
-STATUS_WORDS = ("positive", "uncertain — review", "negative")
+STATUS_WORDS = ("positive", "doubt — review", "negative")
 
 
 def _need_chromium() -> None:
@@ -76,14 +76,24 @@ def _dicom(tmp: Path, seed: int) -> Path:
     return path
 
 
-def _wait_answer(page, timeout_ms: int = 120_000) -> float:
+def _wait_answer(page, timeout_ms: int = 120_000, images: int = 1) -> float:
+    """Seconds until the answer and the viewer (``images`` panels: 2 with a heat-map overlay) are drawn."""
     t0 = time.perf_counter()
     page.wait_for_selector("text=Answered in", timeout=timeout_ms)
     page.wait_for_function(
-        "() => document.querySelectorAll('.js-plotly-plot image').length >= 2",
+        f"() => document.querySelectorAll('.js-plotly-plot image').length >= {images}",
         timeout=timeout_ms,
     )
     return time.perf_counter() - t0
+
+
+def _heat_on(page) -> None:
+    """Switch the heat map on (it opens by itself only for doubt and positive results) and wait for it."""
+    if page.locator(".js-plotly-plot image").count() < 2:
+        page.get_by_text("Show heat map", exact=True).click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('.js-plotly-plot image').length >= 2", timeout=60_000
+    )
 
 
 def test_upload_dicom_and_read_it_in_chromium(server: tuple[str, Path]) -> None:
@@ -126,7 +136,18 @@ def test_upload_dicom_and_read_it_in_chromium(server: tuple[str, Path]) -> None:
             text = page.inner_text("body")
             assert text.count(BANNER) == 1
             assert any(word in text for word in STATUS_WORDS), text[:2000]
-            assert "Suspicion" in text and "Grad-CAM" in text
+            assert "Suspicion" in text and "Study:" in text and "Doubt — review at suspicion" in text
+            # window/level in view (not in a collapsed section), whole units, presets
+            assert "Window preset" in text and "Level (centre)" in text and "Auto" in text
+            for label in ("Level (centre)", "Window (width)"):
+                slider = page.locator("[data-testid=stSlider]").filter(has_text=label)
+                value = slider.locator("[data-testid=stSliderThumbValue]").inner_text()
+                assert value.isdigit(), (label, value)  # whole raw units, never "15000.00"
+            _heat_on(page)
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(ARTIFACTS / "fracture-heat.png"), full_page=True)
+            text = page.inner_text("body")
+            assert "Grad-CAM" in text and "where the model looked — not a finding" in text
             assert "Traceback" not in text
             content = page.content()
             leaked = [n for n in PHI_NEEDLES if n in content]
@@ -153,9 +174,19 @@ def test_upload_dicom_and_read_it_in_chromium(server: tuple[str, Path]) -> None:
             answered = page.locator("text=Answered in").inner_text()
             timings["second_image_server_s"] = float(answered.split("Answered in ")[1].split(" s")[0])
 
+            page.get_by_role("link", name="Pneumonia").click()
+            page.wait_for_selector("text=Study:", timeout=60_000)
+            _wait_answer(page)
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(ARTIFACTS / "pneumonia.png"), full_page=True)
+            text = page.inner_text("body")
+            assert "Study:" in text and "Traceback" not in text
+            assert "Dashed box: doubt" in text or "No pneumonia detector is installed" in text
+
             page.get_by_role("link", name="Worklist").click()
             page.wait_for_selector("text=2 file(s)", timeout=60_000)
             page.wait_for_timeout(800)
+            assert "ranked by suspicion" in page.inner_text("body")
             page.screenshot(path=str(ARTIFACTS / "worklist.png"), full_page=True)
             page.get_by_role("link", name="Models & audit").click()
             page.wait_for_selector("text=Predictions logged", timeout=60_000)

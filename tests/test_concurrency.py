@@ -86,7 +86,7 @@ def test_services_from_threads_give_the_serial_results(
     tiny_card_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from bonecls.audit import AuditLog
-    from bonecls.predict import Predictor
+    from bonecls.inference.predictor import Predictor
     from bonecls.ui import services, widgets
     from bonecls.ui.session import ingest_uploads
 
@@ -239,7 +239,7 @@ def test_app_sessions_at_once(app_weights: Path, tmp_path: Path) -> None:
     from bonecls.audit import AuditLog
     from bonecls.errors import ImageError
     from bonecls.imaging import load_radiograph
-    from bonecls.predict import Predictor
+    from bonecls.inference.predictor import Predictor
 
     (case,) = [c for c in CASES if c.name == BAD_CASE]
     assert case.outcome[0] == "error"

@@ -8,11 +8,12 @@ import torch
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-import bonecls.explain as bx
-from bonecls.errors import BoneclsError
-from bonecls.explain import CAM_METHODS, COLORMAPS, ExplainError, explain, explain_with_logits, overlay
+import bonecls.inference.torch_cam as torch_cam
+from bonecls.errors import BoneclsError, ExplainError
+from bonecls.inference.heatmap import COLORMAPS, overlay
+from bonecls.inference.predictor import Predictor
+from bonecls.inference.torch_cam import CAM_METHODS, cam_class, explain, explain_with_logits
 from bonecls.models import create_model, target_layers
-from bonecls.predict import Predictor
 from bonecls.weights import ModelCard
 
 GRADIENT_METHODS = ["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam"]
@@ -30,7 +31,7 @@ def test_method_and_colormap_names() -> None:
     }
     assert set(COLORMAPS) == {"jet", "turbo", "inferno", "viridis", "hot", "bone"}
     with pytest.raises(ExplainError) as info:
-        bx.cam_class("gradcam+++")
+        cam_class("gradcam+++")
     assert isinstance(info.value, ValueError) and isinstance(info.value, BoneclsError)
     assert "layercam" in str(info.value)
 
@@ -180,7 +181,7 @@ def test_nan_gradients_give_a_zero_map_and_a_warning() -> None:
 
 def test_scorecam_memory_guard(monkeypatch: pytest.MonkeyPatch) -> None:
     model = localiser()
-    monkeypatch.setattr(bx, "SCORECAM_MAX_BYTES", 1000)
+    monkeypatch.setattr(torch_cam, "SCORECAM_MAX_BYTES", 1000)
     with pytest.raises(ExplainError, match="Score-CAM"):
         explain(model, torch.rand(1, 1, 64, 64), target_layers(model, "simple_cnn"), "scorecam", 1)
 

@@ -1,4 +1,4 @@
-"""ONNX Runtime fast path (bonecls.fastpath): same predictions as PyTorch, verified cache, clean fallback.
+"""ONNX Runtime (bonecls.inference.onnx): same predictions as PyTorch, verified cache, clean fallback.
 
 Tiny seeded models (conftest's ``build_tiny_card``: simple_cnn, 64 px; and a ResNet-18 at 64 px for a
 real backbone) keep every export well under a second. Phantom images are rendered once per module,
@@ -17,9 +17,10 @@ import pytest
 import torch
 from factories import make_png
 
-from bonecls import fastpath
-from bonecls.fastpath import FastPathError, OnnxPredictor, fast_predictor, onnxruntime_available
-from bonecls.predict import Predictor
+from bonecls.inference import load_classifier
+from bonecls.inference import onnx as fastpath
+from bonecls.inference.onnx import FastPathError, OnnxPredictor, fast_predictor, onnxruntime_available
+from bonecls.inference.predictor import Predictor
 from bonecls.weights import sha256_file
 
 TOL = 1e-4
@@ -204,6 +205,17 @@ def test_cli_over_a_folder_uses_the_fast_path_with_pytorch_answers(
     for a, b in zip(reference, fast, strict=True):
         assert a["label"] == b["label"] and a["status"] == b["status"]
         assert abs(a["suspicion"] - b["suspicion"]) <= 1e-4 + 1e-9
+
+
+@needs_ort
+def test_load_classifier_engines(tiny_card_dir, isolated_cache, monkeypatch) -> None:
+    native = load_classifier(tiny_card_dir, engine="native")
+    fast = load_classifier(tiny_card_dir, engine="auto", native=native)
+    assert isinstance(fast, OnnxPredictor) and fast.torch_predictor is native  # the weights are shared
+    assert isinstance(load_classifier(tiny_card_dir, engine="onnx", threads=1), OnnxPredictor)
+    monkeypatch.setenv("BONECLS_ONNX", "0")  # the operator's switch turns "auto" back to PyTorch ...
+    assert type(load_classifier(tiny_card_dir)) is Predictor
+    assert isinstance(load_classifier(tiny_card_dir, engine="onnx"), OnnxPredictor)  # ... not a request
 
 
 @needs_ort

@@ -44,8 +44,8 @@ def synthetic_pairs(n_groups: int, seed: int = 0) -> PairSet:
 def tiny_predictor(sees_lesion: bool):
     """A ``simple_cnn`` whose "fractured" logit is the mean brightness above mid-grey (it sees the bright
     square), or a constant model (every weight zero)."""
+    from bonecls.inference.predictor import Predictor
     from bonecls.models import create_model
-    from bonecls.predict import Predictor
     from bonecls.weights import ModelCard
 
     model = create_model("simple_cnn", 2, 1)

@@ -36,6 +36,7 @@ from bonecls.imaging import (
     Limits,
     Radiograph,
     apply_window,
+    data_window,
     default_window,
     load_radiograph,
     sniff_format,
@@ -325,6 +326,33 @@ def test_dicom_rescale_and_window_exact_values() -> None:
     assert rg.raw[5, 5] == -1000.0 and rg.pixels[5, 5] == 0.0
     assert rg.window == (1000.0, 2000.0)
     np.testing.assert_array_equal(apply_window(rg.raw, *rg.window), rg.pixels)
+
+
+def test_dicom_header_window_wider_than_the_data_opens_on_a_data_window() -> None:
+    """RG1_UNCR's case: header C 15000 / W 30000 over data 874..26479 (skewed low) opened washed out."""
+    rng = np.random.default_rng(0)
+    arr = np.clip(rng.gamma(2.0, 2500.0, size=(256, 256)) + 874, 874, 26479).astype(np.uint16)
+    arr[0, 0], arr[-1, -1] = 874, 26479
+    rg = load_radiograph(make_dicom(arr, photometric="MONOCHROME1", bits_stored=15, window=(15000, 30000)))
+    lo_pct, hi_pct = np.percentile(arr, [1, 99])
+    assert rg.window == pytest.approx(((lo_pct + hi_pct) / 2, hi_pct - lo_pct))
+    assert any("wider than the pixel data (874–26479)" in w for w in rg.warnings)
+    # the median film pixel is now mid-grey, not near white (the header window put it at 0.86)
+    header = apply_window(rg.raw, 15000, 30000, invert=True)
+    assert float(np.median(header)) > 0.8 and 0.3 < float(np.median(rg.pixels)) < 0.8
+    np.testing.assert_array_equal(apply_window(rg.raw, *rg.window, invert=True), rg.pixels)
+    # a header window that clips the data is the author's choice and is kept
+    kept = load_radiograph(make_dicom(arr, bits_stored=15, window=(6000, 8000)))
+    assert kept.window == (6000.0, 8000.0) and not kept.warnings
+
+
+def test_data_window_is_robust_and_cheap_on_large_images() -> None:
+    arr = np.full((3000, 3000), 100.0, dtype=np.float32)
+    arr[:, 1500:] = 200.0
+    arr[0, 0] = 1e6  # one marker pixel must not stretch the window
+    center, width = data_window(arr)
+    assert (center, width) == (150.0, 100.0)
+    assert data_window(np.full((8, 8), 7.0)) == (7.0, 1.0)
 
 
 def test_dicom_first_of_several_windows_is_used() -> None:

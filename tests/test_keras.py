@@ -1,4 +1,4 @@
-"""Keras models beside the PyTorch ones: training (seed 004's recipe), serving through Predictor.from_card,
+"""Keras models beside the PyTorch ones: training (seed 004's recipe), serving through load_classifier,
 CAMs (the PyTorch path's numbers, aligned on the image), safe loading, and no TensorFlow for PyTorch use.
 
 One module-scoped run trains a small Keras CNN for one epoch on 64-px three-class phantoms; the other
@@ -23,10 +23,10 @@ import torch
 from factories import make_png, pattern
 from kerasdata import THREECLASS, keras, localiser_card, save_card, tiny_threeclass
 
-from bonecls.errors import WeightsError
-from bonecls.explain import CAM_METHODS, ExplainError, cam_class, explain_with_logits
-from bonecls.keras_cam import keras_cam
-from bonecls.predict import Predictor
+from bonecls.errors import ExplainError, WeightsError
+from bonecls.inference.keras_cam import keras_cam
+from bonecls.inference.load import load_classifier
+from bonecls.inference.torch_cam import CAM_METHODS, cam_class, explain_with_logits
 from bonecls.weights import load_card, sha256_file, write_card
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,10 +108,10 @@ def test_train_script_help_lists_the_recipe() -> None:
 
 
 def test_predictor_serves_the_trained_model_with_calibrated_probabilities(trained) -> None:
-    from bonecls.keras_predict import KerasPredictor
+    from bonecls.inference.keras_predictor import KerasPredictor
 
     out, _ = trained
-    predictor = Predictor.from_card(out)
+    predictor = load_classifier(out)
     assert isinstance(predictor, KerasPredictor) and predictor.cam_layer.name == "relu3"
     img = phantom_image()
     pred = predictor.predict(img)
@@ -130,8 +130,18 @@ def test_predictor_serves_the_trained_model_with_calibrated_probabilities(traine
     assert batch[0] == batch[2] and abs(batch[0].suspicion - pred.suspicion) < 1e-6
 
 
+def test_keras_cards_load_through_load_classifier_only(tiny_dir: Path) -> None:
+    from bonecls.inference.predictor import Predictor
+
+    with pytest.raises(WeightsError, match="'keras-tiny' is a keras model, not a PyTorch classifier"):
+        Predictor.from_card(tiny_dir)
+    with pytest.raises(WeightsError, match=r"engine does not run it \(engines for it: auto, native, keras\)"):
+        load_classifier(tiny_dir, engine="onnx")
+    assert load_classifier(tiny_dir, engine="keras").card.id == "keras-tiny"
+
+
 def test_explain_every_method_sized_finite_and_consistent(trained, make_radiograph) -> None:
-    predictor = Predictor.from_card(trained[0])
+    predictor = load_classifier(trained[0])
     rng = np.random.default_rng(0)
     img = cv2.resize(phantom_image(), (120, 80)) * 0.8 + rng.random((80, 120), dtype=np.float32) * 0.2
     rg = make_radiograph(img)
@@ -164,7 +174,7 @@ def test_heat_map_peaks_on_the_phantom_lesion_box(method: str, tmp_path: Path) -
     from bonecls.phantom import generate
 
     localiser_card(tmp_path / "loc")
-    predictor = Predictor.from_card(tmp_path / "loc")
+    predictor = load_classifier(tmp_path / "loc")
     samples = [s for s in generate("fracture", 6, 96, 5) if s.boxes]
     assert len(samples) >= 2
     hits, chance = 0, []
@@ -222,12 +232,12 @@ def test_same_cam_numbers_as_the_pytorch_path() -> None:
 
 def test_cam_layer_from_the_card_and_bad_names(tmp_path: Path) -> None:
     save_card(tiny_threeclass(), tmp_path / "auto", "auto")
-    assert Predictor.from_card(tmp_path / "auto").cam_layer.name == "conv2"  # last conv, not the pooling
+    assert load_classifier(tmp_path / "auto").cam_layer.name == "conv2"  # last conv, not the pooling
     save_card(tiny_threeclass(), tmp_path / "named", "named", extra={"cam_layer": "conv1"})
-    assert Predictor.from_card(tmp_path / "named").cam_layer.name == "conv1"
+    assert load_classifier(tmp_path / "named").cam_layer.name == "conv1"
     save_card(tiny_threeclass(), tmp_path / "bad", "bad", extra={"cam_layer": "conv9"})
     with pytest.raises(WeightsError, match="cam_layer 'conv9' is not a layer of the model"):
-        Predictor.from_card(tmp_path / "bad")
+        load_classifier(tmp_path / "bad")
 
 
 def test_nested_base_model_is_explained_inside(tmp_path: Path) -> None:
@@ -238,7 +248,7 @@ def test_nested_base_model_is_explained_inside(tmp_path: Path) -> None:
     inner = k.Model(base.inputs, base.get_layer("conv2").output, name="base")
     model = k.Sequential([k.Input((64, 64, 1)), inner, k.layers.GlobalAveragePooling2D(), k.layers.Dense(3)])
     save_card(model, tmp_path / "nested", "nested")
-    predictor = Predictor.from_card(tmp_path / "nested")
+    predictor = load_classifier(tmp_path / "nested")
     assert predictor.cam_layer.name == "conv2"
     exp = predictor.explain(phantom_image(), method="gradcam++")
     assert exp.heatmap.shape == (64, 64) and np.isfinite(exp.heatmap).all()
@@ -247,13 +257,13 @@ def test_nested_base_model_is_explained_inside(tmp_path: Path) -> None:
 def test_card_and_model_must_agree(tmp_path: Path) -> None:
     save_card(tiny_threeclass(), tmp_path / "size", "size", input_size=96)
     with pytest.raises(WeightsError, match=r"takes inputs of shape \(64, 64, 1\).*fix the card"):
-        Predictor.from_card(tmp_path / "size")
+        load_classifier(tmp_path / "size")
     save_card(
         tiny_threeclass(), tmp_path / "classes", "classes", task="fracture",
         class_names=["no", "yes"], positive_classes=["yes"],
     )  # fmt: skip
     with pytest.raises(WeightsError, match="outputs 3 scores but its card names 2 classes"):
-        Predictor.from_card(tmp_path / "classes")
+        load_classifier(tmp_path / "classes")
 
 
 def test_softmax_layers_are_read_as_logits_and_other_outputs_refused(tmp_path: Path) -> None:
@@ -261,20 +271,20 @@ def test_softmax_layers_are_read_as_logits_and_other_outputs_refused(tmp_path: P
     inputs = k.Input((64, 64, 1))
     z = k.layers.Dense(3, name="z")(k.layers.GlobalAveragePooling2D()(k.layers.Conv2D(4, 3)(inputs)))
     save_card(k.Model(inputs, k.layers.Softmax()(z)), tmp_path / "softmax", "softmax")
-    predictor = Predictor.from_card(tmp_path / "softmax")
+    predictor = load_classifier(tmp_path / "softmax")
     x = predictor.preprocess(phantom_image())
     expected = k.Model(inputs, z).predict(x, verbose=0)  # the saved weights, before the softmax
     assert np.allclose(predictor.logits(x), expected, atol=1e-5)
     save_card(k.Model(inputs, k.layers.Activation("sigmoid")(z)), tmp_path / "sigmoid", "sigmoid")
     with pytest.raises(WeightsError, match="ends in a 'sigmoid' activation"):
-        Predictor.from_card(tmp_path / "sigmoid")
+        load_classifier(tmp_path / "sigmoid")
 
 
 # ------------------------------------------------------------------------------------------ safe loading
 
 
 def _no_deserialising(monkeypatch: pytest.MonkeyPatch) -> None:
-    import bonecls.keras_model as km
+    import bonecls.inference.keras_loader as km
 
     def refuse(*args, **kwargs):
         raise AssertionError("the file was deserialised")
@@ -289,7 +299,7 @@ def test_tampered_weight_file_is_refused_before_loading(tiny_dir: Path, monkeypa
     path.write_bytes(bytes(data))
     _no_deserialising(monkeypatch)
     with pytest.raises(WeightsError, match="does not match the checksum on its card"):
-        Predictor.from_card(tiny_dir)
+        load_classifier(tiny_dir)
 
 
 def test_lambda_layer_is_refused_with_a_sentence(tmp_path: Path, monkeypatch) -> None:
@@ -300,7 +310,7 @@ def test_lambda_layer_is_refused_with_a_sentence(tmp_path: Path, monkeypatch) ->
     save_card(k.Model(inputs, x), tmp_path / "lam", "lam")
     _no_deserialising(monkeypatch)
     with pytest.raises(WeightsError) as info:
-        Predictor.from_card(tmp_path / "lam")
+        load_classifier(tmp_path / "lam")
     text = str(info.value)
     assert "contains a Lambda layer ('double')" in text and "never loads such models" in text
     assert text.endswith("update the card's sha256.")
@@ -322,7 +332,7 @@ def test_objects_from_outside_keras_are_refused(tiny_dir: Path, monkeypatch) -> 
     write_card(card.model_copy(update={"sha256": sha256_file(path)}), tiny_dir)  # a consistent card
     _no_deserialising(monkeypatch)
     with pytest.raises(WeightsError, match=r"from the Python module 'os', i\.e\. custom code outside Keras"):
-        Predictor.from_card(tiny_dir)
+        load_classifier(tiny_dir)
 
 
 def test_a_legacy_h5_model_loads_too(tmp_path: Path) -> None:
@@ -334,10 +344,10 @@ def test_a_legacy_h5_model_loads_too(tmp_path: Path) -> None:
     write_card(
         card.model_copy(update={"weights_file": "model.h5", "sha256": sha256_file(out / "model.h5")}), out
     )
-    predictor = Predictor.from_card(out)
+    predictor = load_classifier(out)
     img = phantom_image()
     assert predictor.predict(img).probabilities == pytest.approx(
-        Predictor.from_card(tmp_path / "tmp").predict(img).probabilities, abs=1e-6
+        load_classifier(tmp_path / "tmp").predict(img).probabilities, abs=1e-6
     )
 
 
@@ -360,7 +370,7 @@ def test_cli_predict_with_a_keras_card(tiny_dir: Path, tmp_path: Path, capsys) -
 def test_a_server_without_tensorflow_says_how_to_install_it(tiny_dir: Path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "keras", None)  # import keras -> ImportError
     with pytest.raises(WeightsError) as info:
-        Predictor.from_card(tiny_dir)
+        load_classifier(tiny_dir)
     assert "'keras-tiny' is a Keras model, and TensorFlow is not installed" in str(info.value)
     assert "`pip install -r requirements-keras.txt`" in str(info.value)
 
@@ -371,14 +381,14 @@ def test_pytorch_use_never_imports_tensorflow(tiny_card_dir: Path, tiny_dir: Pat
     shutil.copytree(tiny_dir, tiny_card_dir.parent / "keras-tiny")
     code = f"""
 import sys, numpy as np
-import bonecls, bonecls.predict, bonecls.explain, bonecls.cli, bonecls.worklist, bonecls.weights
-import bonecls.ui.services as services, bonecls.ui.widgets
+import bonecls, bonecls.inference.predictor, bonecls.inference.torch_cam, bonecls.cli, bonecls.worklist
+import bonecls.weights, bonecls.ui.services as services, bonecls.ui.widgets
 import bonecls.ui.pages.home, bonecls.ui.pages.classifier, bonecls.ui.pages.pneumonia
 import bonecls.ui.pages.model_cards, bonecls.ui.pages.worklist
-from bonecls.predict import Predictor
+from bonecls.inference import load_classifier
 assert bonecls.cli.main(["models"]) == 0
 services._warm()
-p = Predictor.from_card({str(tiny_card_dir)!r})
+p = load_classifier({str(tiny_card_dir)!r}, engine="native")
 img = np.random.default_rng(0).random((64, 64), dtype=np.float32)
 p.predict(img); p.explain(img)
 bad = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras"))

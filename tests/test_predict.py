@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from bonecls.errors import BoneclsError, ImageError, WeightsError
-from bonecls.explain import Explanation
-from bonecls.predict import Prediction, Predictor, status_for
-from bonecls.weights import ModelCard, load_pytorch
+from bonecls.inference import load_classifier
+from bonecls.inference.predictor import Predictor
+from bonecls.inference.results import Explanation, Prediction, status_for
+from bonecls.weights import ModelCard, load_pytorch, write_card
 
 
 def images(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -36,6 +37,27 @@ def with_card(p: Predictor, **over) -> Predictor:
 def test_from_card_by_folder_and_id(predictor: Predictor) -> None:
     by_id = Predictor.from_card("fracture-tiny")
     assert by_id.card == predictor.card and by_id.card.id == "fracture-tiny"
+
+
+def test_load_classifier_refuses_what_it_cannot_serve(
+    tiny_card_dir: Path, tiny_card_factory, tmp_path: Path
+) -> None:
+    native = load_classifier(tiny_card_dir, engine="native")
+    assert type(native) is Predictor and type(load_classifier(tiny_card_dir, engine="pytorch")) is Predictor
+    assert load_classifier(tiny_card_dir, engine="native", native=native) is native  # nothing loaded again
+    with pytest.raises(ValueError, match="Unknown engine 'tensorrt'; engines are: auto, native"):
+        load_classifier(tiny_card_dir, engine="tensorrt")  # type: ignore[arg-type]
+    with pytest.raises(WeightsError, match=r"engine does not run it \(engines for it: auto, native, pytorch"):
+        load_classifier(tiny_card_dir, engine="keras")
+    tiny_card_factory(tmp_path / "other", card_id="other", seed=1)
+    with pytest.raises(WeightsError, match="different weights"):
+        load_classifier(tmp_path / "other", native=native)
+    det = tiny_card_factory(tmp_path / "det", card_id="det")
+    write_card(det.model_copy(update={"framework": "ultralytics"}), tmp_path / "det")
+    with pytest.raises(WeightsError, match="'det' is a ultralytics model, not a classifier"):
+        load_classifier(tmp_path / "det")
+    with pytest.raises(WeightsError, match=r"not a PyTorch classifier; load it with bonecls\.inference"):
+        Predictor.from_card(tmp_path / "det")
 
 
 def test_preprocess_shape_and_normalisation(

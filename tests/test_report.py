@@ -27,7 +27,7 @@ from PIL import Image
 from bonecls import report
 from bonecls.audit import AuditLog
 from bonecls.imaging import load_radiograph
-from bonecls.predict import Predictor
+from bonecls.inference.predictor import Predictor
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 

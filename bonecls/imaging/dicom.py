@@ -32,10 +32,11 @@ from bonecls.imaging.limits import (
     WARN_BAD_RESCALE,
     WARN_BAD_WINDOW,
     WARN_PADDING,
+    WARN_WIDE_WINDOW,
     Limits,
     check_size,
 )
-from bonecls.imaging.radiograph import Decoded, rgb_to_gray
+from bonecls.imaging.radiograph import Decoded, data_window, rgb_to_gray, window_wider_than_data
 
 _TS_NAMES = {
     "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
@@ -455,8 +456,24 @@ def _apply_voi(d: Decoded, ds: pydicom.Dataset) -> None:
             d.window = (center, width)
             if str(ds.get("VOILUTFunction", "")).strip().upper() == "SIGMOID":
                 d.function = "SIGMOID"
+            _narrow_wide_window(d)
         else:
             d.warnings.append(WARN_BAD_WINDOW)
+
+
+def _narrow_wide_window(d: Decoded) -> None:
+    """A header window wider than the data (e.g. C 15000 / W 30000 over 874–26479, written for the
+    detector's range) opens the film washed out: use the data's own percentile window instead, say so."""
+    if d.window is None or d.function != "LINEAR_EXACT" or not np.isfinite(d.raw).all():
+        return
+    lo, hi = float(d.raw.min()), float(d.raw.max())
+    if not window_wider_than_data(d.window, lo, hi):
+        return
+    center, width = data_window(d.raw)
+    d.warnings.append(
+        WARN_WIDE_WINDOW.format(c=d.window[0], w=d.window[1], lo=lo, hi=hi, dc=round(center), dw=round(width))
+    )
+    d.window = (center, width)
 
 
 def _voi_lut_table(item: pydicom.Dataset, raw: np.ndarray) -> tuple[np.ndarray | None, int]:

@@ -50,6 +50,11 @@ WARN_SMALL = "The image is only {w}×{h} pixels, too small for a reliable readin
 WARN_ASPECT = "The image is {w}×{h} pixels, an unusual shape for a radiograph (a cropped strip?)."
 WARN_EXIF = "The EXIF orientation could not be read; the image is shown as stored."
 WARN_BAD_WINDOW = "The DICOM window centre/width is invalid and was ignored; the full range is shown."
+WARN_WIDE_WINDOW = (
+    "The DICOM header's window (C {c:g} / W {w:g}) is wider than the pixel data ({lo:g}–{hi:g}) and would "
+    "show the film washed out; a window from the data's own 1st–99th percentiles is used "
+    "(C {dc:g} / W {dw:g})."
+)
 WARN_BAD_LUT = "The DICOM VOI LUT is invalid and was ignored; the window or full range is shown."
 WARN_BAD_RESCALE = "The DICOM rescale slope/intercept is invalid and was ignored."
 WARN_PADDING = "The DICOM pixel data has {n} bytes of padding after the image; they were ignored."

@@ -30,6 +30,7 @@ from bonecls.imaging.limits import (
 
 WindowFunction = Literal["LINEAR_EXACT", "LINEAR", "SIGMOID"]
 
+WIDE_MARGIN = 1.1  # a header window this much wider than the data's range is replaced (RG1_UNCR: 1.17)
 _SMALL_SIDE = 64  # pixels; a shorter side gets WARN_SMALL
 _MAX_ASPECT = 8.0  # long side / short side; above it WARN_ASPECT (a cropped strip?)
 
@@ -170,6 +171,36 @@ def default_window(raw: np.ndarray) -> tuple[float, float]:
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ImageError(MSG_NAN if (math.isnan(lo) or math.isnan(hi)) else MSG_INF)
     return range_window(lo, hi)
+
+
+def data_window(raw: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.0) -> tuple[float, float]:
+    """(center, width) spanning the data's ``low_pct``..``high_pct`` percentiles (a robust auto window).
+
+    Why percentiles and not min..max: a few collimator-edge or marker pixels stretch min..max so far
+    that the anatomy sits in a narrow band of grey. Large images are subsampled (at most ~1 M values),
+    so this costs milliseconds whatever the size. Falls back to :func:`default_window` when the
+    percentiles coincide (a flat or two-valued image).
+    """
+    arr = np.asarray(raw)
+    step = max(1, int(math.sqrt(arr.size / 1_000_000)))
+    sample = arr[::step, ::step] if arr.ndim == 2 else arr.ravel()[::step]
+    lo, hi = (float(v) for v in np.percentile(sample, [low_pct, high_pct]))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ImageError(MSG_NAN if (math.isnan(lo) or math.isnan(hi)) else MSG_INF)
+    if hi <= lo:
+        return default_window(arr)
+    return range_window(lo, hi)
+
+
+def window_wider_than_data(window: tuple[float, float], lo: float, hi: float) -> bool:
+    """True when a window covers the whole data range with room to spare (at least ``WIDE_MARGIN`` wider):
+    no value saturates and part of the grey scale is never used, so the film looks washed out (a header
+    written for the detector's full range, not this film). A window that merely equals the data's
+    range (C 2048 / W 4096 over 0..4095) is the author's choice and is kept."""
+    center, width = float(window[0]), float(window[1])
+    return (
+        hi > lo and width >= WIDE_MARGIN * (hi - lo) and center - width / 2 <= lo and center + width / 2 >= hi
+    )
 
 
 def range_window(lo: float, hi: float) -> tuple[float, float]:

@@ -26,9 +26,8 @@ from bonecls.phantom.render import (
     Pose,
     Renderer,
     derive_seed,
-    generate,
-    render_sample,
 )
+from bonecls.phantom.samples import generate, render_sample
 from bonecls.phantom.volume import AttenuationVolume, load_volume
 from bonecls.phantom.writers import LAYOUTS, write_dataset
 

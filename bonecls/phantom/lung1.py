@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from bonecls.errors import DataError
+from bonecls.phantom.segment import body_mask
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 IMAGE_FILE = "lung1_image.nrrd"
@@ -183,14 +184,13 @@ def load_ct(
     directory: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], dict[int, tuple[str, str]]]:
     """HU volume, derived labels, spacing and label table, like :func:`bonecls.phantom.volume.load_ct`."""
-    from bonecls.phantom.volume import _body_mask
 
     directory = directory or data_dir()
     ct, spacing = read_nrrd_las(directory / IMAGE_FILE)
     np.clip(ct, -1000.0, None, out=ct)
     ct = upsample_slices(ct, 2)
     spacing = (spacing[0], spacing[1], spacing[2] / 2.0)
-    body = _body_mask(ct)
+    body = body_mask(ct)
     ii = np.nonzero(body.any(axis=(1, 2)))[0]
     midline_i = round(np.average(np.arange(ct.shape[0]), weights=body.sum(axis=(1, 2))))
     if len(ii) == 0:

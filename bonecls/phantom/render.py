@@ -23,7 +23,7 @@ differs only around the lesion.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -468,7 +468,7 @@ def _pick_view(task: str, rng: np.random.Generator) -> str:
     return names[int(rng.choice(len(names), p=p / p.sum()))]
 
 
-def render_sample(
+def render_classic_sample(
     task: Task,
     class_name: str,
     size: int,
@@ -476,23 +476,13 @@ def render_sample(
     *,
     with_lesions: bool = True,
     volume: AttenuationVolume | None = None,
-    variants=None,
 ) -> PhantomSample:
-    """One phantom radiograph of ``class_name`` for ``task``; fully determined by ``seed``.
+    """One phantom radiograph of ``class_name`` for ``task`` in the classic recipe (one CT, the
+    shipped models' training distribution); fully determined by ``seed``.
 
     ``with_lesions=False`` renders the identical image without its lesion(s) (for checks).
-    ``variants`` (a :class:`bonecls.phantom.varied.Variants`) other than the classic one renders
-    with the varied recipe (two CTs, deformation, processing chains, lesion styles, mimics); the
-    classic recipe (the default) gives the same image per seed as before it existed.
+    :func:`bonecls.phantom.samples.render_sample` chooses between this and the varied recipe.
     """
-    if variants is not None and not variants.classic:
-        from bonecls.phantom.varied import render_varied_sample
-
-        if task not in TASK_CLASSES or class_name not in TASK_CLASSES[task]:
-            raise ValueError(f"unknown task/class {task!r}/{class_name!r}")
-        return render_varied_sample(
-            task, class_name, size, seed, with_lesions=with_lesions, variants=variants
-        )
     if task not in TASK_CLASSES:
         raise ValueError(f"unknown task {task!r}; expected one of {tuple(TASK_CLASSES)}")
     if class_name not in TASK_CLASSES[task]:
@@ -605,40 +595,3 @@ def class_sequence(task: Task, n: int, classes: Sequence[str] | None = None) -> 
         if c not in TASK_CLASSES[task]:
             raise ValueError(f"unknown class {c!r} for task {task}; expected one of {TASK_CLASSES[task]}")
     return [names[i % len(names)] for i in range(n)]
-
-
-def generate(
-    task: Task,
-    n: int,
-    size: int,
-    seed: int,
-    *,
-    classes: Sequence[str] | None = None,
-    start: int = 0,
-    volume: AttenuationVolume | None = None,
-    paired: bool = False,
-    variants=None,
-) -> Iterator[PhantomSample]:
-    """``n`` phantom samples, balanced over ``classes`` (default: all of the task's classes).
-
-    Sample ``i`` (``start <= i < start + n``) has class ``classes[i % k]`` and seed
-    ``derive_seed(seed, i)``; it is the same whatever ``n`` is, so index blocks make disjoint splits.
-
-    ``paired=True`` renders matched sets: the ``k`` consecutive samples ``i // k`` share one seed (the
-    same patient pose, exposure and noise) and differ only by their lesion. Training on such
-    counterfactual pairs leaves the lesion as the only thing that separates the classes, which a
-    small CNN trained from scratch finds far sooner than in independent images. ``variants`` picks
-    the recipe (see :func:`render_sample`). Index blocks stay
-    disjoint as long as split boundaries fall on multiples of ``k`` (``write_dataset`` checks this).
-    """
-    if task not in TASK_CLASSES:
-        raise ValueError(f"unknown task {task!r}; expected one of {tuple(TASK_CLASSES)}")
-    if size < 32 or size > 4096:
-        raise ValueError("size must be between 32 and 4096 pixels")
-    names = class_sequence(task, start + n, classes)
-    k = len(tuple(classes) if classes else TASK_CLASSES[task])
-    for i in range(start, start + n):
-        sample_seed = derive_seed(seed, i // k if paired else i)
-        s = render_sample(task, names[i], size, sample_seed, volume=volume, variants=variants)
-        s.meta["index"] = i
-        yield s

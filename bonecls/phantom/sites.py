@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from bonecls.phantom.volume import PAD
-
 
 def candidates(
     bones: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -18,8 +16,13 @@ def candidates(
     zmax: float,
     rng: np.random.Generator,
     background: tuple[np.ndarray, float, float] | None = None,
+    *,
+    pad: int,
 ) -> np.ndarray:
-    """Fracture sites: points on each bone where its local axis runs across the beam."""
+    """Fracture sites: points on each bone where its local axis runs across the beam.
+
+    ``pad`` is the volume's base-projection padding in pixels (``volume.PAD``), passed in so this
+    module needs nothing from the volume module that calls it."""
     from scipy.spatial import cKDTree
 
     dt = np.dtype(
@@ -72,8 +75,8 @@ def candidates(
                     continue
                 if background is not None:  # over the aerated lung field, not liver/heart/spine
                     proj, pv, pu = background
-                    pr = round(PAD + (zmax - ctr[2]) / pv)
-                    pc = round(PAD + ctr[0] / pu)
+                    pr = round(pad + (zmax - ctr[2]) / pv)
+                    pc = round(pad + ctr[0] / pu)
                     if float(proj[pr - 4 : pr + 5, pc - 4 : pc + 5].mean()) > 3.4:
                         continue
             # local bone contrast: the largest line integral of excess mu through the bone within 8 mm

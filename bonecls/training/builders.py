@@ -279,15 +279,22 @@ def build_model(setup: RunSetup) -> tuple[nn.Module, BoxSupervision | None]:
     args, data = setup.args, setup.data
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
+    from bonecls.training.pretrained import IMAGENET, load_pretrained_file, pretrained_record
+
     model = create_model(
         args.model,
         len(data.class_names),
         in_chans=args.in_chans,
-        pretrained=args.pretrained,
+        pretrained=args.pretrained == IMAGENET,
         freeze_backbone=args.freeze_backbone,
         head=args.head,
         dropout=args.dropout,
     )
+    args.pretrained_record = pretrained_record(args.pretrained)
+    if args.pretrained not in (None, IMAGENET):  # a file on disk; the same bytes on every rank
+        args.pretrained_record = load_pretrained_file(
+            model, args.pretrained, args.in_chans, getattr(args, "pretrained_sha256", None)
+        )
     error = None
     if setup.info.is_main:
         try:

@@ -80,12 +80,16 @@ def calibrate_and_test(
     best_epoch: int,
     *,
     test_nll: float | None = None,
+    index: dict | None = None,
 ) -> CardScores:
     """Calibrate on ``val`` (logits, labels) at ``args.sensitivity`` / ``args.specificity``, then score
     ``test`` with that temperature and those thresholds.
 
     ``test_nll`` is the card's ``test_nll``; None takes the NLL of the test logits at the fitted
-    temperature (the Keras trainer), the PyTorch trainer passes its evaluation loss."""
+    temperature (the Keras trainer), the PyTorch trainer passes its evaluation loss. With the prepared
+    ``index`` the card also gets ``headline`` (every headline metric with its 95% bootstrap interval,
+    per image and per study where the data has studies, :mod:`.headline`) and ``data_checks`` (how the
+    split was made, the leakage report)."""
     (val_logits, val_labels), (test_logits, test_labels) = val, test
     cal = calibrate(val_logits, val_labels, class_names, positive, args.sensitivity, args.specificity)
     t, th = cal["temperature"], cal["thresholds"]
@@ -101,6 +105,14 @@ def calibrate_and_test(
         "best_epoch": best_epoch,
         "epochs_run": len(history),
     }
+    if index is not None:
+        from bonecls.training.headline import data_checks, headline_block, thresholds_of
+
+        cuts = thresholds_of(th["negative_below"], th["positive_at"])
+        extra["headline"] = headline_block(
+            index, "test", test_labels, test_probs, class_names, positive, cuts
+        )
+        extra["data_checks"] = data_checks(index)
     return CardScores(cal, tm, rel, report.card_test_metrics(tm, cal, rel, history, extra))
 
 
@@ -166,7 +178,20 @@ def result_line(scores: CardScores, out_dir: Path, sha256: str) -> str:
         f"ECE {scores.reliability['ece']:.3f} (T={scores.temperature:.2f}); "
         f"thresholds {th['negative_below']:.3f}/{th['positive_at']:.3f}. "
         f"Saved {out_dir}/card.json (sha256 {sha256[:12]})."
-    )
+    ) + _headline_lines(scores)
+
+
+def _headline_lines(scores: CardScores) -> str:
+    """The headline metrics with their 95% intervals, per image and per study, when the card has them."""
+    from bonecls.training.metrics import format_headline
+
+    block = scores.test_metrics.get("headline")
+    if not block:
+        return ""
+    out = f"\nTest (95% CI): {format_headline(block['image'])}"
+    if block.get("study"):
+        out += f"\nTest per study ({block['study_rule']}): {format_headline(block['study'])}"
+    return out
 
 
 def training_data_sentence(index: dict, args: argparse.Namespace) -> tuple[str, bool]:
@@ -180,11 +205,19 @@ def training_data_sentence(index: dict, args: argparse.Namespace) -> tuple[str, 
     if phantom:
         return PHANTOM_TRAINING_DATA, True
     n = len(index["items"])
-    return (
+    sentence = (
         f"{n} images prepared from {src.name or src} ({index.get('layout')} layout), "
-        f"split {_split_desc(index)}.",
-        False,
+        f"split {_split_desc(index)}."
     )
+    if index.get("grouping"):
+        sentence += " " + index["grouping"]["note"]
+    leakage = index.get("leakage") or {}
+    if leakage.get("leaks_into_test"):
+        sentence += (
+            " Warning: the test split copies training/validation images or shares their patients "
+            "(prepared with --allow-leakage); its figures are optimistic."
+        )
+    return sentence, False
 
 
 def _split_desc(index: dict) -> str:
@@ -209,7 +242,7 @@ def run_recipe(setup: RunSetup, parts: TrainingParts) -> dict[str, Any]:
         "strategy": args.strategy if info.distributed else "serial",
         "epochs": args.epochs,
         "seed": args.seed,
-        "pretrained": bool(args.pretrained),
+        "pretrained": getattr(args, "pretrained_record", None),
         "init_from": args.init_from,
         "init_from_sha256": getattr(args, "init_from_sha256", None),
         "freeze_backbone": bool(args.freeze_backbone),

@@ -74,6 +74,7 @@ from bonecls.training.lesion import strip_lesion_head
 from bonecls.training.metrics import classification_metrics
 from bonecls.training.pairs import group_augment_table
 from bonecls.training.presets import PRESETS, get_preset
+from bonecls.training.pretrained import add_pretrained_args, normalize_pretrained
 from bonecls.training.tracking import RunLogger, epoch_line
 
 MONITORS = ("accuracy", "f1_macro", "roc_auc", "suspicion_auc", "balanced_accuracy", "loss")
@@ -118,7 +119,7 @@ def _add_data_and_model_args(p: argparse.ArgumentParser) -> None:
         default="model",
         help="model: the architecture's mean/std (bonecls.models.default_normalization)",
     )
-    g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=False)
+    add_pretrained_args(g)
     g.add_argument(
         "--init-from",
         default=None,
@@ -278,6 +279,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.set_defaults(**get_preset(args.preset))
         args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.pretrained = normalize_pretrained(args.pretrained)
     return args
 
 
@@ -515,6 +517,7 @@ def _finish(
         history,
         progress.best_epoch,
         test_nll=float(best.test.loss),
+        index=data.index,
     )
     model = create_model(
         args.model, len(data.class_names), in_chans=args.in_chans, head=args.head, dropout=args.dropout

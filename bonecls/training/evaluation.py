@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def held_out_for_card(card: str | os.PathLike, args: argparse.Namespace) -> dict[str, Any]:
     """``--held-out`` for one card: the figures, printed per set and pooled, optionally on the card."""
+    from bonecls.inference.predictor import Predictor
     from bonecls.paths import cache_root
-    from bonecls.predict import Predictor
     from bonecls.training.held_out import EVAL_SEED, HeldOut, figure_line, held_out_report
     from bonecls.weights import load_card, write_card
 

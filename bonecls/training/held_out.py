@@ -230,8 +230,9 @@ def pointing_game(
 def set_figures(
     predictor: Any, ps: PairSet, *, margin: float = POINTING_MARGIN, cams: int | None = None
 ) -> dict:
-    """Metrics, paired lift and pointing game of ``predictor`` (a :class:`bonecls.predict.Predictor`) on one
-    pair set. ``cams`` caps the lesion images explained (None: all of them)."""
+    """Metrics, paired lift and pointing game of ``predictor`` (a
+    :class:`bonecls.inference.predictor.Predictor`) on one pair set. ``cams`` caps the lesion images
+    explained (None: all of them)."""
     card = predictor.card
     if tuple(card.class_names) != ps.class_names:
         raise ValueError(f"the set's classes {ps.class_names} are not the model's {card.class_names}")

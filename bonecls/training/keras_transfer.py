@@ -4,7 +4,7 @@ Seed 004 trained its three-class models (healthy / fractured / beyond repair) in
 learning from InceptionV3 or Xception with L2 regularisation on the base, a Dense + BatchNorm head,
 and augmentation *without shear* (shear made fractured and beyond repair look alike). Teams that keep
 that recipe train here; the result is served by the same app as the PyTorch models
-(:class:`bonecls.keras_predict.KerasPredictor`).
+(:class:`bonecls.inference.keras_predictor.KerasPredictor`).
 
 * Data: the prepared uint8 shards of ``train/prepare.py``, read with
   :class:`bonecls.training.shards.ShardDataset` into a ``tf.data`` pipeline (resize, augmentation,
@@ -70,10 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", choices=list(ARCHITECTURES), default="inception_v3")
     g.add_argument(
         "--weights",
-        choices=["auto", "imagenet", "none"],
+        "--pretrained",
+        dest="weights",
         default="auto",
-        help="base weights: auto = ImageNet when its download host is reachable, else from scratch",
+        metavar="auto|imagenet|none|PATH",
+        help="base weights: auto = ImageNet when its download host is reachable, else from scratch; a "
+        "PATH loads a Keras 'notop' weights file from disk (offline), its sha256 recorded on the card",
     )
+    g.add_argument("--weights-sha256", "--pretrained-sha256", dest="weights_sha256", default=None)
     g.add_argument("--in-chans", type=int, choices=[1, 3], default=None, help="default: 3, custom_cnn 1")
     g.add_argument("--image-size", type=int, default=None, help="default: the shards' size")
     g.add_argument("--l2", type=float, default=1e-4, help="L2 factor on the base's kernels")
@@ -118,6 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _imagenet_weights(args: argparse.Namespace) -> str | None:
     """'imagenet' or None; ``auto`` probes the download host (a few seconds at most) instead of hanging."""
+    if args.weights not in ("auto", "imagenet", "none"):
+        return _weights_file(args)
     if args.model == "custom_cnn" or args.weights == "none":
         return None
     if args.in_chans != 3:
@@ -137,6 +143,26 @@ def _imagenet_weights(args: argparse.Namespace) -> str | None:
             "weights); expect a much weaker model. Pass --weights imagenet where the internet is reachable."
         )
         return None
+
+
+def _weights_file(args: argparse.Namespace) -> str:
+    """A base-weights file on disk (``--pretrained PATH``): it must exist, match ``--pretrained-sha256``
+    when given; its sha256 goes on the card (``args.weights_record``)."""
+    from bonecls.training.pretrained import file_sha256
+
+    path = Path(args.weights)
+    if args.model == "custom_cnn":
+        raise TrainingError("custom_cnn has no pretrained base; drop --pretrained PATH.")
+    if not path.is_file() or not path.name.endswith((".h5", ".keras")):
+        raise TrainingError(
+            f"--pretrained {path}: expected a Keras weights file (.h5 / .weights.h5) of the {args.model} "
+            "base without its top, e.g. keras.applications' '..._notop.h5'."
+        )
+    sha = file_sha256(path)
+    if args.weights_sha256 and sha != args.weights_sha256.strip().lower():
+        raise TrainingError(f"--pretrained {path} has sha256 {sha}, not the expected {args.weights_sha256}.")
+    args.weights_record = {"source": "file", "file": path.name, "sha256": sha}
+    return str(path)
 
 
 def _add_l2(base: Any, reg: Any) -> None:
@@ -309,7 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train, calibrate, test and save; returns the run summary (also ``<run-dir>/summary.json``)."""
     t_start = time.perf_counter()
     # torch-side modules first: they load Triton, which must come before TensorFlow (see import_keras)
-    from bonecls.keras_model import import_keras
+    from bonecls.inference.keras_loader import import_keras
 
     setup = _setup(args)
     keras, tf = import_keras()
@@ -494,7 +520,9 @@ def _finish(
     from bonecls.weights import ModelCard, Normalization, write_card
 
     args = setup.args
-    scores = calibrate_and_test(val, test, setup.class_names, setup.positive, args, history, best_epoch)
+    scores = calibrate_and_test(
+        val, test, setup.class_names, setup.positive, args, history, best_epoch, index=setup.index
+    )
     sha = _save_model(keras, model, setup.out_dir)
     mean, std = NORMALIZATION
     card = ModelCard(
@@ -549,7 +577,7 @@ def _card_extra(keras: Any, setup: _Setup, recipe: dict[str, Any]) -> dict[str, 
     args = setup.args
     return {
         "cam_layer": CAM_LAYERS[args.model],
-        "base_weights": recipe["weights"] or "none",
+        "base_weights": getattr(args, "weights_record", None) or recipe["weights"] or "none",
         "freeze_base": bool(args.freeze_base),
         "l2": args.l2,
         "dense": args.dense,

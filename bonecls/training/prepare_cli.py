@@ -11,18 +11,23 @@ import argparse
 import logging
 import sys
 
+from bonecls.data import LAYOUTS as READ_LAYOUTS
 from bonecls.errors import BoneclsError
 from bonecls.prepare import DEFAULT_SHARD_SIZE, DEFAULT_SIZE_CAP, prepare
 
 DESCRIPTION = "Prepare a dataset once into uint8 shards + index.json with Dask (see bonecls/prepare.py)."
-LAYOUTS = ["auto", "kaggle", "threeclass", "classfolders", "fracatlas", "rsna", "yolo"]
+LAYOUTS = ["auto", *READ_LAYOUTS]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--source", required=True, help="dataset folder (class folders, FracAtlas, RSNA or YOLO)")
+    p.add_argument(
+        "--source",
+        required=True,
+        help="dataset folder (class folders, FracAtlas, RSNA, YOLO, MURA or GRAZPEDWRI-DX)",
+    )
     p.add_argument("--out", required=True, help="output folder for shards + index.json")
     p.add_argument("--layout", default="auto", choices=LAYOUTS)
     p.add_argument("--size", default="auto", help="square size in px, or 'auto' for the recommended one")
@@ -33,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=3,
         default=(0.8, 0.1, 0.1),
         metavar=("TRAIN", "VAL", "TEST"),
-        help="fractions for datasets without splits (stratified, seeded)",
+        help="fractions for datasets without splits (by patient where it names patients; stratified, seeded)",
     )
     p.add_argument("--seed", type=int, default=0, help="split seed")
     p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="images per .npy shard")
@@ -47,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="LocalCluster worker processes (default: cores, max 8)"
     )
     p.add_argument("--force", action="store_true", help="prepare again even if up to date")
+    p.add_argument(
+        "--allow-leakage",
+        action="store_true",
+        help="prepare even when the test split copies training/validation images or shares their "
+        "patients (the leakage report in leakage.json and on the card says so)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -69,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             scheduler=args.scheduler,
             n_workers=args.workers,
             force=args.force,
+            allow_leakage=args.allow_leakage,
             progress=not args.no_progress,
         )
     except BoneclsError as exc:

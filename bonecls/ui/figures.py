@@ -20,6 +20,7 @@ from PIL import Image
 from plotly.subplots import make_subplots
 
 from bonecls.imaging import encode_png
+from bonecls.reading import BOX_COLOUR, BOX_DEFINITE, BOX_DOUBT
 
 __all__ = [
     "Panel",
@@ -40,7 +41,6 @@ __all__ = [
 FINDING = "#c0392b"
 NORMAL = "#2e7d32"
 MUTED = "#9e9e9e"
-BOX = "#00e5ff"
 FONT = {"family": "Inter, Source Sans Pro, Helvetica, Arial, sans-serif", "size": 14}
 
 
@@ -110,11 +110,45 @@ def _box_fields(box: Any) -> tuple[float, float, float, float, float | None, str
     )
 
 
+def _add_box(fig: go.Figure, box: Any, tier: str, greyed: bool, *, row: int, col: int) -> None:
+    """One box: solid for definite, dashed for doubt (bonecls.reading), its label and confidence above it."""
+    x0, y0, x1, y1, conf, label = _box_fields(box)
+    colour = MUTED if greyed else BOX_COLOUR[tier]
+    dash = "solid" if tier == BOX_DEFINITE else "dash"
+    fig.add_shape(
+        type="rect",
+        x0=x0,
+        y0=y0,
+        x1=x1,
+        y1=y1,
+        line={"color": colour, "width": 2, "dash": dash},
+        row=row,
+        col=col,
+    )
+    text = label if conf is None else f"{label} {conf:.2f}".strip()
+    if tier == BOX_DOUBT:
+        text += " (doubt)"
+    fig.add_annotation(
+        x=x0,
+        y=y0,
+        text=text,
+        showarrow=False,
+        xanchor="left",
+        yanchor="bottom",
+        font={"color": "#000", "size": 12},
+        bgcolor=colour,
+        opacity=0.9,
+        row=row,
+        col=col,
+    )
+
+
 def viewer_figure(
     base: np.ndarray | Panel,
     overlay: np.ndarray | Panel | None = None,
     boxes: Sequence[Any] = (),
     *,
+    doubt_boxes: Sequence[Any] = (),
     titles: tuple[str, str] = ("Radiograph", "Heat map overlay"),
     max_side: int = 1024,
     height: int = 600,
@@ -124,7 +158,8 @@ def viewer_figure(
 
     ``base``: (H, W) float [0, 1] (already windowed) or uint8, or an encoded :class:`Panel`;
     ``overlay``: (H, W, 3) uint8 at the same size or a :class:`Panel`; ``boxes``: objects or dicts
-    with x0, y0, x1, y1 (pixels of the original image), confidence, label.
+    with x0, y0, x1, y1 (pixels of the original image), confidence, label, drawn solid (definite);
+    ``doubt_boxes`` the same, drawn dashed in another shade (doubt — review).
     """
     panels = [base] if overlay is None else [base, overlay]
     n = len(panels)
@@ -153,33 +188,9 @@ def viewer_figure(
             row=1,
             col=col,
         )
-        for box in boxes:
-            x0, y0, x1, y1, conf, label = _box_fields(box)
-            colour = MUTED if greyed else BOX
-            fig.add_shape(
-                type="rect",
-                x0=x0,
-                y0=y0,
-                x1=x1,
-                y1=y1,
-                line={"color": colour, "width": 2},
-                row=1,
-                col=col,
-            )
-            text = label if conf is None else f"{label} {conf:.2f}".strip()
-            fig.add_annotation(
-                x=x0,
-                y=y0,
-                text=text,
-                showarrow=False,
-                xanchor="left",
-                yanchor="bottom",
-                font={"color": "#000", "size": 12},
-                bgcolor=colour,
-                opacity=0.9,
-                row=1,
-                col=col,
-            )
+        for tier, group in ((BOX_DEFINITE, boxes), (BOX_DOUBT, doubt_boxes)):
+            for box in group:
+                _add_box(fig, box, tier, greyed, row=1, col=col)
     fig.update_xaxes(visible=False, range=[-0.5, w - 0.5], matches="x", constrain="domain")
     fig.update_yaxes(visible=False, range=[h - 0.5, -0.5], matches="y", scaleanchor="x", constrain="domain")
     fig.update_layout(
@@ -204,7 +215,9 @@ def probability_figure(
     greyed: bool = False,
     height: int | None = None,
 ) -> go.Figure:
-    """Horizontal bars, one per class, finding classes in red; the card thresholds as dashed lines."""
+    """Horizontal bars, one per class, finding classes in red; the card's two cuts on the suspicion
+    (doubt, positive) as lines when one class is the finding (with several, the cuts apply to their
+    sum, which no bar shows, so no line is drawn)."""
     names = list(probabilities)
     values = [float(probabilities[k]) for k in names]
     colours = [MUTED if greyed else (FINDING if k in positive_classes else NORMAL) for k in names]
@@ -220,25 +233,26 @@ def probability_figure(
         )
     )
     if thresholds and len(positive_classes) == 1 and not greyed:
-        # labels point away from each other (left of the lower line, right of the upper) so that close
-        # thresholds do not print one label over the other
-        for key, name, side in (
-            ("negative_below", "negative below", "top left"),
-            ("positive_at", "positive at", "top right"),
+        # the suspicion cuts, labelled in two rows above the bars so close cuts never overlap each
+        # other, a bar's own text or the axis (doubt = sensitive cut, positive = specific cut)
+        for key, name, shift, colour, dash in (
+            ("negative_below", "doubt", 18, "#e67e22", "dot"),
+            ("positive_at", "positive", 2, FINDING, "dash"),
         ):
             if key in thresholds:
                 fig.add_vline(
                     x=float(thresholds[key]),
-                    line={"dash": "dash", "color": "#555", "width": 1},
-                    annotation_text=f"{name} {float(thresholds[key]):.2f}",
-                    annotation_position=side,
-                    annotation_font_size=11,
+                    line={"dash": dash, "color": colour, "width": 1.5},
+                    annotation_text=f"{name} ≥ {float(thresholds[key]):.2f}",
+                    annotation_position="top",
+                    annotation_yshift=shift,
+                    annotation_font={"size": 11, "color": colour},
                 )
     fig.update_xaxes(range=[0, 1.001], tickvals=[0, 0.25, 0.5, 0.75, 1.0], tickformat=".0%", title=None)
     fig.update_yaxes(autorange="reversed", title=None)
     fig.update_layout(
         height=height or 90 + 46 * len(names),
-        margin={"l": 8, "r": 24, "t": 28, "b": 8},
+        margin={"l": 8, "r": 24, "t": 44, "b": 8},
         font=FONT,
         showlegend=False,
         bargap=0.3,

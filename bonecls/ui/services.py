@@ -3,7 +3,7 @@
 - Models: :func:`predictor` / :func:`detector` are ``st.cache_resource`` wrappers keyed by the card
   folder and the weights' sha256, so a replaced weight file loads fresh and nothing loads twice.
   The worklist's batches go through :func:`batch_predictor`, the ONNX Runtime fast path
-  (bonecls.fastpath, PyTorch when unavailable or ``BONECLS_ONNX=0``); CAMs always run on PyTorch.
+  (bonecls.inference.onnx, PyTorch when unavailable or ``BONECLS_ONNX=0``); CAMs always run on PyTorch.
 - Predictions: cached per (image sha256, model sha256) in a process-wide LRU, so switching the CAM
   method, the colormap, the opacity or the window never runs the classifier again.
 - Heat maps: cached per (image, model, method, target class), at most 1024 px a side; colormap,
@@ -57,12 +57,13 @@ __all__ = [
     "predict",
     "predict_many",
     "predictor",
+    "presets_for",
     "render_overlay",
     "thumbnail",
     "warm_up",
 ]
 
-#: Display name -> CAM method id (bonecls.explain.CAM_METHODS), in the order shown.
+#: Display name -> CAM method id (bonecls.inference.torch_cam.CAM_METHODS), in the order shown.
 CAM_LABELS: dict[str, str] = {
     "Grad-CAM": "gradcam",
     "Grad-CAM++": "gradcam++",
@@ -150,7 +151,7 @@ def _cached(cache: LRU, key: Hashable, stat: str, compute: Callable[[], Any]) ->
 
 def clear_caches() -> None:
     """Forget predictions, heat maps, detections, loaded models and the counters."""
-    for cache in (_PREDICTIONS, _HEATMAPS, _DETECTIONS, _THUMBS, _DISPLAY):
+    for cache in (_PREDICTIONS, _HEATMAPS, _DETECTIONS, _THUMBS, _DISPLAY, _PRESETS):
         cache.clear()
     STATS.clear()
     LAST_SECONDS.clear()
@@ -216,7 +217,7 @@ def models_for(task: str) -> list[ModelEntry]:
 
 def cam_methods() -> dict[str, str]:
     try:
-        from bonecls.explain import CAM_METHODS
+        from bonecls.inference.torch_cam import CAM_METHODS
     except ImportError:
         return dict(CAM_LABELS)
     return {label: method for label, method in CAM_LABELS.items() if method in CAM_METHODS}
@@ -224,7 +225,7 @@ def cam_methods() -> dict[str, str]:
 
 def colormaps() -> list[str]:
     try:
-        from bonecls.explain import COLORMAPS
+        from bonecls.inference.heatmap import COLORMAPS
     except ImportError:
         return list(DEFAULT_COLORMAPS)
     names = list(COLORMAPS)
@@ -246,9 +247,9 @@ _LOADED: set[tuple[str, str, str]] = set()
 def _construct(kind: str, card_dir: str) -> Any:
     t0 = time.perf_counter()
     if kind == "classifier":
-        from bonecls.predict import Predictor
+        from bonecls.inference.load import load_classifier
 
-        model = Predictor.from_card(card_dir)
+        model = load_classifier(card_dir, engine="native")
     elif kind == "onnx_detector":
         from bonecls.detection.detector import OnnxDetector
 
@@ -276,7 +277,8 @@ def _load(kind: str, card_dir: str, sha256: str) -> Any:
 
 @st.cache_resource(show_spinner="Loading the model (once per server)…", max_entries=8)
 def predictor(card_dir: str, sha256: str) -> Any:
-    """A :class:`bonecls.predict.Predictor`; ``sha256`` is part of the cache key only."""
+    """The card's native classifier (:func:`bonecls.inference.load_classifier`, ``engine="native"``:
+    every CAM method works on it); ``sha256`` is part of the cache key only."""
     return _load("classifier", card_dir, sha256)
 
 
@@ -292,7 +294,7 @@ def box_detector(card_dir: str, sha256: str) -> Any:
     (:class:`bonecls.detection.detector.OnnxDetector`, same boxes as PyTorch: tests/test_detect.py; faster:
     BENCHMARKS.md) when the card has one and ``BONECLS_ONNX`` is not 0, else :func:`detector`.
     EigenCAM always runs on the PyTorch detector."""
-    from bonecls.fastpath import enabled
+    from bonecls.inference.onnx import enabled
 
     if enabled():
         try:
@@ -304,7 +306,7 @@ def box_detector(card_dir: str, sha256: str) -> Any:
 
 def _has_onnx(entry: ModelEntry) -> bool:
     """Whether :func:`box_detector` will ask for this detector's ONNX export (so warm-up loads it)."""
-    from bonecls.fastpath import enabled
+    from bonecls.inference.onnx import enabled
 
     return enabled() and "onnx" in dict(entry.card.extra or {})
 
@@ -327,7 +329,7 @@ def warm_up() -> bool:
 def _warm() -> None:
     t0 = time.perf_counter()
     try:
-        import bonecls.predict  # noqa: F401  (torch, timm, pytorch-grad-cam)
+        import bonecls.inference.predictor  # noqa: F401  (torch, timm, pytorch-grad-cam)
 
         for entry in installed_models():
             if entry.framework == "pytorch":
@@ -359,19 +361,19 @@ def _predictor_for(entry: ModelEntry) -> Any:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def batch_predictor(card_dir: str, sha256: str) -> Any:
-    """Predict-only engine for the worklist: the ONNX Runtime twin of :func:`predictor`
-    (bonecls.fastpath; measured faster than PyTorch on CPU for batches) or, when it cannot be
-    built or ``BONECLS_ONNX=0``, the PyTorch predictor itself. CAMs never use it."""
-    from bonecls.fastpath import fast_predictor
+    """Predict-only engine for the worklist (``engine="auto"``): the ONNX Runtime twin of
+    :func:`predictor`, wrapping its weights (measured faster than PyTorch on CPU for batches) or,
+    when it cannot be built or ``BONECLS_ONNX=0``, that predictor itself. CAMs never use it."""
+    from bonecls.inference.load import load_classifier
 
-    return fast_predictor(predictor(card_dir, sha256))
+    return load_classifier(card_dir, engine="auto", native=predictor(card_dir, sha256))
 
 
 # --- cached results ---------------------------------------------------------------------------------
 
 
 def predict(entry: ModelEntry, rg: Any) -> Any:
-    """The :class:`~bonecls.predict.Prediction` for (image, model), computed at most once."""
+    """The :class:`~bonecls.inference.results.Prediction` for (image, model), computed at most once."""
     return _cached(
         _PREDICTIONS, (rg.sha256, entry.sha256), "predict", lambda: _predictor_for(entry).predict(rg)
     )
@@ -444,7 +446,7 @@ def _shrink_heat(heatmap: Any) -> np.ndarray:
     h, w = heat.shape[:2]
     if max(h, w) <= HEAT_MAX_SIDE:
         return heat
-    from bonecls.explain import resize_heatmap
+    from bonecls.inference.heatmap import resize_heatmap
 
     scale = HEAT_MAX_SIDE / max(h, w)
     return resize_heatmap(heat, (max(1, round(h * scale)), max(1, round(w * scale))))
@@ -498,6 +500,18 @@ def display_panel(rg: Any, window: tuple[float, float] | None, pixels: np.ndarra
     return cached
 
 
+_PRESETS = LRU(256)
+
+
+def presets_for(rg: Any, compute: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """The viewer's window presets for an image (``compute(rg)``, bonecls.imaging.presets), once per image."""
+    cached = _PRESETS.get(rg.sha256)
+    if cached is None:
+        cached = compute(rg)
+        _PRESETS.put(rg.sha256, cached)
+    return cached
+
+
 def thumbnail(rg: Any, size: int = 128) -> np.ndarray:
     """A small uint8 (h, w) preview of the display pixels (cached per image)."""
     cached = _THUMBS.get((rg.sha256, size))
@@ -519,7 +533,7 @@ def render_overlay(pixels: np.ndarray, heatmap: np.ndarray, colormap: str, opaci
 
     The heat map is resized to ``pixels`` when their sizes differ (the viewer works on a shrunk copy).
     """
-    from bonecls.explain import overlay, resize_heatmap
+    from bonecls.inference.heatmap import overlay, resize_heatmap
 
     pix = np.asarray(pixels)
     heat = np.asarray(heatmap, dtype=np.float32)

@@ -1,4 +1,5 @@
-"""Widgets shared by the pages: banner, pickers, window/level, viewer, result panel, audit, downloads.
+"""Widgets shared by the pages: banner, pickers, audit, downloads (the viewer and the result panel
+live in :mod:`bonecls.ui.viewer` and :mod:`bonecls.ui.result`).
 
 The page bodies live in :mod:`bonecls.ui.pages`; what two or more of them draw the same way lives
 here, so a label or key (which AppTest and the browser test find elements by) is written once.
@@ -11,14 +12,14 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
 from bonecls.report import DISCLAIMER
-from bonecls.ui import error_policy, figures, services
+from bonecls.ui import error_policy, services
 from bonecls.ui.session import UploadResult, get_store, ingest_uploads
 
 #: page name -> its script, for ``st.page_link`` / ``st.switch_page`` (app.py registers the same paths)
@@ -48,7 +49,7 @@ PLOTLY_CONFIG = {
 #: status -> (label shown, badge colour, icon)
 STATUS_STYLE: dict[str, tuple[str, str, str]] = {
     "positive": ("positive", "red", ":material/error:"),
-    "uncertain": ("uncertain — review", "orange", ":material/help:"),
+    "uncertain": ("doubt — review", "orange", ":material/help:"),
     "negative": ("negative", "green", ":material/check_circle:"),
     "detected": ("findings boxed", "red", ":material/select:"),
     "none": ("no box above threshold", "green", ":material/check_circle:"),
@@ -159,47 +160,6 @@ def no_model_message(task: str) -> None:
         "(or point $BONECLS_WEIGHTS at one); the Models page lists what is installed.",
         icon=":material/inventory_2:",
     )
-
-
-def window_controls(rg: Any, key: str) -> tuple[np.ndarray, tuple[float, float] | None]:
-    """Window/level sliders for DICOM and >8-bit images; returns (display pixels, (center, width))."""
-    is_deep = rg.source_format == "dicom" or int(rg.bit_depth) > 8
-    if not is_deep:
-        return rg.pixels, None
-    raw = np.asarray(rg.raw, dtype=np.float32)
-    lo, hi = float(np.nanmin(raw)), float(np.nanmax(raw))
-    if hi <= lo:
-        return rg.pixels, None
-    if rg.window:
-        c0, w0 = float(rg.window[0]), float(rg.window[1])
-    else:
-        c0, w0 = (lo + hi) / 2.0, hi - lo
-    span = hi - lo
-    step = 1.0 if span > 50 else round(span / 200.0, 6) or 0.001
-    c_def, w_def = float(np.clip(c0, lo, hi)), float(np.clip(w0, step, 2 * span))
-    wkey_c, wkey_w = f"{key}_c_{rg.sha256[:12]}", f"{key}_w_{rg.sha256[:12]}"
-    # Values live in session state (set here, not as widget defaults), so Reset needs no rerun trick.
-    st.session_state.setdefault(wkey_c, c_def)
-    st.session_state.setdefault(wkey_w, w_def)
-    with st.expander("Window / level", expanded=False, icon=":material/contrast:"):
-        cols = st.columns([3, 3, 1], vertical_alignment="bottom")
-        with cols[2]:
-            if st.button("Reset", key=f"{key}_reset_{rg.sha256[:12]}", help="Back to the image's own window"):
-                st.session_state[wkey_c], st.session_state[wkey_w] = c_def, w_def
-        with cols[0]:
-            center = st.slider("Level (center)", lo, hi, step=step, key=wkey_c)
-        with cols[1]:
-            width = st.slider("Window (width)", step, 2 * span, step=step, key=wkey_w)
-        st.caption(
-            f"Raw values {lo:g} … {hi:g}"
-            + (" (modality units after rescale)" if rg.source_format == "dicom" else "")
-            + ". The model always reads the image's own window; this changes the display and overlay only."
-        )
-    if abs(center - c_def) < 1e-6 and abs(width - w_def) < 1e-6:
-        return rg.pixels, (c0, w0) if rg.window else None
-    from bonecls.imaging import apply_window
-
-    return apply_window(raw, center, width, invert=rg.photometric == "MONOCHROME1"), (center, width)
 
 
 def record_audit(
@@ -320,72 +280,3 @@ def report_buttons(
 def show_answer_time(t0: float) -> None:
     """How long this page took to answer, since ``t0`` (``time.perf_counter()``)."""
     st.caption(f"Answered in {time.perf_counter() - t0:.2f} s.")
-
-
-# --- the reading view ---------------------------------------------------------------------------------
-
-
-def image_viewer(
-    rg: Any,
-    display: np.ndarray,
-    window: tuple[float, float] | None,
-    heat: services.HeatMap | None,
-    colormap: str,
-    opacity: float,
-    *,
-    title: str,
-    key: str,
-    boxes: Sequence[Any] = (),
-    greyed: bool = False,
-) -> None:
-    """Radiograph | overlay (zoom/pan linked), drawn from a shrunk, cached copy of the windowed image."""
-    small, base = services.display_panel(rg, window, display)
-    overlay = None
-    if heat is not None:
-        rgb = services.render_overlay(small, heat.heatmap, colormap, opacity)
-        overlay = figures.encode_panel(rgb, original_size=(base.height, base.width))
-    fig = figures.viewer_figure(base, overlay, boxes, titles=("Radiograph", title), greyed=greyed)
-    plot(fig, key=key)
-    if heat is not None:
-        for note in heat.warnings:
-            st.caption(f":material/info: {note}")
-
-
-def result_panel(entry: services.ModelEntry, prediction: Any, greyed: bool) -> None:
-    """Status badge, suspicion and most likely class beside the class-probability chart."""
-    card = entry.card
-    th = card.thresholds
-    finding = " + ".join(f"P({c.replace('_', ' ')})" for c in card.positive_classes)
-    cols = st.columns([2, 3])
-    with cols[0]:
-        st.markdown(f"### {status_markdown(prediction.status, greyed=greyed)}", help=_threshold_help(card))
-        lines = [
-            f"Suspicion **{prediction.suspicion:.0%}** = {finding}",
-            f"Most likely class: **{prediction.label.replace('_', ' ')}** "
-            f"({prediction.probabilities[prediction.label]:.0%})",
-        ]
-        for line in lines:
-            if greyed:
-                muted(line.replace("**", ""))
-            else:
-                st.markdown(line)
-        st.caption(
-            f"Negative below {th.negative_below:.0%}, positive at {th.positive_at:.0%} suspicion · "
-            f"model {entry.id} ({card.architecture}) · sha256 {entry.sha256[:12]}…"
-        )
-    with cols[1]:
-        fig = figures.probability_figure(
-            prediction.probabilities,
-            positive_classes=card.positive_classes,
-            thresholds=th.model_dump(),
-            greyed=greyed,
-        )
-        plot(fig, key=f"probs_{entry.id}")
-
-
-def _threshold_help(card: Any) -> str:
-    th = card.thresholds
-    return (
-        f"Suspicion below {th.negative_below:.2f}: negative; at or above {th.positive_at:.2f}: positive; "
-        "in between: uncertain — review."
-    )

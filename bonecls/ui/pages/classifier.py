@@ -6,25 +6,26 @@ One body for both tasks: the task name picks the model, the title and every widg
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import streamlit as st
 
+from bonecls.reading import study_sentence
 from bonecls.ui import error_policy, services
+from bonecls.ui.result import heat_switch, result_panel, study_line
 from bonecls.ui.session import UploadResult
+from bonecls.ui.viewer import image_viewer, window_controls
 from bonecls.ui.widgets import (
     TASK_TITLES,
     image_notes,
     image_picker,
-    image_viewer,
     model_picker,
     no_model_message,
     ood_warning,
     page_view,
     record_audit,
     report_buttons,
-    result_panel,
     show_answer_time,
-    window_controls,
 )
 
 #: the "Explain class" choice meaning: whichever class the model predicts for this image
@@ -70,22 +71,36 @@ def _cam_controls(entry: services.ModelEntry, key: str) -> tuple[str, str | None
 
 
 def _classifier_view(task: str, entry: services.ModelEntry, item: UploadResult) -> None:
-    """Result panel above the heat-map controls and the linked radiograph | overlay viewer."""
-    rg = item.radiograph
+    """Result panel and study sentence, then the viewer (a fragment: its controls re-run only it)."""
     t0 = time.perf_counter()
     greyed = ood_warning(item)
-    result_box = st.container()
-    method_label, method, target, colormap, opacity = _cam_controls(entry, key=task)
+    with st.spinner("Reading the image…"):
+        prediction = services.predict(entry, item.radiograph)
+    record_audit(item, entry, prediction.label, prediction.status, prediction.suspicion)
+    result_panel(entry, prediction, greyed)
+    study_line(study_sentence(prediction.status, None, has_detector=False), greyed=greyed)
+    _classifier_viewer(task, entry, item, prediction, greyed)
+    show_answer_time(t0)
+
+
+@st.fragment
+def _classifier_viewer(
+    task: str, entry: services.ModelEntry, item: UploadResult, prediction: Any, greyed: bool
+) -> None:
+    """Heat-map switch and controls, window/level, the linked radiograph | overlay viewer, the exports.
+
+    A fragment: moving a slider or switching the heat map re-runs this part only, not the result above.
+    """
+    rg = item.radiograph
+    show_heat = heat_switch(task, rg.sha256, prediction.status)
+    method_label, method, target, colormap, opacity = "", None, None, "jet", 0.45
+    if show_heat:
+        method_label, method, target, colormap, opacity = _cam_controls(entry, key=task)
     display, window = window_controls(rg, key=task)
     heat = None
-    if method:  # on a new image the CAM's forward pass is also the prediction (one pass, not two)
-        with st.spinner(f"Reading the image and computing {method_label}…"):
+    if method:
+        with st.spinner(f"Computing {method_label}…"):
             heat = services.cam(entry, rg, method, target)
-    with st.spinner("Reading the image…"):
-        prediction = services.predict(entry, rg)
-    record_audit(item, entry, prediction.label, prediction.status, prediction.suspicion)
-    with result_box:
-        result_panel(entry, prediction, greyed)
     target_class = heat.target_class if heat is not None else prediction.label
     image_viewer(
         rg,
@@ -94,12 +109,11 @@ def _classifier_view(task: str, entry: services.ModelEntry, item: UploadResult) 
         heat,
         colormap,
         opacity,
-        title=f"{method_label} — {target_class.replace('_', ' ')}",
+        title=f"Where the model looked: {method_label} — {target_class.replace('_', ' ')}",
         key=f"viewer_{task}",
         greyed=greyed,
     )
     image_notes(rg, item)
-    show_answer_time(t0)
     report_buttons(
         rg,
         entry,

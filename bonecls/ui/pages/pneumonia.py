@@ -11,12 +11,14 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from bonecls.reading import BoxTiers, box_legend, study_sentence, tier_boxes
 from bonecls.ui import error_policy, services
+from bonecls.ui.result import heat_switch, result_panel, study_line
 from bonecls.ui.session import UploadResult
+from bonecls.ui.viewer import image_viewer, window_controls
 from bonecls.ui.widgets import (
     image_notes,
     image_picker,
-    image_viewer,
     model_picker,
     muted,
     no_model_message,
@@ -24,9 +26,7 @@ from bonecls.ui.widgets import (
     page_view,
     record_audit,
     report_buttons,
-    result_panel,
     show_answer_time,
-    window_controls,
 )
 
 
@@ -53,7 +53,7 @@ def pneumonia_page() -> None:
 def _pneumonia_view(
     item: UploadResult, classifier: services.ModelEntry | None, det: services.ModelEntry | None
 ) -> None:
-    """Classifier result, box and heat-map controls, the viewer with the boxes above the threshold."""
+    """Classifier result, the study sentence that reconciles it with the boxes, then the viewer."""
     rg = item.radiograph
     t0 = time.perf_counter()
     greyed = ood_warning(item)
@@ -65,73 +65,104 @@ def _pneumonia_view(
         result_panel(classifier, prediction, greyed)
     else:
         st.caption("No pneumonia classifier is installed; showing the detector's boxes only.")
-
     boxes_all: list[Any] = []
+    card_tiers = None
     if det is not None:
         with st.spinner("Looking for opacities…"):
             boxes_all = services.detect(det, rg)
-    methods = services.cam_methods() if classifier is not None else {}
-    heat_options = ["Off"] + (["EigenCAM (detector)"] if det is not None else []) + list(methods)
-    cols = st.columns([3, 2, 2, 2])
-    conf = 1.0
-    with cols[0]:
-        if det is not None:
-            default = float(np.clip(round(float(det.card.thresholds.positive_at) * 20) / 20, 0.05, 0.95))
-            conf = st.slider(
-                "Box confidence threshold",
-                0.05,
-                0.95,
-                default,
-                0.05,
-                key="pn_conf",
-                help="Boxes below this confidence are hidden. Lower it to see weaker candidates.",
-            )
-        else:
-            st.caption("No pneumonia detector is installed; no boxes are drawn.")
-    with cols[1]:
-        heat_label = st.selectbox(
-            "Heat map",
-            heat_options,
-            key="pn_method",
-            help="EigenCAM (detector) shows what the box detector looks at; the other methods explain the "
-            "classifier's predicted class.",
-        )
-    with cols[2]:
-        colormap = st.selectbox("Colour map", services.colormaps(), key="pn_cmap")
-    with cols[3]:
-        opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="pn_opacity")
-
-    boxes = [b for b in boxes_all if float(getattr(b, "confidence", 0.0)) >= conf]
-    if det is not None:
+        th = det.card.thresholds
+        card_tiers = tier_boxes(boxes_all, th.negative_below, th.positive_at)
         top = max((float(b.confidence) for b in boxes_all), default=0.0)
-        record_audit(item, det, "opacity" if boxes else "none", "detected" if boxes else "none", top)
+        found = bool(card_tiers.shown)
+        record_audit(item, det, "opacity" if found else "none", "detected" if found else "none", top)
+    study_line(
+        study_sentence(prediction.status if prediction else None, card_tiers, has_detector=det is not None),
+        greyed=greyed,
+    )
+    _pneumonia_viewer(item, classifier, det, prediction, boxes_all, greyed)
+    show_answer_time(t0)
+
+
+def _heat_status(prediction: Any, tiers: BoxTiers | None) -> str | None:
+    """What decides whether the heat map opens by itself: the classifier, else the detector's boxes."""
+    if prediction is not None:
+        return prediction.status
+    if tiers is None:
+        return None
+    return "positive" if tiers.definite else "uncertain" if tiers.doubt else "negative"
+
+
+@st.fragment
+def _pneumonia_viewer(
+    item: UploadResult,
+    classifier: services.ModelEntry | None,
+    det: services.ModelEntry | None,
+    prediction: Any,
+    boxes_all: list[Any],
+    greyed: bool,
+) -> None:
+    """Box and heat-map controls, window/level, the viewer and the exports (a fragment: controls re-run
+    only this part)."""
+    rg = item.radiograph
+    tiers = None
+    conf = 1.0
+    if det is not None:
+        th = det.card.thresholds
+        default = float(np.clip(round(float(th.negative_below) * 100) / 100, 0.01, 0.95))
+        conf = st.slider(
+            "Show boxes from confidence",
+            0.01,
+            0.95,
+            default,
+            0.01,
+            key="pn_conf",
+            help=f"The detector card's cuts: doubt from {th.negative_below:.2f} (dashed), definite from "
+            f"{th.positive_at:.2f} (solid). Lower it to see weaker candidates (dashed).",
+        )
+        tiers = tier_boxes(boxes_all, conf, max(conf, float(th.positive_at)))
         msg = (
-            f"**{len(boxes)} opacity box{'es' if len(boxes) != 1 else ''}** at confidence ≥ {conf:.2f}"
-            + (f" (highest {top:.2f})" if boxes_all else "")
+            f"**{len(tiers.shown)} opacity box{'es' if len(tiers.shown) != 1 else ''}** "
+            f"at confidence ≥ {conf:.2f}"
+            f" ({len(tiers.definite)} definite, {len(tiers.doubt)} doubt)"
+            + (f", highest {max(float(b.confidence) for b in boxes_all):.2f}" if boxes_all else "")
             + f" · detector {det.id} · sha256 {det.sha256[:12]}…"
         )
-        if greyed:
-            muted(msg)
-        else:
-            st.markdown(msg)
-
+        muted(msg) if greyed else st.markdown(msg)
+        st.caption(box_legend(conf, max(conf, float(th.positive_at))))
+    else:
+        st.caption("No pneumonia detector is installed; no boxes are drawn.")
+    heat_label, colormap, opacity = "Off", "jet", 0.45
+    methods = services.cam_methods() if classifier is not None else {}
+    if heat_switch("pn", rg.sha256, _heat_status(prediction, tiers)):
+        heat_options = (["EigenCAM (detector)"] if det is not None else []) + list(methods)
+        cols = st.columns([3, 2, 2])
+        with cols[0]:
+            heat_label = st.selectbox(
+                "Heat map",
+                heat_options,
+                key="pn_method",
+                help="EigenCAM (detector) shows what the box detector looks at; the other methods explain "
+                "the "
+                "classifier's predicted class.",
+            )
+        with cols[1]:
+            colormap = st.selectbox("Colour map", services.colormaps(), key="pn_cmap")
+        with cols[2]:
+            opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="pn_opacity")
     display, window = window_controls(rg, key="pn")
-    heat = None
+    heat, title = None, ""
     if heat_label == "EigenCAM (detector)" and det is not None:
         with st.spinner("Computing EigenCAM…"):
             heat = services.detector_eigencam(det, rg)
-        title = "EigenCAM (detector)"
+        title = "Where the detector looked: EigenCAM"
     elif heat_label in methods and classifier is not None:
         with st.spinner(f"Computing {heat_label}…"):
             heat = services.cam(classifier, rg, methods[heat_label], prediction.label)
-        title = f"{heat_label} — {prediction.label.replace('_', ' ')}"
-    else:
-        title = ""
+        title = f"Where the model looked: {heat_label} — {prediction.label.replace('_', ' ')}"
     image_viewer(
-        rg, display, window, heat, colormap, opacity, title=title, key="viewer_pn", boxes=boxes, greyed=greyed
+        rg, display, window, heat, colormap, opacity, title=title, key="viewer_pn", boxes=tiers, greyed=greyed
     )
     image_notes(rg, item)
-    show_answer_time(t0)
     report_buttons(
         rg,
         classifier or det,
@@ -141,8 +172,9 @@ def _pneumonia_view(
         opacity=opacity,
         key="pn_report",
         prediction=prediction,
-        boxes=boxes_all if det is not None else (),
+        boxes=tiers.shown if tiers is not None else (),
         box_threshold=conf if det is not None else None,
+        box_cuts=(tiers.doubt_at, tiers.positive_at) if tiers is not None else None,
         cam_method=heat_label if heat is not None else None,
         target_class=prediction.label if heat is not None and heat_label in methods else None,
         window=window,

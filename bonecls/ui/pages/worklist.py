@@ -125,38 +125,78 @@ def _one_error(exc: Exception) -> str:
     return str(exc) if isinstance(exc, BoneclsError) else error_policy.report_exception(exc, "worklist item")
 
 
+_GROUPS = (
+    ("To read — ranked by suspicion", ":material/format_list_numbered:"),
+    (
+        "Not typical radiographs or out of the model's scope — not ranked (their scores mean nothing)",
+        ":material/block:",
+    ),
+    ("Unreadable files", ":material/broken_image:"),
+)
+
+
+def _status_style(text: str) -> str:
+    """Background of a status cell: red positive, orange doubt, green negative, grey not reliable."""
+    from bonecls.reading import STATUS_COLOUR, STATUS_HEX, STATUS_TEXT
+
+    if "(not reliable)" in text:
+        return "color: #616161; background-color: #eeeeee"
+    status = next((k for k, v in STATUS_TEXT.items() if v == text), text)
+    colour = STATUS_HEX.get(STATUS_COLOUR.get(status, "gray"), "#9e9e9e")
+    return f"color: white; background-color: {colour}; font-weight: 600"
+
+
 def _worklist_table(rows: list[Any], store: Any, entry: services.ModelEntry) -> None:
-    """The ranked table with thumbnails; selecting a row opens that image in its reading page."""
-    table = []
-    for row in rows:
-        item = store.get(row.image_sha256)
-        thumb = None
-        if item is not None and item.ok:
-            thumb = figures.image_data_uri(services.thumbnail(item.radiograph), max_side=96)[0]
-        table.append(
-            {
-                "rank": row.rank,
-                "image": thumb,
-                "file": row.file,
-                "status": row.status_text,
-                "label": (row.label or "").replace("_", " "),
-                "suspicion": row.suspicion,
-                "note": row.note,
-            }
-        )
+    """The rows in three groups (to read, not reliable, unreadable), status cells coloured; selecting a
+    readable row opens that image in its reading page."""
+    from bonecls.worklist import GROUP_ERROR, group_of
+
     ok = sum(r.status != "error" for r in rows)
     flagged = sum(
         r.status in ("positive", "uncertain", "detected") and not r.out_of_distribution for r in rows
     )
     st.markdown(
-        f"**{len(rows)} file(s)** · {ok} read · {flagged} positive or to review · {len(rows) - ok} unreadable"
+        f"**{len(rows)} file(s)** · {ok} read · {flagged} positive or doubt — review · "
+        f"{len(rows) - ok} unreadable"
     )
+    for group, (title, icon) in enumerate(_GROUPS):
+        members = [r for r in rows if group_of(r) == group]
+        if members:
+            st.markdown(f"{icon} **{title}** ({len(members)})")
+            _group_table(members, store, entry, with_image=group != GROUP_ERROR, key=f"wl_table_{group}")
+    st.caption("Select a row to open it in its reading page.")
+
+
+def _group_table(
+    rows: list[Any], store: Any, entry: services.ModelEntry, *, with_image: bool, key: str
+) -> None:
+    import pandas as pd
+
+    table = []
+    for row in rows:
+        record: dict[str, Any] = {"rank": row.rank}
+        if with_image:
+            item = store.get(row.image_sha256)
+            ok = item is not None and item.ok
+            record["image"] = (
+                figures.image_data_uri(services.thumbnail(item.radiograph), max_side=96)[0] if ok else ""
+            )
+        record.update(
+            file=row.file,
+            status=row.status_text,
+            label=(row.label or "").replace("_", " "),
+            suspicion=row.suspicion,
+            note=row.note,
+        )
+        table.append(record)
+    frame = pd.DataFrame(table)
+    styled = frame.style.map(_status_style, subset=["status"])
     event = st.dataframe(
-        table,
+        styled,
         hide_index=True,
         width="stretch",
-        row_height=64,
-        height=min(38 + 65 * len(table), 38 + 65 * 12),
+        row_height=64 if with_image else 40,
+        height=min(38 + (65 if with_image else 41) * len(table), 38 + 65 * 12),
         column_config={
             "rank": st.column_config.NumberColumn("#", width="small"),
             "image": st.column_config.ImageColumn("Image", width="small"),
@@ -170,7 +210,7 @@ def _worklist_table(rows: list[Any], store: Any, entry: services.ModelEntry) -> 
         },
         on_select="rerun",
         selection_mode="single-row",
-        key="wl_table",
+        key=key,
     )
     selected = getattr(getattr(event, "selection", None), "rows", None) or []
     if selected:
@@ -179,4 +219,3 @@ def _worklist_table(rows: list[Any], store: Any, entry: services.ModelEntry) -> 
             store.selected = row.image_sha256
             page = {"fracture": "fracture", "threeclass": "threeclass"}.get(entry.task, "pneumonia")
             st.switch_page(PAGES[page])
-    st.caption("Select a row to open it in its reading page.")

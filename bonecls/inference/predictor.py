@@ -1,9 +1,13 @@
-"""Classifier inference: preprocessing, calibrated probabilities, decision status and CAMs.
+"""The PyTorch classifier: preprocessing, calibrated probabilities, decision status and CAMs.
 
 A :class:`Predictor` wraps one PyTorch model and its card. It is thread-safe: any number of
 threads may call :meth:`Predictor.predict` / :meth:`Predictor.predict_batch` at once (inference
 mode, shared weights), while :meth:`Predictor.explain` runs alone because CAM hooks are attached to
 the shared model for its duration (a readers-writer lock; one copy of the weights in memory).
+
+It is also the base of the other frameworks' predictors (``bonecls.inference.keras_predictor``),
+which share its preprocessing, decisions and lock; it never imports them. Which class serves a card
+is decided once, in :func:`bonecls.inference.load.load_classifier`.
 """
 
 from __future__ import annotations
@@ -11,49 +15,22 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from bonecls.errors import ImageError, WeightsError
-from bonecls.explain import (
-    ExplainError,
-    Explanation,
-    _colormap,
-    cam_class,
-    explain_with_logits,
-    overlay,
-)
+from bonecls.errors import ExplainError, ImageError, WeightsError
+from bonecls.inference.heatmap import cv2_colormap, overlay
+from bonecls.inference.results import Explanation, Prediction, status_for
+from bonecls.inference.torch_cam import cam_class, explain_with_logits
 from bonecls.models import target_layers
-from bonecls.weights import ModelCard, load_pytorch
+from bonecls.weights import ModelCard, load_card, load_pytorch
 
-__all__ = ["Prediction", "Predictor", "predict_in_chunks", "status_for"]
-
-Status = Literal["positive", "uncertain", "negative"]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    probabilities: dict[str, float]
-    label: str
-    status: Status
-    suspicion: float
-    model_id: str
-    model_sha256: str
-
-
-def status_for(suspicion: float, negative_below: float, positive_at: float) -> Status:
-    """``negative`` below ``negative_below``, ``positive`` at or above ``positive_at``, else ``uncertain``."""
-    if suspicion >= positive_at:
-        return "positive"
-    if suspicion < negative_below:
-        return "negative"
-    return "uncertain"
+__all__ = ["Predictor", "predict_in_chunks"]
 
 
 class _RWLock:
@@ -151,18 +128,16 @@ class Predictor:
 
     @classmethod
     def from_card(cls, path_or_id: str | Path, device: str = "cpu") -> Predictor:
-        """Load a model folder / card.json / id (sha256 verified before deserialising).
+        """Load a PyTorch model folder / card.json / id (sha256 verified before deserialising).
 
-        A card with ``framework: keras`` gives a :class:`bonecls.keras_predict.KerasPredictor` (same
-        interface); TensorFlow is imported only then.
+        PyTorch cards only; :func:`bonecls.inference.load_classifier` serves any classifier card.
         """
-        from bonecls.weights import load_card
-
         card, _ = load_card(path_or_id, verify=False)
-        if card.framework == "keras":
-            from bonecls.keras_predict import KerasPredictor
-
-            return KerasPredictor.from_card(path_or_id, device=device)
+        if card.framework != "pytorch":
+            raise WeightsError(
+                f"Model '{card.id}' is a {card.framework} model, not a PyTorch classifier; load it with "
+                "bonecls.inference.load_classifier, which picks the engine for each kind of card."
+            )
         model, card = load_pytorch(path_or_id)
         return cls(model, card, device=device)
 
@@ -252,7 +227,7 @@ class Predictor:
         radiograph's size.
         """
         cam_class(method)
-        _colormap(colormap)
+        cv2_colormap(colormap)
         index = None if target_class is None else self.class_index(target_class)
         pixels = _pixels_of(rg)
         result = self._cam(pixels, method, index)

@@ -1,13 +1,14 @@
-"""A Keras classifier behind the :class:`~bonecls.predict.Predictor` interface.
+"""A Keras classifier behind the :class:`~bonecls.inference.predictor.Predictor` interface.
 
-``Predictor.from_card`` returns a :class:`KerasPredictor` for a card with ``framework: keras``, so the
-pages, the CLI and the worklist call ``predict`` / ``predict_batch`` / ``explain`` without knowing the
-framework. What is shared with the PyTorch path, on purpose:
+:func:`bonecls.inference.load_classifier` returns a :class:`KerasPredictor` for a card with
+``framework: keras``, so the pages, the CLI and the worklist call ``predict`` / ``predict_batch`` /
+``explain`` without knowing the framework. What is shared with the PyTorch path, on purpose:
 
 * preprocessing (:meth:`Predictor.preprocess`: the same squash-resize and per-channel normalisation
   from the card), transposed to the channels-last layout Keras models take;
 * decisions (:meth:`Predictor.prediction_from_logits`: temperature, thresholds, status);
-* CAM methods, their maths and the overlay (:mod:`bonecls.keras_cam`, :mod:`bonecls.explain`).
+* CAM methods, their maths and the overlay (:mod:`bonecls.inference.keras_cam`,
+  :mod:`bonecls.inference.heatmap`).
 
 Threading: any number of threads may predict at once (a ``tf.function`` traced once for batches of any
 size); ``explain`` runs alone because it wraps the CAM layer while it runs (the same readers-writer
@@ -24,16 +25,18 @@ import numpy as np
 import torch
 
 from bonecls.errors import WeightsError
-from bonecls.keras_cam import keras_cam
-from bonecls.keras_model import find_cam_layer, import_keras, load_keras
-from bonecls.predict import Prediction, Predictor, predict_in_chunks
+from bonecls.inference.keras_cam import keras_cam
+from bonecls.inference.keras_loader import find_cam_layer, import_keras, load_keras
+from bonecls.inference.predictor import Predictor, predict_in_chunks
+from bonecls.inference.results import Prediction
 from bonecls.weights import ModelCard
 
 __all__ = ["KerasPredictor"]
 
 
 class KerasPredictor(Predictor):
-    """One Keras classifier (returning logits, see :func:`bonecls.keras_model.load_keras`) and its card.
+    """One Keras classifier and its card; the model returns logits
+    (:func:`bonecls.inference.keras_loader.load_keras`).
 
     The CAM layer is the card's ``extra["cam_layer"]`` if set, else the last convolutional layer.
     ``device`` is accepted for signature compatibility; TensorFlow places the model itself (the GPU
@@ -77,7 +80,7 @@ class KerasPredictor(Predictor):
         return predict_in_chunks(self, rgs, np.concatenate)
 
     def _cam(self, pixels: np.ndarray, method: str, index: int | None) -> Any:
-        """Prediction and CAM from one forward pass (see :func:`bonecls.keras_cam.keras_cam`)."""
+        """Prediction and CAM from one forward pass (see :func:`bonecls.inference.keras_cam.keras_cam`)."""
         x = self.preprocess(pixels)
         with self._lock.write():
             return keras_cam(

@@ -2,11 +2,12 @@
 
 Why: a worklist or a folder of files needs predictions only (no CAM), and ONNX Runtime runs the
 same graph with fused kernels and less per-call overhead than eager PyTorch. Whether that is
-actually faster depends on the model, the batch size and the CPU, so callers use :func:`fast_predictor`,
-which returns an :class:`OnnxPredictor` only when one can be built and a plain
-:class:`~bonecls.predict.Predictor` otherwise (onnxruntime not installed, export failed, parity
-check failed). Either object answers ``predict`` / ``predict_batch`` with the same
-:class:`~bonecls.predict.Prediction` objects, built by the same ``Predictor.preprocess`` and
+actually faster depends on the model, the batch size and the CPU, so callers ask
+:func:`bonecls.inference.load_classifier` for ``engine="auto"``, which goes through
+:func:`fast_predictor`: an :class:`OnnxPredictor` only when one can be built and the plain
+:class:`~bonecls.inference.predictor.Predictor` otherwise (onnxruntime not installed, export failed,
+parity check failed). Either object answers ``predict`` / ``predict_batch`` with the same
+:class:`~bonecls.inference.results.Prediction` objects, built by the same ``Predictor.preprocess`` and
 ``Predictor.prediction_from_logits``; ``explain`` (CAMs) always runs on the PyTorch model.
 
 The exported graph (fp32, dynamic batch, fixed card input size) is cached outside the repository
@@ -35,7 +36,8 @@ import numpy as np
 import torch
 
 from bonecls.errors import BoneclsError
-from bonecls.predict import Prediction, Predictor, predict_in_chunks
+from bonecls.inference.predictor import Predictor, predict_in_chunks
+from bonecls.inference.results import Prediction
 from bonecls.weights import sha256_bytes
 
 __all__ = [

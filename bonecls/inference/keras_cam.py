@@ -1,6 +1,6 @@
 """Class activation maps for Keras models: the pytorch-grad-cam methods, fed by a ``tf.GradientTape``.
 
-Every method the PyTorch path offers (:data:`bonecls.explain.CAM_METHODS`) works here too, so the
+Every method the PyTorch path offers (:data:`bonecls.inference.torch_cam.CAM_METHODS`) works here too, so the
 app's method menu needs no per-framework case. Only the inputs differ:
 
 * activations and gradients of the CAM layer come from one eager forward pass under a
@@ -13,8 +13,8 @@ app's method menu needs no per-framework case. Only the inputs differ:
   PyTorch path for the same activations and gradients. Score-CAM's forward passes over masked inputs
   go through the Keras model in batches; its memory guard and message are the PyTorch path's.
 
-The result is made safe (finite, [0, 1], the image's size) by the same helpers as
-:mod:`bonecls.explain`.
+The result is made safe (finite, [0, 1], the image's size) by the same helpers as the PyTorch path
+(:mod:`bonecls.inference.heatmap`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ import numpy as np
 import torch
 from pytorch_grad_cam.utils.image import scale_cam_image
 
-import bonecls.explain as bx
-from bonecls.explain import GRADIENT_FREE, CamResult, ExplainError, cam_class, resize_heatmap
+import bonecls.inference.torch_cam as torch_cam
+from bonecls.errors import ExplainError
+from bonecls.inference.heatmap import resize_heatmap, sanitize_heatmap
+from bonecls.inference.results import CamResult
+from bonecls.inference.torch_cam import GRADIENT_FREE, cam_class
 
 __all__ = ["keras_cam"]
 
@@ -89,14 +92,14 @@ def _scorecam_weights(
     k, h, w = acts.shape[1:]
     size_h, size_w = x.shape[1:3]
     estimate = 4 * k * (x[0].size + acts[0].size)
-    if estimate > bx.SCORECAM_MAX_BYTES:
+    if estimate > torch_cam.SCORECAM_MAX_BYTES:
         raise ExplainError(
             f"Score-CAM on this model needs about {estimate / 2**30:.1f} GiB of memory "
             f"({k} channels in the target layer); use gradcam or eigencam instead."
         )
     scores: list[float] = []
-    for start in range(0, k, bx.SCORECAM_BATCH_SIZE):
-        maps = acts[0, start : start + bx.SCORECAM_BATCH_SIZE]
+    for start in range(0, k, torch_cam.SCORECAM_BATCH_SIZE):
+        maps = acts[0, start : start + torch_cam.SCORECAM_BATCH_SIZE]
         up = np.stack([zoom(m, (size_h / h, size_w / w), order=1, grid_mode=False) for m in maps])
         lo = up.min(axis=(1, 2), keepdims=True)
         hi = up.max(axis=(1, 2), keepdims=True)
@@ -120,11 +123,11 @@ def keras_cam(
     """``method``'s heat map of ``model`` at ``layer`` for one NHWC image ``x`` (1, S, S, C), plus the
     logits of the same forward pass.
 
-    ``model`` must return logits (see :func:`bonecls.keras_model.expose_logits`). ``target_index`` None
-    explains the arg-max class. ``forward`` maps a batch to logits (Score-CAM's extra passes; default:
-    the model in inference mode). The heat map is (S, S), or ``out_size`` = (H, W). The layer's ``call``
-    is wrapped while this runs: callers sharing the model across threads serialise it against other
-    eager uses of the model (``KerasPredictor`` does).
+    ``model`` must return logits (see :func:`bonecls.inference.keras_loader.expose_logits`).
+    ``target_index`` None explains the arg-max class. ``forward`` maps a batch to logits (Score-CAM's
+    extra passes; default: the model in inference mode). The heat map is (S, S), or ``out_size`` =
+    (H, W). The layer's ``call`` is wrapped while this runs: callers sharing the model across threads
+    serialise it against other eager uses of the model (``KerasPredictor`` does).
     """
     import tensorflow as tf
 
@@ -167,7 +170,7 @@ def keras_cam(
     cam = scale_cam_image(np.maximum(cam, 0), size)  # compute_cam_per_layer
     cam = scale_cam_image(np.maximum(cam, 0))  # aggregate_multi_layers (one layer)
     notes: list[str] = []
-    heat = bx._sanitize(cam[0], notes, (1, *acts.shape[1:]))
+    heat = sanitize_heatmap(cam[0], notes, (1, *acts.shape[1:]))
     if out_size is not None:
         heat = resize_heatmap(heat, out_size)
     for note in notes:

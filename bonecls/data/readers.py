@@ -1,247 +1,40 @@
-"""Dataset readers that validate as they read, and stratified seeded splits.
-
-Layouts (see docs/ARCHITECTURE.md):
-
-* class folders -- the Kaggle multi-region fracture set ``train|val|test/fractured|not fractured/``
-  and the three-class set ``train|val|test/healthy|fractured|beyond_repair/``;
-* FracAtlas -- ``images/Fractured|Non_fractured/*.jpg`` + ``dataset.csv`` + ``Annotations/YOLO/*.txt``
-  and ``Annotations/COCO JSON/COCO_fracture_masks.json``;
-* RSNA Pneumonia -- ``stage_2_train_labels.csv`` (one row per box) + ``stage_2_train_images/<id>.dcm``;
-* YOLO -- ``data.yaml`` + ``images/<split>/`` + ``labels/<split>/``.
-
-Every reader returns a :class:`Dataset`: a list of :class:`Record` (path, label index, class name,
-split, boxes), the class names, the images that could not be read (``skipped``: each with the reason,
-also logged -- never dropped silently) and the class balance. A missing folder or an unexpected class
-folder raises :class:`~bonecls.errors.DataError` with a sentence saying what was expected.
-
-Datasets shipped without splits (FracAtlas, RSNA) get :func:`stratified_split` -- 80/10/10 as seed 002
-did, stratified per class and reproducible from the seed.
-"""
+"""Readers of the five layouts bonecls always read: class folders (Kaggle, three-class), FracAtlas, RSNA
+Pneumonia and YOLO. Each validates as it reads and sets the records' patient group where the layout has
+one (RSNA patientId; hashed DICOM PatientID in class folders and YOLO sets of DICOM files)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
 import os
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
 
-import numpy as np
-
+from bonecls.data.groups import with_dicom_groups
+from bonecls.data.records import (
+    _FOLDER_ALIASES,
+    SPLIT_ALIASES,
+    SPLITS,
+    TASK_CLASSES,
+    Box,
+    Dataset,
+    Grouping,
+    Record,
+    Skipped,
+    _children,
+    _finish,
+    _is_image,
+    _read_csv,
+    _verify,
+    _yolo_boxes,
+    image_grouping,
+    probe_image,
+)
 from bonecls.errors import DataError
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
-SPLIT_ALIASES = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "test": "test",
-    "testing": "test",
-}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom", ".gif", ".webp")
-
-#: Canonical class names per task; index order is the label order (negative class first).
-TASK_CLASSES: dict[str, tuple[str, ...]] = {
-    "fracture": ("not fractured", "fractured"),
-    "threeclass": ("healthy", "fractured", "beyond_repair"),
-    "pneumonia": ("normal", "pneumonia"),
-}
-#: Classes that count as a finding (the card's ``positive_classes``).
-POSITIVE_CLASSES: dict[str, tuple[str, ...]] = {
-    "fracture": ("fractured",),
-    "threeclass": ("fractured", "beyond_repair"),
-    "pneumonia": ("pneumonia",),
-}
-# Folder spellings seen in the wild, mapped to the canonical class name.
-_FOLDER_ALIASES = {
-    "not fractured": "not fractured",
-    "not_fractured": "not fractured",
-    "non_fractured": "not fractured",
-    "nonfractured": "not fractured",
-    "normal": "normal",
-    "fractured": "fractured",
-    "healthy": "healthy",
-    "beyond_repair": "beyond_repair",
-    "beyond repair": "beyond_repair",
-    "pneumonia": "pneumonia",
-}
-
-Layout = Literal["auto", "kaggle", "threeclass", "classfolders", "fracatlas", "rsna", "yolo"]
-
-
-@dataclass(frozen=True)
-class Box:
-    """An axis-aligned box in pixels of the original image (x right, y down)."""
-
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-    kind: str = "finding"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"x0": self.x0, "y0": self.y0, "x1": self.x1, "y1": self.y1, "kind": self.kind}
-
-
-@dataclass(frozen=True)
-class Record:
-    """One image of a dataset."""
-
-    path: Path
-    label: int
-    class_name: str
-    split: str | None = None  # "train" | "val" | "test" | None (not split yet)
-    boxes: tuple[Box, ...] = ()
-    size: tuple[int, int] | None = None  # (height, width) from the header, when verified
-    meta: tuple[tuple[str, Any], ...] = ()  # extra columns (FracAtlas body region, view ...)
-
-    @property
-    def meta_dict(self) -> dict[str, Any]:
-        return dict(self.meta)
-
-
-@dataclass(frozen=True)
-class Skipped:
-    path: Path
-    reason: str
-
-
-@dataclass
-class Dataset:
-    """What a reader found: records, class names, what it skipped and why."""
-
-    root: Path
-    layout: str
-    class_names: list[str]
-    records: list[Record]
-    skipped: list[Skipped] = field(default_factory=list)
-    has_splits: bool = True
-    label_files: list[Path] = field(default_factory=list)  # csv/json/yaml the labels came from
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def balance(self) -> dict[str, dict[str, int]]:
-        """Counts per split (``"all"`` when not split) and class, every class listed (zeros included)."""
-        out: dict[str, dict[str, int]] = {}
-        for rec in self.records:
-            split = rec.split or "all"
-            row = out.setdefault(split, dict.fromkeys(self.class_names, 0))
-            row[rec.class_name] += 1
-        return {s: out[s] for s in sorted(out, key=lambda s: (*SPLITS, "all").index(s))}
-
-    def summary(self) -> str:
-        lines = [
-            f"{self.layout} dataset at {self.root}: {len(self.records)} images, "
-            f"classes {', '.join(self.class_names)}."
-        ]
-        for split, row in self.balance().items():
-            total = sum(row.values()) or 1
-            parts = ", ".join(f"{c} {n} ({100 * n / total:.1f}%)" for c, n in row.items())
-            lines.append(f"  {split}: {parts}")
-        if self.skipped:
-            lines.append(f"  skipped {len(self.skipped)} unreadable image(s):")
-            lines.extend(f"    {s.path}: {s.reason}" for s in self.skipped[:20])
-            if len(self.skipped) > 20:
-                lines.append(f"    ... and {len(self.skipped) - 20} more")
-        return "\n".join(lines)
-
-    def split(self, name: str) -> list[Record]:
-        return [r for r in self.records if r.split == name]
-
-    def with_splits(self, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> Dataset:
-        """Assign train/val/test to records without a split (stratified by label, seeded)."""
-        todo = [i for i, r in enumerate(self.records) if r.split is None]
-        if not todo:
-            return self
-        assigned = stratified_split([self.records[i].label for i in todo], fractions, seed)
-        records = list(self.records)
-        for i, s in zip(todo, assigned, strict=True):
-            records[i] = replace(records[i], split=s)
-        return replace(self, records=records)
-
-
-# --------------------------------------------------------------------------------------------- probing
-
-
-def probe_image(path: Path) -> tuple[int, int]:
-    """(height, width) from the file's header; raises ``ValueError`` with the reason if unreadable.
-
-    Cheap: DICOM is parsed without pixel data (but the pixel data element must be there), other
-    formats are opened and verified by Pillow without a full decode.
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    if size == 0:
-        raise ValueError("the file is empty")
-    with open(path, "rb") as fh:
-        head = fh.read(132)
-    if head[128:132] == b"DICM" or path.suffix.lower() in (".dcm", ".dicom"):
-        import pydicom
-
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=False, defer_size=1024)
-        except Exception as exc:  # pydicom raises many types
-            raise ValueError(f"not a readable DICOM file ({exc})") from None
-        if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-            raise ValueError("the DICOM file holds no pixel data")
-        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-        if rows <= 0 or cols <= 0:
-            raise ValueError("the DICOM file has no image size (Rows/Columns)")
-        return rows, cols
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"not a readable image ({exc})") from None
-    if w <= 0 or h <= 0:
-        raise ValueError("the image has no pixels")
-    return h, w
-
-
-def _verify(records: list[Record], verify: bool) -> tuple[list[Record], list[Skipped]]:
-    if not verify:
-        return records, []
-    good: list[Record] = []
-    skipped: list[Skipped] = []
-    for rec in records:
-        try:
-            h, w = probe_image(rec.path)
-        except (OSError, ValueError) as exc:
-            skipped.append(Skipped(rec.path, str(exc)))
-            log.warning("Skipping unreadable image %s: %s", rec.path, exc)
-            continue
-        good.append(replace(rec, size=(h, w)))
-    return good, skipped
-
-
-def _is_image(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-
-
-def _children(d: Path) -> list[Path]:
-    return sorted(p for p in d.iterdir() if not p.name.startswith("."))
-
-
-def _finish(ds: Dataset) -> Dataset:
-    if not ds.records:
-        raise DataError(f"No readable images were found in {ds.root} ({ds.layout} layout).")
-    for line in ds.summary().splitlines():
-        log.info(line)
-    return ds
-
 
 # --------------------------------------------------------------------------------------- class folders
 
@@ -320,7 +113,8 @@ def read_class_folders(
         records, unmatched = _attach_box_csv(root, records)
         stray += unmatched
         labels.append(root / BOXES_CSV)
-    return _finish(Dataset(root, layout, class_names, records, stray + skipped, has_splits, labels))
+    records, grouping = with_dicom_groups(records)
+    return _finish(Dataset(root, layout, class_names, records, stray + skipped, has_splits, labels, grouping))
 
 
 BOXES_CSV = "boxes.csv"
@@ -381,39 +175,6 @@ FRACATLAS_COLUMNS = (
     "lateral",
     "oblique",
 )
-
-
-def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise DataError(
-                    f"{path.name} lacks the column(s) {', '.join(missing)}; expected {', '.join(required)}."
-                )
-            return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not a UTF-8 CSV file.") from None
-
-
-def _yolo_boxes(txt: Path, size: tuple[int, int] | None, names: Sequence[str] | None) -> tuple[Box, ...]:
-    """YOLO ``cls cx cy w h`` (normalized) -> pixel boxes; needs the image size."""
-    if not txt.is_file():
-        return ()
-    boxes = []
-    h, w = size if size else (1, 1)
-    for i, line in enumerate(txt.read_text().splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) < 5:
-            raise DataError(f"{txt} line {i} is not a YOLO box (class cx cy w h).")
-        c, cx, cy, bw, bh = int(float(parts[0])), *map(float, parts[1:5])
-        kind = names[c] if names and 0 <= c < len(names) else str(c)
-        boxes.append(Box((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h, kind))
-    return tuple(boxes)
 
 
 def read_fracatlas(root: str | os.PathLike, *, verify: bool = True) -> Dataset:
@@ -499,7 +260,10 @@ def read_fracatlas(root: str | os.PathLike, *, verify: bool = True) -> Dataset:
             boxes = _yolo_boxes(yolo_dir / f"{rec.path.stem}.txt", size, ["fracture"])
         with_boxes.append(replace(rec, boxes=boxes))
     labels = [p for p in (csv_path, coco) if p.is_file()]
-    return _finish(Dataset(root, "fracatlas", class_names, with_boxes, stray + skipped, False, labels))
+    grouping = image_grouping("FracAtlas")
+    return _finish(
+        Dataset(root, "fracatlas", class_names, with_boxes, stray + skipped, False, labels, grouping)
+    )
 
 
 # ------------------------------------------------------------------------------------------------ RSNA
@@ -539,13 +303,18 @@ def read_rsna(root: str | os.PathLike, *, verify: bool = True) -> Dataset:
             stray.append(Skipped(path, "listed in stage_2_train_labels.csv but missing"))
             log.warning("RSNA: %s.dcm listed but missing", pid)
             continue
-        records.append(Record(path, target, class_names[target], None, tuple(boxes)))
+        records.append(Record(path, target, class_names[target], None, tuple(boxes), group=pid))
     known = {r.path.name for r in records} | {s.path.name for s in stray}
     for f in sorted(img_dir.iterdir()):
         if _is_image(f) and f.name not in known:
             stray.append(Skipped(f, "not listed in stage_2_train_labels.csv (no label)"))
     records, skipped = _verify(records, verify)
-    return _finish(Dataset(root, "rsna", class_names, records, stray + skipped, False, [csv_path]))
+    grouping = Grouping(
+        "patient",
+        "RSNA patientId",
+        "Split by patient: RSNA patientId (the published, de-identified id; one radiograph each).",
+    )
+    return _finish(Dataset(root, "rsna", class_names, records, stray + skipped, False, [csv_path], grouping))
 
 
 # ------------------------------------------------------------------------------------------------ YOLO
@@ -619,123 +388,5 @@ def read_yolo(
         boxes = _yolo_boxes(txt, size, names)
         label = int(bool(boxes))
         out.append(replace(rec, boxes=boxes, label=label, class_name=image_classes[label]))
-    return _finish(Dataset(root, "yolo", image_classes, out, stray + skipped, True, [cfg_path]))
-
-
-# --------------------------------------------------------------------------------------------- dispatch
-
-
-def detect_layout(root: str | os.PathLike) -> str:
-    """Guess the layout of a dataset folder from its files."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"The dataset folder {root} does not exist; check the path given to --data.")
-    if (root / "data.yaml").is_file():
-        return "yolo"
-    if (root / "stage_2_train_labels.csv").is_file():
-        return "rsna"
-    if (root / "dataset.csv").is_file() and (root / "images").is_dir():
-        return "fracatlas"
-    names: set[str] = set()
-    for d in _children(root):
-        if d.is_dir():
-            inner = [p.name.lower() for p in _children(d) if p.is_dir()]
-            names.update(inner if d.name.lower() in SPLIT_ALIASES else [d.name.lower()])
-    canon = {_FOLDER_ALIASES.get(n, n) for n in names}
-    if canon and canon <= set(TASK_CLASSES["threeclass"]) and "healthy" in canon:
-        return "threeclass"
-    if canon and canon <= set(TASK_CLASSES["fracture"]):
-        return "kaggle"
-    if canon:
-        return "classfolders"
-    raise DataError(
-        f"Cannot tell the layout of {root}: expected class folders (train/val/test/<class>/), FracAtlas "
-        "(dataset.csv + images/), RSNA (stage_2_train_labels.csv) or YOLO (data.yaml)."
-    )
-
-
-def read_dataset(
-    root: str | os.PathLike,
-    layout: str = "auto",
-    *,
-    verify: bool = True,
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
-    seed: int = 0,
-    split: bool = True,
-) -> Dataset:
-    """Read any supported layout; datasets without splits are split (stratified, seeded) when ``split``."""
-    layout = detect_layout(root) if layout == "auto" else layout
-    readers = {
-        "kaggle": read_kaggle,
-        "threeclass": read_threeclass,
-        "classfolders": read_class_folders,
-        "fracatlas": read_fracatlas,
-        "rsna": read_rsna,
-        "yolo": read_yolo,
-    }
-    if layout not in readers:
-        raise DataError(f"Unknown dataset layout {layout!r}; expected one of {', '.join(readers)} or auto.")
-    ds = readers[layout](root, verify=verify)
-    return ds.with_splits(fractions, seed) if split else ds
-
-
-def task_for(ds: Dataset) -> str | None:
-    """The task whose class names the dataset has, if any."""
-    for task, names in TASK_CLASSES.items():
-        if list(names) == list(ds.class_names):
-            return task
-    return None
-
-
-# ----------------------------------------------------------------------------------------------- splits
-
-
-def stratified_split(
-    labels: Sequence[int] | np.ndarray,
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
-    seed: int = 0,
-    names: Sequence[str] = SPLITS,
-) -> list[str]:
-    """Split names (``train``/``val``/``test``) for each item, stratified by label and reproducible.
-
-    Within each class the items are shuffled with ``seed`` and cut by ``fractions``; rounding uses
-    largest remainders so every class's counts add up and no split gets more than its share. Classes
-    with at least ``len(fractions)`` items put at least one item in every split with a non-zero fraction.
-    """
-    fr = np.asarray(fractions, dtype=float)
-    if (
-        fr.ndim != 1
-        or len(fr) != len(names)
-        or (fr < 0).any()
-        or not math.isclose(fr.sum(), 1.0, abs_tol=1e-6)
-    ):
-        raise DataError(
-            f"Split fractions must be {len(names)} non-negative numbers that add up to 1; got "
-            f"{list(fractions)}."
-        )
-    y = np.asarray(labels)
-    out = np.empty(len(y), dtype=object)
-    rng = np.random.default_rng(seed)
-    for cls in sorted(set(y.tolist())):
-        idx = np.flatnonzero(y == cls)
-        idx = idx[rng.permutation(len(idx))]
-        n = len(idx)
-        exact = fr * n
-        counts = np.floor(exact).astype(int)
-        for j in np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]:
-            counts[j] += 1
-        if n >= int((fr > 0).sum()):  # give small non-zero splits at least one example
-            for j in np.flatnonzero((fr > 0) & (counts == 0)):
-                donor = int(np.argmax(counts))
-                counts[donor] -= 1
-                counts[j] += 1
-        start = 0
-        for name, c in zip(names, counts, strict=True):
-            out[idx[start : start + c]] = name
-            start += c
-    return out.tolist()
-
-
-def class_counts(labels: Iterable[int], num_classes: int) -> list[int]:
-    c = Counter(int(v) for v in labels)
-    return [c.get(i, 0) for i in range(num_classes)]
+    out, grouping = with_dicom_groups(out)
+    return _finish(Dataset(root, "yolo", image_classes, out, stray + skipped, True, [cfg_path], grouping))

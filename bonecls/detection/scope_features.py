@@ -1,0 +1,66 @@
+"""Pooled backbone features of the YOLOv8 detector, for its learned scope (:mod:`bonecls.scope`).
+
+Ultralytics is AGPL-3.0, so only ``bonecls/detection/`` touches the detector; this module hands the
+model-agnostic scope package plain feature vectors. The features are the spatial means of the
+backbone stages that feed the neck (YOLOv8: C2f at stride 8 and 16, SPPF at stride 32), recorded by
+forward hooks on the detector's ``DetectionModel`` while it runs on the letterboxed image exactly as
+:meth:`Detector.eigencam` prepares it (grey -> BGR uint8 -> square letterbox with grey 114 -> RGB,
+scaled to [0, 1]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BACKBONE_LAYERS", "detector_features", "layer_names"]
+
+#: Backbone stages of a YOLOv8 DetectionModel whose outputs are pooled (P3 C2f, P4 C2f, P5 SPPF).
+BACKBONE_LAYERS = (4, 6, 9)
+
+
+def layer_names(layers: Sequence[int] = BACKBONE_LAYERS) -> tuple[str, ...]:
+    """The names written into the scope statistics for these layer indices (``model.4`` ...)."""
+    return tuple(f"model.{i}" for i in layers)
+
+
+def detector_features(
+    detector: Any, images: Sequence[Any], layers: Sequence[int] = BACKBONE_LAYERS, batch_size: int = 32
+) -> np.ndarray:
+    """(N, D) float32 pooled backbone features of ``images`` (Radiographs or arrays) for a ``Detector``,
+    in batches of ``batch_size`` (every letterboxed image has the card's square size)."""
+    import torch
+
+    from bonecls.detection.boxes import letterbox, to_bgr_uint8
+
+    model = detector.torch_model()
+    device = next(model.parameters()).device
+    captured: dict[int, torch.Tensor] = {}
+
+    def hook_for(slot: int):
+        def hook(_module, _args, output):
+            captured[slot] = output.detach().float().mean(dim=(2, 3)).cpu()
+
+        return hook
+
+    handles = [model.model[i].register_forward_hook(hook_for(slot)) for slot, i in enumerate(layers)]
+    rows = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                batch = np.stack(
+                    [
+                        letterbox(to_bgr_uint8(image), detector.input_size)[0][..., ::-1].transpose(2, 0, 1)
+                        for image in images[start : start + batch_size]
+                    ]
+                )
+                x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).float().div(255.0)
+                captured.clear()
+                model(x)
+                rows.append(torch.cat([captured[s] for s in range(len(layers))], dim=1))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.cat(rows).numpy().astype(np.float32)

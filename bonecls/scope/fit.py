@@ -1,0 +1,160 @@
+"""Fit a model's learned scope and write it beside its weights: ``python -m bonecls.scope.fit``.
+
+Examples (scripts/train_shipped.sh retrofits the shipped models this way, without retraining them)::
+
+    python -m bonecls.phantom --task fracture --layout kaggle --n 1500 --size 256 --seed 201 --paired \\
+        --split 1 0 0 data/scope/frac-fit
+    python -m bonecls.phantom --task fracture --layout kaggle --n 500 --size 256 --seed 2201 --paired \\
+        --split 1 0 0 data/scope/frac-thr
+    python -m bonecls.scope.fit --card weights/fracture --fit-images data/scope/frac-fit \\
+        --threshold-images data/scope/frac-thr --eval-images data/scope/frac-eval
+
+The statistics are fitted on images from the model's training distribution (``--fit-images``: its own
+recipe and seed), the threshold is the score that ``--in-scope-rate`` of other in-distribution images
+(``--threshold-images``: another seed) stay under, and ``--eval-images`` (a third seed) measures the
+in-scope rate on images neither step saw. The card gets a ``scope`` section (statistics file, its
+sha256, threshold, rates, declared scope); the weights and their sha256 are untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bonecls.errors import BoneclsError
+from bonecls.scope.declared import DECLARED_SCOPES
+from bonecls.scope.extract import ModelFeatures, image_files, load_images
+from bonecls.scope.stats import choose_threshold, fit_stats, save_stats
+from bonecls.weights import CARD_FILE, ModelCard, ScopeSection, _atomic_write, load_card, write_card
+
+__all__ = ["fit_scope", "main"]
+
+DEFAULT_IN_SCOPE_RATE = 0.975
+
+
+def _scores(features: ModelFeatures, folder: str, limit: int | None, stats) -> np.ndarray:
+    paths = image_files(folder, limit)
+    if not paths:
+        raise BoneclsError(f"No images (.png, .jpg, .dcm ...) under {folder}.")
+    return stats.score(features(load_images(paths))[0])
+
+
+def fit_scope(
+    card_path: str,
+    fit_images: str,
+    threshold_images: str,
+    *,
+    eval_images: str | None = None,
+    in_scope_rate: float = DEFAULT_IN_SCOPE_RATE,
+    layers: Sequence[str] | None = None,
+    limit: int | None = None,
+    fitted_on: str = "",
+) -> ModelCard:
+    """Fit, choose the threshold, save ``scope.safetensors`` and the card; returns the updated card."""
+    card, card_dir = load_card(card_path)
+    features = ModelFeatures.from_card(card_dir, layers)
+    fit_paths = image_files(fit_images, limit)
+    if not fit_paths:
+        raise BoneclsError(f"No images (.png, .jpg, .dcm ...) under {fit_images}.")
+    fit_features, labels, _ = features(load_images(fit_paths))
+    stats = fit_stats(fit_features, labels, features.layers)
+    threshold_scores = _scores(features, threshold_images, limit, stats)
+    threshold = choose_threshold(threshold_scores, in_scope_rate)
+    metrics: dict[str, float | int] = {
+        "n_fit": len(fit_paths),
+        "n_threshold": int(threshold_scores.size),
+        "feature_dim": stats.dim,
+        "classes_fitted": int(stats.means.shape[0]),
+    }
+    if eval_images:
+        eval_scores = _scores(features, eval_images, limit, stats)
+        metrics.update(
+            n_eval=int(eval_scores.size), heldout_in_scope_rate=float(np.mean(eval_scores <= threshold))
+        )
+    section = ScopeSection(
+        sha256=save_stats(stats, card_dir / "scope.safetensors"),
+        threshold=threshold,
+        in_scope_rate=in_scope_rate,
+        declared=DECLARED_SCOPES.get(card.task, DECLARED_SCOPES["fracture"]),
+        fitted_on=fitted_on or f"{len(fit_paths)} images from {fit_images}; threshold on {threshold_images}",
+        metrics=metrics,
+    )
+    return _write_scope_on_card(card_dir, section)
+
+
+def _write_scope_on_card(card_dir: Path, section: ScopeSection) -> ModelCard:
+    """Add (or replace) the card's ``scope`` section and nothing else: the card is rewritten in the style
+    it was written in (``json.dumps`` by some trainers, pydantic's by ``write_card``), so the diff of a
+    retrofit is the scope alone. The result is validated as a :class:`ModelCard` before it is written."""
+    path = card_dir / CARD_FILE
+    original = path.read_text(encoding="utf-8")
+    data = json.loads(original)
+    dumps_style = json.dumps(data, indent=2) + "\n" == original
+    data["scope"] = section.model_dump(mode="json")
+    updated = ModelCard.model_validate(data)
+    if dumps_style:
+        _atomic_write(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    else:
+        write_card(updated, card_dir)
+    return updated
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bonecls.scope.fit",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--card", required=True, help="model folder, its card.json, or a model id")
+    parser.add_argument("--fit-images", required=True, help="folder of the model's own training images")
+    parser.add_argument("--threshold-images", required=True, help="folder of held-out in-distribution images")
+    parser.add_argument("--eval-images", help="a third folder: in-scope rate on images no step saw")
+    parser.add_argument(
+        "--in-scope-rate",
+        type=float,
+        default=DEFAULT_IN_SCOPE_RATE,
+        help=f"share of threshold images kept in scope (default {DEFAULT_IN_SCOPE_RATE})",
+    )
+    parser.add_argument("--layers", nargs="+", help="feature layers (default: the head's pooled input)")
+    parser.add_argument("--limit", type=int, help="use at most this many images from each folder")
+    parser.add_argument("--fitted-on", default="", help="sentence for the card: what the images were")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not 0.5 <= args.in_scope_rate <= 1.0:
+        print("error: --in-scope-rate must be between 0.5 and 1", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    try:
+        card = fit_scope(
+            args.card,
+            args.fit_images,
+            args.threshold_images,
+            eval_images=args.eval_images,
+            in_scope_rate=args.in_scope_rate,
+            layers=args.layers,
+            limit=args.limit,
+            fitted_on=args.fitted_on,
+        )
+    except BoneclsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    scope = card.scope
+    assert scope is not None
+    print(
+        f"{card.id}: scope fitted in {time.perf_counter() - t0:.1f} s; threshold {scope.threshold:.6g} "
+        f"at {scope.in_scope_rate:.1%} in scope; {scope.metrics}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

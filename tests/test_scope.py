@@ -1,0 +1,309 @@
+"""The learned scope gate (bonecls.scope): features, statistics, threshold, header rules, shipped models.
+
+Fast parts use the tiny random model of conftest.py and small images; the shipped-model checks use
+the three real films of tests/scope_corpus.py (pydicom-data, deid-data), each in three forms (DICOM,
+header-less PNG, square centre crop), so the learned part is tested and not only the header rules.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scope_corpus import FORMS, real_film_paths, three_forms
+
+from bonecls.errors import WeightsError
+from bonecls.scope import ScopeGate, ScopeVerdict
+from bonecls.scope.declared import DECLARED_SCOPES, header_reasons
+from bonecls.scope.evaluation import aurc, risk_coverage
+from bonecls.scope.features import PENULTIMATE, FeatureTap, classifier_features, preprocess_pixels
+from bonecls.scope.stats import choose_threshold, fit_stats, load_stats, save_stats
+from bonecls.weights import ModelCard, ScopeSection, load_card, load_pytorch, sha256_file, weights_root
+
+SHIPPED = ("fracture", "threeclass", "pneumonia-cls", "pneumonia-det")
+
+
+def _two_blobs(n: int = 400, dim: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    feats = rng.normal(0.0, 1.0, (n, dim)) + labels[:, None] * 3.0
+    return feats.astype(np.float32), labels
+
+
+def _section(stats_sha: str, threshold: float, task: str = "fracture") -> ScopeSection:
+    return ScopeSection(
+        sha256=stats_sha, threshold=threshold, in_scope_rate=0.975, declared=DECLARED_SCOPES[task]
+    )
+
+
+# -- features ----------------------------------------------------------------------------------------
+
+
+def test_preprocessing_is_the_predictors(tiny_card_dir: Path) -> None:
+    from bonecls.inference.predictor import Predictor
+
+    model, card = load_pytorch(tiny_card_dir)
+    predictor = Predictor(model, card, channels_last=False)
+    rng = np.random.default_rng(1)
+    for shape in ((300, 200), (40, 50), (64, 64)):
+        pixels = rng.random(shape, dtype=np.float32)
+        ours = preprocess_pixels(pixels, card.input_size, card.normalization.mean, card.normalization.std)
+        assert torch.equal(ours, predictor.preprocess(pixels).contiguous())
+
+
+def test_feature_tap_records_the_heads_input_per_thread(tiny_card_dir: Path) -> None:
+    model, card = load_pytorch(tiny_card_dir)
+    x = torch.randn(3, 1, 64, 64)
+    head_input = {}
+    handle = model.head.register_forward_pre_hook(lambda _m, args: head_input.update(x=args[0].clone()))
+    logits, feats = classifier_features(model, card.architecture, x)
+    handle.remove()
+    assert feats.shape == (3, 128) and torch.allclose(feats, head_input["x"])
+    assert torch.allclose(logits, model(x))
+
+    results: dict[int, torch.Tensor] = {}
+    with FeatureTap(model, card.architecture, (PENULTIMATE, "features.conv2")) as tap:
+
+        def run(i: int) -> None:
+            xi = torch.full((1, 1, 64, 64), float(i))
+            with torch.inference_mode():
+                for _ in range(20):
+                    model(xi)
+                    results[i] = tap.take()
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with pytest.raises(RuntimeError, match="run the model first"):
+            tap.take()
+    for i in range(3):
+        _, alone = classifier_features(
+            model, card.architecture, torch.full((1, 1, 64, 64), float(i)), (PENULTIMATE, "features.conv2")
+        )
+        assert results[i].shape == (1, 128 + 64) and torch.allclose(results[i], alone)
+
+
+# -- statistics --------------------------------------------------------------------------------------
+
+
+def test_stats_round_trip_and_checksum_refusal(tmp_path: Path) -> None:
+    feats, labels = _two_blobs()
+    stats = fit_stats(feats, labels, ("penultimate",))
+    path = tmp_path / "scope.safetensors"
+    sha = save_stats(stats, path)
+    assert sha == sha256_file(path)
+    loaded = load_stats(path, sha, "m")
+    assert loaded.layers == ("penultimate",) and loaded.method == "mahalanobis"
+    np.testing.assert_allclose(loaded.score(feats[:20]), stats.score(feats[:20]))
+
+    with pytest.raises(WeightsError, match="do not match the checksum"):
+        load_stats(path, "0" * 64, "m")
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="tampered"):
+        load_stats(path, sha, "m")
+    with pytest.raises(WeightsError, match="missing"):
+        load_stats(tmp_path / "absent.safetensors", sha, "m")
+
+
+def test_score_grows_with_distance_from_every_class() -> None:
+    feats, labels = _two_blobs()
+    stats = fit_stats(feats, labels, ("penultimate",))
+    near = stats.score(np.array([[0.0] * 8, [3.0] * 8], dtype=np.float32))
+    between = stats.score(np.array([[1.5] * 8], dtype=np.float32))
+    far = stats.score(np.array([[12.0] * 8], dtype=np.float32))
+    assert near.max() < between[0] < far[0]
+    mixed = stats.score(np.array([[np.nan] * 8, [0.0] * 8], dtype=np.float32))
+    assert np.isinf(mixed[0]) and mixed[1] == pytest.approx(near[0])
+    with pytest.raises(ValueError, match="more images than feature dimensions"):
+        fit_stats(feats[:5], labels[:5], ("penultimate",))
+
+
+def test_threshold_keeps_the_stated_share_in_scope() -> None:
+    scores = np.random.default_rng(0).gamma(2.0, size=1000)
+    for rate in (0.9, 0.975, 1.0):
+        threshold = choose_threshold(scores, rate)
+        assert np.mean(scores <= threshold) >= rate
+        assert np.mean(scores < threshold) < rate
+    assert choose_threshold(np.arange(1.0, 101.0), 0.95) == 95.0
+    with pytest.raises(ValueError):
+        choose_threshold(scores, 0.0)
+
+
+# -- declared scope and the gate -------------------------------------------------------------------
+
+
+def test_header_rules(make_radiograph) -> None:
+    pixels = np.zeros((8, 8), np.float32)
+    chest = DECLARED_SCOPES["pneumonia"]
+    assert header_reasons(chest, make_radiograph(pixels, body_part="CHEST", view="PA", modality="CR")) == ()
+    assert header_reasons(chest, make_radiograph(pixels, body_part="Thorax", view="AP", modality="DX")) == ()
+    assert header_reasons(chest, make_radiograph(pixels)) == ()  # nothing known, nothing refused here
+    (leg,) = header_reasons(chest, make_radiograph(pixels, body_part="EXTREMITY", modality="CR"))
+    assert "EXTREMITY" in leg and "CHEST" in leg
+    (lateral,) = header_reasons(chest, make_radiograph(pixels, body_part="CHEST", view="LL"))
+    assert "LL" in lateral and "PA or AP" in lateral
+    (ct,) = header_reasons(chest, make_radiograph(pixels, modality="CT"))
+    assert "CT" in ct
+    assert (
+        len(
+            header_reasons(
+                DECLARED_SCOPES["fracture"],
+                make_radiograph(pixels, body_part="SKULL", view="LATERAL", modality="MR"),
+            )
+        )
+        == 3
+    )
+
+
+def test_gate_combines_header_heuristics_and_learned_score(tmp_path: Path, make_radiograph) -> None:
+    feats, labels = _two_blobs()
+    stats = fit_stats(feats, labels, ("penultimate",))
+    threshold = choose_threshold(stats.score(_two_blobs(seed=1)[0]), 0.975)
+    gate = ScopeGate(stats, _section(save_stats(stats, tmp_path / "s.safetensors"), threshold), "m")
+    rng = np.random.default_rng(0)
+    film = make_radiograph(rng.random((256, 256), dtype=np.float32), body_part="CHEST", modality="CR")
+
+    verdict = gate.verdict(film, feats[:1])
+    assert isinstance(verdict, ScopeVerdict) and verdict.in_scope and verdict.reasons == ()
+    far = gate.verdict(film, np.full((1, 8), 20.0, np.float32))
+    assert not far.in_scope and far.score > threshold and "does not resemble" in far.summary
+    leg = make_radiograph(film.pixels, body_part="EXTREMITY", modality="CR")
+    refused = gate.verdict(leg)  # before any feature is computed
+    assert not refused.in_scope and refused.score is None and "EXTREMITY" in refused.summary
+    assert not gate.verdict(film).in_scope  # the learned part was not asked: no answer either
+    tiny = make_radiograph(rng.random((40, 40), dtype=np.float32))
+    assert any("tiny" in r for r in gate.verdict(tiny, feats[:1]).reasons)
+
+
+def test_card_scope_section_and_gate_from_card(tiny_card_dir: Path) -> None:
+    card, card_dir = load_card(tiny_card_dir)
+    weights_sha = card.sha256
+    feats, labels = _two_blobs(dim=4)
+    stats = fit_stats(feats, labels, ("penultimate",))
+    sha = save_stats(stats, card_dir / "scope.safetensors")
+    updated = ModelCard.model_validate({**card.model_dump(), "scope": _section(sha, 1.0).model_dump()})
+    from bonecls.weights import write_card
+
+    write_card(updated, card_dir)
+    reloaded, _ = load_card(card_dir)
+    assert reloaded.sha256 == weights_sha and reloaded.scope == updated.scope
+    assert ScopeGate.from_card(reloaded, card_dir).stats.dim == 4
+    with pytest.raises(WeightsError, match="no learned scope"):
+        ScopeGate.from_card(card, card_dir)
+    with pytest.raises(ValueError):
+        ScopeSection(sha256="xyz", threshold=1.0, in_scope_rate=0.975)
+    with pytest.raises(ValueError):
+        ScopeSection(sha256=sha, threshold=1.0, in_scope_rate=0.975, stats_file="../x.safetensors")
+
+
+def test_fit_command_writes_stats_and_card_but_not_weights(tiny_card_dir: Path, tmp_path: Path) -> None:
+    from bonecls.scope.fit import main
+
+    rng = np.random.default_rng(0)
+    for name, count in (("fit", 150), ("thr", 40), ("eval", 40)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in range(count):
+            img = (rng.random((48, 48)) * 120 + 60).astype(np.uint8)
+            Image.fromarray(img).save(folder / f"{i:03d}.png")
+    weights_sha = sha256_file(tiny_card_dir / "model.safetensors")
+    rc = main(
+        [
+            "--card",
+            str(tiny_card_dir),
+            "--fit-images",
+            str(tmp_path / "fit"),
+            "--threshold-images",
+            str(tmp_path / "thr"),
+            "--eval-images",
+            str(tmp_path / "eval"),
+            "--in-scope-rate",
+            "0.95",
+        ]
+    )
+    assert rc == 0
+    card, _ = load_card(tiny_card_dir)
+    assert card.scope is not None and card.scope.in_scope_rate == 0.95
+    assert sha256_file(tiny_card_dir / "model.safetensors") == weights_sha == card.sha256
+    assert card.scope.sha256 == sha256_file(tiny_card_dir / "scope.safetensors")
+    assert card.scope.metrics["n_fit"] == 150 and 0.0 <= card.scope.metrics["heldout_in_scope_rate"] <= 1.0
+    assert (
+        main(
+            [
+                "--card",
+                str(tiny_card_dir),
+                "--fit-images",
+                str(tmp_path / "none"),
+                "--threshold-images",
+                str(tmp_path / "thr"),
+            ]
+        )
+        == 1
+    )
+
+
+def test_risk_coverage_and_aurc() -> None:
+    errors = np.array([0, 0, 0, 0, 1, 1], dtype=float)
+    perfect = np.array([1, 2, 3, 4, 5, 6], dtype=float)
+    coverage, risk = risk_coverage(perfect, errors)
+    np.testing.assert_allclose(coverage, np.arange(1, 7) / 6)
+    np.testing.assert_allclose(risk[:4], 0.0)
+    assert aurc(perfect, errors) < aurc(perfect[::-1], errors)
+    assert aurc(perfect, errors) == pytest.approx(np.mean(risk))
+
+
+# -- the shipped models on real films --------------------------------------------------------------
+
+
+def _shipped_gate(model_id: str):
+    """(ModelFeatures, ScopeGate) of a shipped model, its statistics verified against its card."""
+    from bonecls.scope.extract import ModelFeatures
+
+    card, card_dir = load_card(weights_root() / model_id)
+    if card.scope is None:
+        pytest.skip(f"{model_id} has no fitted scope yet")
+    gate = ScopeGate.from_card(card, card_dir)
+    return ModelFeatures.from_card(card_dir, gate.layers), gate
+
+
+@pytest.fixture(scope="module")
+def real_films() -> dict[str, dict]:
+    paths = real_film_paths()
+    if len(paths) < 3:
+        pytest.skip("pydicom-data / deid-data are not installed (requirements-dev.txt)")
+    return {name: three_forms(path) for name, path in paths.items()}
+
+
+@pytest.mark.parametrize("model_id", SHIPPED)
+def test_shipped_model_refuses_leg_and_cat_in_every_form(model_id: str, real_films, monkeypatch) -> None:
+    monkeypatch.delenv("BONECLS_WEIGHTS", raising=False)
+    features, gate = _shipped_gate(model_id)
+    for film in ("RG3 lower leg AP", "cat thorax"):
+        images = [real_films[film][form] for form in FORMS]
+        feats, _, _ = features(images)
+        for form, image, row in zip(FORMS, images, feats, strict=True):
+            verdict = gate.verdict(image, row[None])
+            assert not verdict.in_scope, (model_id, film, form, verdict)
+            assert verdict.reasons
+
+
+@pytest.mark.parametrize("model_id", ("fracture", "threeclass"))
+def test_no_model_calls_the_real_chest_fractured(model_id: str, real_films, monkeypatch) -> None:
+    monkeypatch.delenv("BONECLS_WEIGHTS", raising=False)
+    features, gate = _shipped_gate(model_id)
+    card = features.card
+    images = [real_films["RG1 adult chest PA"][form] for form in FORMS]
+    feats, _, logits = features(images)
+    for form, image, row, z in zip(FORMS, images, feats, logits, strict=True):
+        probs = torch.softmax(torch.as_tensor(z, dtype=torch.float64) / card.temperature, 0).numpy()
+        suspicion = sum(probs[card.class_names.index(c)] for c in card.positive_classes)
+        answered_fractured = suspicion >= card.thresholds.positive_at
+        assert not (gate.verdict(image, row[None]).in_scope and answered_fractured), (model_id, form)
