@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from bonecls.phantom.render import TASK_CLASSES, generate
+from bonecls.phantom import TASK_CLASSES, generate
 from bonecls.phantom.varied import OPACITY_STYLES, Variants
 from bonecls.training.metrics import binary_rates, classification_metrics, is_positive, softmax_np
 
