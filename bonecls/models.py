@@ -31,6 +31,7 @@ Conventions shared by all architectures:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -60,6 +61,7 @@ __all__ = [
     "model_spec",
     "set_submodule",
     "target_layers",
+    "weights_compatible",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -222,13 +224,48 @@ def _conv_bn(cin: int, cout: int, k: int, stride: int = 1) -> list[nn.Module]:
     ]
 
 
+class LogSumExpPool2d(nn.Module):
+    """Global log-sum-exp pooling, ``(1/r) log mean exp(r x)`` over the cells of each feature map.
+
+    Between the mean (r -> 0) and the maximum (r -> inf): a lesion of a few cells still dominates, but
+    one spurious cell cannot decide the image alone the way it does under a global maximum, and every
+    cell gets a share of the gradient (Pinheiro and Collobert, CVPR 2015; Wang et al., ChestX-ray8).
+    """
+
+    def __init__(self, r: float = 5.0):
+        super().__init__()
+        self.r = float(r)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(2) * self.r
+        lse = torch.logsumexp(flat, dim=2) - math.log(flat.shape[2])
+        return (lse / self.r)[:, :, None, None]
+
+
+class ImageStandardize(nn.Module):
+    """Each image to zero mean and unit variance (over its pixels and channels) before the network.
+
+    Part of the model, not of the preprocessing, so the app, ONNX and every trainer apply it alike: a
+    radiograph's overall brightness and contrast (processing curves, exposure, equalisation) then tell
+    the network nothing, which leaves the lesion as the thing to learn.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True)
+        return (x - mean) / (std + 1e-5)
+
+
 class CustomV2(nn.Module):
     """Seed 004 v2: a few large kernels first (7x7, 5x5), then more, smaller 3x3 filters, with BN.
 
     ``pool="avg"`` is seed 004's global average pooling. ``pool="max"`` (registered as
     ``custom_v2_max``) pools each feature map by its maximum, as weakly supervised lesion detectors do:
     a fracture gap covers a few of the 256 cells of a 256-px image, and averaging dilutes its feature
-    by the ~250 cells of intact bone around it, while the maximum keeps it whole.
+    by the ~250 cells of intact bone around it, while the maximum keeps it whole. ``pool="lse"``
+    (``custom_v2_lse``, with ``standardize``: :class:`ImageStandardize` first) is log-sum-exp pooling,
+    which a single spurious cell cannot win. The pooling and standardisation have no weights, so the
+    three variants load each other's state dicts.
     """
 
     def __init__(
@@ -238,10 +275,12 @@ class CustomV2(nn.Module):
         head: str = "linear",
         dropout: float = 0.3,
         pool: str = "avg",
+        standardize: bool = False,
     ):
         super().__init__()
-        if pool not in ("avg", "max"):
-            raise ValueError(f"pool must be 'avg' or 'max'; got {pool!r}.")
+        if pool not in ("avg", "max", "lse"):
+            raise ValueError(f"pool must be 'avg', 'max' or 'lse'; got {pool!r}.")
+        self.standardize = ImageStandardize() if standardize else nn.Identity()
         self.features = nn.Sequential(
             OrderedDict(
                 [
@@ -252,14 +291,15 @@ class CustomV2(nn.Module):
                 ]
             )
         )
-        self.pool = nn.AdaptiveAvgPool2d(1) if pool == "avg" else nn.AdaptiveMaxPool2d(1)
+        pools = {"avg": nn.AdaptiveAvgPool2d(1), "max": nn.AdaptiveMaxPool2d(1), "lse": LogSumExpPool2d()}
+        self.pool = pools[pool]
         self.head = make_head(128, num_classes, head, dropout)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.features(x)).flatten(1))
+        return self.head(self.pool(self.features(self.standardize(x))).flatten(1))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -425,6 +465,14 @@ def _register() -> dict[str, _Entry]:
         ),
         _build_custom(CustomV2, pool="max"),
     )  # fmt: skip
+    add(
+        ModelSpec(
+            "custom_v2_lse", "custom", 256, "features.block4", "features.block1.0", "head",
+            min_image_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+            pretrained_available=False, source="bonecls",
+        ),
+        _build_custom(CustomV2, pool="lse", standardize=True),
+    )  # fmt: skip
     for name in ("resnet18", "resnet50"):
         add(ModelSpec(name, "resnet", 224, "layer4", "conv1", "fc"), _build_torchvision)
     add(
@@ -529,6 +577,16 @@ def create_model(
 def head_module(model: nn.Module, name: str) -> nn.Module:
     """The classifier head that :func:`create_model` installed."""
     return get_submodule(model, model_spec(name).classifier)
+
+
+# Architectures that differ only in parameter-free parts (pooling, standardisation): one's weights load
+# into the other, so --init-from may cross between them.
+WEIGHT_FAMILIES = (frozenset({"custom_v2", "custom_v2_max", "custom_v2_lse"}),)
+
+
+def weights_compatible(a: str, b: str) -> bool:
+    """True when a state dict of architecture ``a`` loads into architecture ``b`` unchanged."""
+    return a == b or any(a in family and b in family for family in WEIGHT_FAMILIES)
 
 
 def target_layers(model: nn.Module, name: str) -> list[nn.Module]:

@@ -61,6 +61,7 @@ PYTORCH_ARCHITECTURES = (
     "simple_cnn",
     "custom_v2",
     "custom_v2_max",
+    "custom_v2_lse",
     "resnet18",
     "resnet50",
     "densenet121",
@@ -227,6 +228,12 @@ class ModelCard(BaseModel):
     intended_use: str = "Research and demonstration of a reading aid. Not a diagnosis; not for clinical use."
     limitations: str = ""
     created: str = Field(default_factory=_now)
+    evaluation: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Figures measured after training by train/evaluate.py, e.g. held_out_variants: the "
+        "model on phantoms of a CT, a processing chain and a lesion style it never saw (metrics, paired "
+        "lift, pointing game); see bonecls.training.held_out.",
+    )
     extra: dict[str, Any] = Field(default_factory=dict)
     scope: ScopeSection | None = None
 

@@ -25,6 +25,7 @@ EXPECTED = [
     "simple_cnn",
     "custom_v2",
     "custom_v2_max",
+    "custom_v2_lse",
     "resnet18",
     "resnet50",
     "densenet121",

@@ -4,7 +4,8 @@
 builds the model (seeded, so every rank starts alike), checks the disk, applies ``--init-from`` and
 the lesion head of ``--box-loss``; :func:`build_training_parts` wraps it for DDP/FSDP and precision
 and adds the optimizer, learning-rate schedule, loss and on-device preprocessing;
-:func:`build_loaders` gives each rank its share of the data. The smaller pieces (:func:`make_optimizer`,
+:func:`build_loaders` gives each rank its share of the data (whole with/without sets for the ranking
+loss of ``--pair-loss``, :func:`pair_ranking`). The smaller pieces (:func:`make_optimizer`,
 :func:`make_scheduler`, :func:`normalization`, :func:`init_from_card`, :func:`box_supervision`) are
 functions of the run's arguments that can be checked on their own.
 
@@ -25,13 +26,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from bonecls.errors import BoneclsError
+from bonecls.errors import BoneclsError, DataError
 from bonecls.training import TrainingError
 from bonecls.training import distributed as du
 from bonecls.training.augment import AugmentConfig, DevicePreprocess
 from bonecls.training.balance import DistributedWeightedSampler, balanced_sample_weights
 from bonecls.training.engine import amp_settings, class_weights, scaled_lr, wrap_model
 from bonecls.training.lesion import BoxSupervision, attach_lesion_head, negative_class
+from bonecls.training.pairs import PairRanking, PairSampler, pair_groups
 from bonecls.training.preflight import preflight, resolve_task
 
 if TYPE_CHECKING:
@@ -95,14 +97,14 @@ def init_from_card(model: nn.Module, args: argparse.Namespace, class_names: list
     have other classes. Returns the source's sha256, which the new card records (a fine-tune may
     replace the very folder it started from)."""
     from bonecls.errors import WeightsError
-    from bonecls.models import model_spec
+    from bonecls.models import model_spec, weights_compatible
     from bonecls.weights import load_pytorch
 
     try:
         source, card = load_pytorch(args.init_from)
     except WeightsError as exc:
         raise TrainingError(f"--init-from {args.init_from}: {exc}") from None
-    if card.architecture != args.model or card.in_chans != args.in_chans:
+    if not weights_compatible(card.architecture, args.model) or card.in_chans != args.in_chans:
         raise TrainingError(
             f"--init-from {card.id} is a {card.architecture} with {card.in_chans} channel(s); this run "
             f"trains a {args.model} with {args.in_chans}. Pick one of the same architecture and --in-chans."
@@ -210,6 +212,8 @@ class TrainingParts:
     boxes: BoxSupervision | None
     lr: float
     global_batch: int
+    pairs: PairRanking | None = None
+    pair_groups: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,7 @@ class Loaders:
     """This rank's loaders: its share of the training split (shuffled, or a class-balanced draw under
     ``--balance sampler``), and the whole validation and test splits."""
 
-    train_sampler: DistributedSampler | DistributedWeightedSampler
+    train_sampler: DistributedSampler | DistributedWeightedSampler | PairSampler
     train: DataLoader
     val: DataLoader
     test: DataLoader
@@ -232,6 +236,14 @@ def load_setup(args: argparse.Namespace, info: du.DistInfo) -> RunSetup:
     index = load_index(args.data)
     task, class_names, positive = resolve_task(index, args.task)
     train_ds, val_ds, test_ds = (ShardDataset(args.data, split, index) for split in ("train", "val", "test"))
+    if getattr(args, "val_data", None):
+        val_ds = ShardDataset(args.val_data, "val")
+        if val_ds.class_names != train_ds.class_names:
+            raise TrainingError(
+                f"--val-data {args.val_data} has classes {val_ds.class_names}, the training data "
+                f"{train_ds.class_names}; choose the model on data of the same task."
+            )
+        print(f"Model choice and calibration on the val split of {args.val_data} ({len(val_ds)} images).")
     image_size = args.image_size or train_ds.size
     spec = model_spec(args.model)
     if image_size < spec.min_image_size:
@@ -335,6 +347,7 @@ def build_training_parts(setup: RunSetup, model: nn.Module, boxes: BoxSupervisio
         aug,
         channels_last=args.channels_last and info.device.type == "cuda",
     )
+    pairs, groups = pair_ranking(setup)
     return TrainingParts(
         model,
         optimizer,
@@ -349,19 +362,49 @@ def build_training_parts(setup: RunSetup, model: nn.Module, boxes: BoxSupervisio
         boxes,
         lr,
         global_batch,
+        pairs,
+        groups,
     )
 
 
-def build_loaders(setup: RunSetup) -> Loaders:
+def pair_ranking(setup: RunSetup) -> tuple[PairRanking | None, np.ndarray | None]:
+    """The ranking loss of ``--pair-loss`` and the set id of each training image, or ``(None, None)``;
+    refused with a reason when the data or the batch cannot hold whole with/without sets."""
+    args, data = setup.args, setup.data
+    if getattr(args, "pair_loss", 0.0) <= 0:
+        return None, None
+    k = len(data.class_names)
+    if args.box_crop:
+        raise TrainingError("--pair-loss compares whole images of one render; it cannot run with --box-crop.")
+    if args.batch_size % k:
+        raise TrainingError(f"--pair-loss needs a --batch-size that is a multiple of {k} (whole sets).")
+    try:
+        groups = pair_groups([it["source"] for it in data.train.items], data.train.labels, k)
+    except DataError as exc:
+        raise TrainingError(str(exc)) from None
+    positive = [data.class_names.index(c) for c in data.positive]
+    print(
+        f"Pair ranking (weight {args.pair_loss:g}, margin {args.pair_margin:g}): {len(np.unique(groups))} "
+        f"sets of {k} renders; batches hold {args.batch_size // k} whole sets."
+    )
+    return PairRanking(k, positive, args.pair_loss, args.pair_margin), groups
+
+
+def build_loaders(setup: RunSetup, groups: np.ndarray | None = None) -> Loaders:
     """Each rank reads only its share of the training split (the same sampler semantics serially, at
-    world size 1); evaluation reads every split whole, spread over the ranks."""
+    world size 1); evaluation reads every split whole, spread over the ranks. With ``groups`` (the set
+    ids of ``--pair-loss``) the training batches hold whole with/without sets."""
     from bonecls.training.shards import EvalSampler
 
     args, info, data = setup.args, setup.info, setup.data
     workers = args.workers if args.workers is not None else (4 if info.device.type == "cuda" else 0)
     pin = info.device.type == "cuda"
-    train_sampler: DistributedSampler | DistributedWeightedSampler
-    if args.balance == "sampler":  # each class drawn equally often; the ranks share one draw
+    train_sampler: DistributedSampler | DistributedWeightedSampler | PairSampler
+    if groups is not None:  # --pair-loss: whole with/without sets per batch (takes precedence over --balance)
+        train_sampler = PairSampler(
+            groups, data.train.labels, rank=info.rank, world_size=info.world_size, seed=args.seed
+        )
+    elif args.balance == "sampler":  # each class drawn equally often; the ranks share one draw
         weights = balanced_sample_weights(data.train.labels, len(data.class_names))
         train_sampler = DistributedWeightedSampler(weights, info.world_size, info.rank, args.seed)
     else:

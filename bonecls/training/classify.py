@@ -57,6 +57,7 @@ from bonecls.training.card import (
     calibrate_and_test,
     card_fields,
     result_line,
+    run_recipe,
     summary_thresholds,
     write_reports,
 )
@@ -72,6 +73,7 @@ from bonecls.training.engine import (
 from bonecls.training.faults import exit_after_epoch, step_kill_hook
 from bonecls.training.lesion import strip_lesion_head
 from bonecls.training.metrics import classification_metrics
+from bonecls.training.pairs import group_augment_table
 from bonecls.training.presets import PRESETS, get_preset
 from bonecls.training.pretrained import add_pretrained_args, normalize_pretrained
 from bonecls.training.tracking import RunLogger, epoch_line
@@ -170,6 +172,20 @@ def _add_optimization_args(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="with --box-loss: train on N-px windows around the lesions and hard-negative windows beside "
         "them, at full resolution (validation and test stay whole-image; use a max-pooled model)",
+    )
+    g.add_argument(
+        "--pair-loss",
+        type=float,
+        default=0.0,
+        help="weight of a ranking loss on with/without-lesion sets of one render (paired phantoms): the "
+        "lesion image's suspicion logit must exceed its lesion-free twin's by --pair-margin; 0 = off",
+    )
+    g.add_argument("--pair-margin", type=float, default=2.0, help="logit margin of --pair-loss")
+    g.add_argument(
+        "--val-data",
+        default=None,
+        help="choose and calibrate the model on the val split of this prepared dataset (e.g. a rendering "
+        "variant left out of training) instead of the training data's own val split",
     )
     g.add_argument(
         "--monitor", choices=MONITORS, default="f1_macro", help="validation metric for best/early stop"
@@ -314,7 +330,7 @@ def _run(args: argparse.Namespace, info: du.DistInfo, t_start: float) -> dict[st
     setup = load_setup(args, info)
     model, boxes = build_model(setup)
     parts = build_training_parts(setup, model, boxes)
-    loaders = build_loaders(setup)
+    loaders = build_loaders(setup, parts.pair_groups)
     _announce(setup, parts)
     progress = ckpt.resume(
         args, setup.ckpt_dir, parts.model, parts.optimizer, parts.scheduler, parts.scaler, info
@@ -402,8 +418,9 @@ def _train_and_validate(
         max_batches=args.max_train_batches,
         progress=progress_bars,
         step_hook=kill_hook,
-        aug_table=augment_table(len(data.train), args.seed, epoch) if parts.aug is not None else None,
+        aug_table=_aug_table(parts, len(data.train), args.seed, epoch),
         boxes=parts.boxes,
+        pairs=parts.pairs,
     )
     val = evaluate(
         parts.model,
@@ -430,6 +447,14 @@ def _train_and_validate(
         "images_per_s": st.images_per_s,
     }
     return row, vm
+
+
+def _aug_table(parts: TrainingParts, n: int, seed: int, epoch: int) -> torch.Tensor | None:
+    """This epoch's augmentation draws per training image; one draw per set under ``--pair-loss``."""
+    if parts.aug is None:
+        return None
+    table = augment_table(n, seed, epoch)
+    return table if parts.pair_groups is None else group_augment_table(table, parts.pair_groups)
 
 
 def _save_checkpoint(
@@ -515,7 +540,7 @@ def _finish(
         architecture=args.model,
         head=args.head,
         normalization=Normalization(mean=list(parts.mean), std=list(parts.std)),
-        extra=_card_extra(setup, parts),
+        extra=run_recipe(setup, parts),
     )
     saved = save_pytorch(model, card, setup.out_dir)
     write_reports(scores, data.class_names, history, setup.out_dir)
@@ -547,33 +572,6 @@ def _finish(
     report.write_json(summary, setup.run_dir / "summary.json")
     print(result_line(scores, setup.out_dir, saved.sha256))
     return summary
-
-
-def _card_extra(setup: RunSetup, parts: TrainingParts) -> dict[str, Any]:
-    """The recipe on the card (``extra``): what another team needs to train the same model again."""
-    args, info = setup.args, setup.info
-    return {
-        "preset": args.preset,
-        "optimizer": args.optimizer,
-        "lr": parts.lr,
-        "global_batch": parts.global_batch,
-        "world_size": info.world_size,
-        "strategy": args.strategy if info.distributed else "serial",
-        "epochs": args.epochs,
-        "seed": args.seed,
-        "balance": args.balance,
-        "pretrained": getattr(args, "pretrained_record", None),
-        "init_from": args.init_from,
-        "init_from_sha256": getattr(args, "init_from_sha256", None),
-        "freeze_backbone": bool(args.freeze_backbone),
-        "augmentation": parts.aug.to_dict() if parts.aug else None,
-        "shear": setup.data.shear,
-        "amp": str(args.amp),
-        "box_loss": args.box_loss,
-        "box_crop": args.box_crop,
-        "dataset_fingerprint": setup.data.index.get("fingerprint"),
-        "torch": str(torch.__version__),
-    }
 
 
 def _monitor_value(metrics: dict, val_loss: float, monitor: str) -> float:

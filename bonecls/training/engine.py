@@ -30,6 +30,7 @@ from torch import nn
 
 from bonecls.training import distributed as du
 from bonecls.training.lesion import BoxSupervision
+from bonecls.training.pairs import PairRanking
 
 
 def scaled_lr(base_lr: float, global_batch: int, base_batch: int) -> float:
@@ -223,12 +224,14 @@ def train_one_epoch(
     step_hook: Callable[[int, int], None] | None = None,
     aug_table: torch.Tensor | None = None,
     boxes: BoxSupervision | None = None,
+    pairs: PairRanking | None = None,
 ) -> EpochStats:
     """One pass over this rank's share; loss/accuracy are reduced over all ranks (sample-weighted).
 
     ``aug_table`` (:func:`bonecls.training.augment.augment_table`) holds this epoch's augmentation draws
-    per dataset index. ``boxes`` adds the lesion-head loss (:mod:`bonecls.training.lesion`); the reported
-    loss is then the sum.
+    per dataset index. ``boxes`` adds the lesion-head loss (:mod:`bonecls.training.lesion`) and
+    ``pairs`` the with/without ranking loss (:mod:`bonecls.training.pairs`; batches of whole sets);
+    the reported loss is then the sum.
     """
     set_train_mode(model)
     total = len(loader) if max_batches is None else min(len(loader), max_batches)  # type: ignore[arg-type]
@@ -256,6 +259,8 @@ def train_one_epoch(
             loss = criterion(logits.float(), y)
             if boxes is not None:
                 loss = loss + boxes.loss(model, masks, y, has)
+            if pairs is not None:
+                loss = loss + pairs.loss(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

@@ -13,6 +13,11 @@ trained on) are scored the same way and the headline metrics with their 95% inte
 into the card's ``test_metrics["external"][name]``, beside the internal test figures, with the data's
 name, size and dates (:func:`record_external`). Only ``card.json`` changes; the Models page shows
 internal and external figures side by side.
+
+Those figures still come from the generator that trained the model. ``--held-out`` scores the card
+instead on phantoms of a CT, a processing chain and a lesion style that training never used, with
+the paired lift and the pointing game (:mod:`bonecls.training.held_out`); ``--write-card`` records
+them on the card as ``evaluation.held_out_variants`` (the weights and their sha256 are untouched).
 """
 
 from __future__ import annotations
@@ -186,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="another site's prepared dataset: score every image of it and write the metrics, with 95%% "
         "intervals, into each card's card.json as external validation (weights untouched)",
     )
+    where.add_argument(
+        "--held-out",
+        action="store_true",
+        help="score on paired phantoms of a CT, a chain and a lesion style never used in training",
+    )
     p.add_argument("--name", help="--external: the data's name on the card; default: the folder name")
     p.add_argument("--card", required=True, nargs="+", help="card folder(s) or installed model id(s)")
     p.add_argument(
@@ -198,21 +208,74 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", help="write every metric of every card to this file")
     p.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("held-out rendering variants (bonecls.training.held_out)")
+    g.add_argument("--pairs", type=int, default=100, help="with/without pairs per held-out set")
+    g.add_argument("--held-out-ct", default="lung1")
+    g.add_argument("--held-out-chain", default="log")
+    g.add_argument(
+        "--held-out-style", default=None, help="default: buckle (fracture tasks), bronchogram (pneumonia)"
+    )
+    g.add_argument("--seed", type=int, default=None, help="render seed (default: held_out.EVAL_SEED)")
+    g.add_argument("--cams", type=int, default=None, help="lesion images explained per set (default: all)")
+    g.add_argument("--sets-dir", default=None, help="keep the rendered sets here (default: <cache>/held-out)")
+    g.add_argument(
+        "--write-card", action="store_true", help="record the figures on each card (evaluation section)"
+    )
     return p
+
+
+def held_out_for_card(card: str | os.PathLike, args: argparse.Namespace) -> dict[str, Any]:
+    """``--held-out`` for one card: the figures, printed per set and pooled, optionally on the card."""
+    from bonecls.inference.predictor import Predictor
+    from bonecls.paths import cache_root
+    from bonecls.training.held_out import EVAL_SEED, HeldOut, figure_line, held_out_report
+    from bonecls.weights import load_card, write_card
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    predictor = Predictor.from_card(card)
+    c = predictor.card
+    held_out = HeldOut.for_task(c.task, args.held_out_ct, args.held_out_chain, args.held_out_style)
+    sets_dir = Path(args.sets_dir) if args.sets_dir else cache_root() / "held-out"
+    log = (lambda m: None) if args.no_progress else (lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        report = held_out_report(
+            predictor,
+            held_out,
+            args.pairs,
+            seed=EVAL_SEED if args.seed is None else args.seed,
+            cache_dir=sets_dir,
+            cams=args.cams,
+            log=log,
+        )
+    except ValueError as exc:
+        raise DataError(f"Cannot score '{c.id}' on held-out variants: {exc}") from exc
+    for name, figures in report["sets"].items():
+        print(f"{c.id} held out {name}: {figure_line(figures)}", flush=True)
+    print(f"{c.id} held out, pooled: {figure_line(report['pooled'])}", flush=True)
+    if args.write_card:
+        saved, card_dir = load_card(card)
+        saved.evaluation = {**saved.evaluation, "held_out_variants": report}
+        write_card(saved, card_dir)
+    return {"model": c.id, "sha256": c.sha256, "held_out_variants": report}
 
 
 def main(argv: list[str] | None = None) -> int:
     """``train/evaluate.py``: one :func:`summary_line` per card and its headline with 95% intervals;
-    ``--external`` also records them on each card. 2 when a card or the data is refused."""
+    ``--external`` also records them on each card; ``--held-out`` prints one line per held-out set and
+    one pooled. 2 when a card or the data is refused."""
     from bonecls.training.metrics import format_headline
 
     args = build_parser().parse_args(argv)
     data = args.external or args.data
     split = args.split or (ALL_SPLITS if args.external else "test")
-    name = args.name or Path(data).resolve().name
+    name = (args.name or Path(data).resolve().name) if data else None
     results = []
     try:
         for card in args.card:
+            if args.held_out:
+                results.append(held_out_for_card(card, args))
+                continue
             r = evaluate_card(
                 card,
                 data,

