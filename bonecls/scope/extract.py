@@ -83,6 +83,7 @@ class ModelFeatures:
                         for im in chunk
                     ]
                 )
+                tap.clear()
                 logits.append(self.model(batch).float())
                 feats.append(tap.take())
         all_logits = torch.cat(logits).numpy()
