@@ -41,7 +41,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from bonecls.weights import ModelCard
 
 __all__ = [
-    "ScopedBoxes",
     "DEFAULT_CONF",
     "FRAMEWORK",
     "ONNX_FILE",
@@ -49,6 +48,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "Detector",
     "OnnxDetector",
+    "ScopedBoxes",
     "eigen_projection",
     "export_onnx",
     "load_detection_card",

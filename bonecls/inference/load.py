@@ -113,8 +113,9 @@ def load_classifier(
     sizes ONNX Runtime's pool (default: torch's). ``scope`` (default on) puts every answer through the
     model's scope gate (:mod:`bonecls.inference.scoping`): an image outside what the model was trained
     on gets ``in_scope=False`` and status "out of scope"; ``scope=False`` gives the raw answers, marked
-    ``scope_checked=False`` (research output). ``native`` keeps the gate it was built with. Raises :class:`~bonecls.errors.WeightsError` when
-    the card is not a classifier's or the engine does not serve its framework.
+    ``scope_checked=False`` (research output). ``native`` keeps the gate it was built with. Raises
+    :class:`~bonecls.errors.WeightsError` when the card is not a classifier's or the engine does not
+    serve its framework.
     """
     if engine not in ENGINES:
         raise ValueError(f"Unknown engine {engine!r}; engines are: {', '.join(ENGINES)}.")

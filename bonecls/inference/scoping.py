@@ -47,9 +47,7 @@ NOT_CHECKED = "The model's learned scope could not be checked for this image, so
 class ScopeGuard:
     """The scope gate of one predictor: its card's :class:`ScopeGate` (or none), and whether it is on."""
 
-    def __init__(
-        self, card: ModelCard, gate: ScopeGate | None = None, *, enabled: bool = True
-    ) -> None:
+    def __init__(self, card: ModelCard, gate: ScopeGate | None = None, *, enabled: bool = True) -> None:
         self.card = card
         self.gate = gate
         self.enabled = bool(enabled)

@@ -115,7 +115,8 @@ class FeatureTap:
         return hook
 
     def take(self) -> torch.Tensor:
-        """The features this thread's first forward pass since :meth:`clear` / :meth:`take` recorded, (N, D) float32 on the CPU; cleared."""
+        """The features this thread's first forward pass since :meth:`clear` / :meth:`take` recorded,
+        (N, D) float32 on the CPU; cleared."""
         captured = getattr(self._local, "captured", None) or {}
         self._local.captured = {}
         missing = [self.layers[i] for i in range(len(self.layers)) if i not in captured]
