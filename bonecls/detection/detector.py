@@ -49,6 +49,7 @@ __all__ = [
     "Detector",
     "OnnxDetector",
     "ScopedBoxes",
+    "detect_unfitted",
     "eigen_projection",
     "export_onnx",
     "load_detection_card",
@@ -247,6 +248,17 @@ def _unfitted_precheck(card: ModelCard, image: Any) -> tuple[str, ...]:
     return tuple(reasons)
 
 
+def detect_unfitted(card: ModelCard, image: Any, detect: Any) -> ScopedBoxes:
+    """The gate of a detector card with no learned scope, around any ``detect(image) -> boxes`` (the ONNX
+    fast path too): header rules and image heuristics, and a reason saying the learned part is not fitted."""
+    from bonecls.scope.gate import ScopeVerdict
+
+    reasons = _unfitted_precheck(card, image)
+    if reasons:
+        return ScopedBoxes([], ScopeVerdict(False, None, float("nan"), reasons), [])
+    return ScopedBoxes(list(detect(image)), ScopeVerdict(True, None, float("nan"), (_NOT_FITTED,)), [])
+
+
 class Detector:
     """YOLOv8 opacity detector from a verified card. Thread-safe (one lock around the model)."""
 
@@ -325,13 +337,12 @@ class Detector:
             return ScopedBoxes(self.detect(image, conf, iou, max_det), None, [])
         from bonecls.scope.gate import ScopeVerdict
 
-        reasons = gate.precheck(image) if gate is not None else _unfitted_precheck(self.card, image)
-        if reasons:
-            threshold = gate.threshold if gate is not None else float("nan")
-            return ScopedBoxes([], ScopeVerdict(False, None, threshold, reasons), [])
-        boxes, features = self._run(to_bgr_uint8(image), conf, iou, max_det)
         if gate is None:
-            return ScopedBoxes(boxes, ScopeVerdict(True, None, float("nan"), (_NOT_FITTED,)), [])
+            return detect_unfitted(self.card, image, lambda im: self.detect(im, conf, iou, max_det))
+        reasons = gate.precheck(image)
+        if reasons:
+            return ScopedBoxes([], ScopeVerdict(False, None, gate.threshold, reasons), [])
+        boxes, features = self._run(to_bgr_uint8(image), conf, iou, max_det)
         if features is None:
             verdict = ScopeVerdict(False, None, gate.threshold, ("The learned scope could not be checked.",))
         else:
