@@ -4,12 +4,12 @@
 
 Each model is loaded twice, with the gate (``scope=True``, the default) and without (``scope=False``:
 raw research answers), and ``predict`` (classifiers: PyTorch and ONNX Runtime) or ``detect_scoped``
-(the detector) is timed on the same image, the two alternating call by call so that load on a shared
-machine hits both alike (and which of the two goes first alternates too). The image is a real film that every gate answers in full (the learned score
-is computed, not skipped by a header refusal): RG1 (adult chest PA) as a header-less 8-bit PNG, at
-its own size (2,140 x 1,760) and shrunk to 512 px. The difference of the p50s is the gate's cost: the
-header rules, ``bonecls.ood``'s heuristics and the learned score on features the forward pass
-recorded anyway.
+(the detector) is timed on the same image, the two alternating call by call (and which goes first
+alternating too) so that load on a shared machine hits both alike. The image is a real film that every
+gate answers in full (the learned score is computed, not skipped by a header refusal): RG1 (adult
+chest PA) as a header-less 8-bit PNG, at its own size and shrunk to 512 px. The difference of the
+p50s is the gate's cost: the header rules, ``bonecls.ood``'s heuristics and the learned score on
+features the forward pass recorded anyway. A second table times the gate's own work alone.
 
 Not a test; prints Markdown with the machine line.
 """
