@@ -157,3 +157,48 @@ def test_detector_gate_hooks_the_running_model(films, shipped: Path) -> None:
     assert raw.verdict is None and raw.in_scope
     assert len(raw.boxes) == len(scoped.raw_boxes)
     assert np.isfinite(reference)
+
+
+def test_report_and_audit_record_the_refusal_without_a_result(films, shipped: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    from bonecls.audit import AuditLog
+    from bonecls.report import _result_lines, build_report, to_json
+
+    predictor = Predictor.from_card(shipped / "fracture")
+    cat = films["cat thorax"]["dicom"]
+    refused = predictor.predict(cat)
+    data = build_report(cat, card=predictor.card, prediction=refused, cam_method="gradcam", boxes=[])
+    report = json.loads(to_json(data))
+    assert report["prediction"]["in_scope"] is False and report["prediction"]["status"] == "out of scope"
+    assert "label" not in report["prediction"] and "probabilities" not in report["prediction"]
+    assert (
+        report["prediction"]["scope_reasons"] == list(refused.scope_reasons) and report["explanation"] is None
+    )
+    assert _result_lines(data)[0] == "Outside what this model was trained on: no result."
+
+    db = tmp_path / "audit.sqlite"  # a log written before the scope gate: the new columns are added
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TABLE predictions (id INTEGER PRIMARY KEY AUTOINCREMENT, time_utc TEXT NOT NULL, "
+            "image_sha256 TEXT NOT NULL, model_id TEXT NOT NULL, model_sha256 TEXT NOT NULL, "
+            "task TEXT NOT NULL, label TEXT NOT NULL, status TEXT NOT NULL, suspicion REAL)"
+        )
+    log = AuditLog(db)
+    leg = predictor.predict(films["RG3 lower leg AP"]["dicom"])
+    for prediction in (refused, leg):
+        log.record(
+            image_sha256="a" * 64,
+            model_id="fracture",
+            model_sha256=predictor.card.sha256,
+            task="fracture",
+            label="none",
+            status="out_of_scope",
+            suspicion=None,
+            in_scope=prediction.in_scope,
+            scope_reasons=prediction.scope_reasons,
+        )
+    newest, oldest = log.entries()
+    assert oldest.in_scope is False and oldest.scope_reasons == "learned-distance"
+    assert newest.scope_reasons == "header-body-part,heuristic"
+    assert "Outside" not in log.export_csv()  # codes, never the sentences
