@@ -362,10 +362,11 @@ def test_cli_predict_with_a_keras_card(tiny_dir: Path, tmp_path: Path, capsys) -
     from bonecls.cli import main
 
     (tmp_path / "a.png").write_bytes(make_png(pattern(64, 80, bits=16)))
-    code = main(
-        ["predict", str(tmp_path / "a.png"), "--model", str(tiny_dir), "--json", "--cam", str(tmp_path)]
-    )
-    assert code == 0
+    args = ["predict", str(tmp_path / "a.png"), "--model", str(tiny_dir), "--json", "--cam", str(tmp_path)]
+    assert main(args) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # a thumbnail: refused, no heat map
+    assert row["in_scope"] is False and row["status"] == "out of scope" and "cam" not in row
+    assert main([*args, "--no-scope"]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(row["probabilities"]) == set(THREECLASS) and row["model"] == "keras-tiny"
     assert Path(row["cam"]).is_file() and row["status"] in {"positive", "uncertain", "negative"}

@@ -202,3 +202,10 @@ def test_report_and_audit_record_the_refusal_without_a_result(films, shipped: Pa
     assert oldest.in_scope is False and oldest.scope_reasons == "learned-distance"
     assert newest.scope_reasons == "header-body-part,heuristic"
     assert "Outside" not in log.export_csv()  # codes, never the sentences
+
+
+def test_header_rules_read_text_attributes_only() -> None:
+    """A bare pixel array has a ``view`` method, not a ViewPosition: no header, nothing refused by one."""
+    from bonecls.scope.declared import DECLARED_SCOPES, header_reasons
+
+    assert header_reasons(DECLARED_SCOPES["fracture"], np.zeros((300, 300), np.float32)) == ()
