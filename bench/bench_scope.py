@@ -198,8 +198,8 @@ def _timing(gate: ScopeGate, image, feats: np.ndarray, runs: int) -> None:
     size = f"{image.shape[1]}x{image.shape[0]}"
     print(
         f"\nGate added (one {size} image, {runs} runs): header rules + learned score p50 "
-        f"{pct(rules, 50) * 1e3:.2f} ms (best {min(rules) * 1e3:.3f} ms); full verdict with bonecls.ood "
-        f"heuristics p50 {pct(full, 50) * 1e3:.2f} ms (best {min(full) * 1e3:.3f} ms)"
+        f"{pct(rules, 50):.3f} ms (best {min(rules) * 1e3:.3f} ms); full verdict with bonecls.ood "
+        f"heuristics p50 {pct(full, 50):.3f} ms (best {min(full) * 1e3:.3f} ms)"
     )
 
 

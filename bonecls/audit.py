@@ -26,12 +26,12 @@ from pathlib import Path
 
 from bonecls.errors import BoneclsError
 
-__all__ = ["AuditEntry", "AuditLog", "audit_path", "default_log"]
+__all__ = ["AuditEntry", "AuditLog", "audit_path", "default_log", "scope_reason_codes"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Identifiers of models, tasks, labels and statuses: short tokens, never free text.
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+\-/]{0,63}$")
-STATUSES = ("positive", "uncertain", "negative", "detected", "none", "out_of_distribution")
+STATUSES = ("positive", "uncertain", "negative", "detected", "none", "out_of_distribution", "out_of_scope")
 COLUMNS = (
     "time_utc",
     "image_sha256",
@@ -41,7 +41,35 @@ COLUMNS = (
     "label",
     "status",
     "suspicion",
+    "in_scope",
+    "scope_reasons",
 )
+#: Columns added after the first release: an older database gets them on first use (NULL in old rows).
+_ADDED_COLUMNS = {"in_scope": "INTEGER", "scope_reasons": "TEXT"}
+
+#: Why the scope gate refused, as codes (the log takes no free text): the opening words of each of
+#: bonecls.scope's reason sentences -> its code; any other sentence is an image heuristic's.
+SCOPE_REASON_CODES = (
+    ("The DICOM header gives the modality", "header-modality"),
+    ("The DICOM header says this is a", "header-body-part"),
+    ("The DICOM header gives the view", "header-view"),
+    ("This image does not resemble", "learned-distance"),
+    ("This model's learned scope is not fitted", "learned-not-fitted"),
+    ("This detector's learned scope is not fitted", "learned-not-fitted"),
+    ("The model's learned scope could not be checked", "learned-not-checked"),
+    ("The learned scope could not be checked", "learned-not-checked"),
+)
+
+
+def scope_reason_codes(reasons: tuple[str, ...] | list[str]) -> str:
+    """The scope gate's reason sentences as a comma-separated list of codes (``heuristic`` for the rest)."""
+    codes = []
+    for reason in reasons:
+        code = next((c for start, c in SCOPE_REASON_CODES if str(reason).startswith(start)), "heuristic")
+        if code not in codes:
+            codes.append(code)
+    return ",".join(codes)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -53,7 +81,9 @@ CREATE TABLE IF NOT EXISTS predictions (
     task TEXT NOT NULL,
     label TEXT NOT NULL,
     status TEXT NOT NULL,
-    suspicion REAL
+    suspicion REAL,
+    in_scope INTEGER,
+    scope_reasons TEXT
 );
 CREATE INDEX IF NOT EXISTS predictions_image ON predictions (image_sha256);
 """
@@ -79,6 +109,8 @@ class AuditEntry:
     label: str
     status: str
     suspicion: float | None
+    in_scope: bool | None = None  # the scope gate's verdict (None: not recorded)
+    scope_reasons: str = ""  # its reasons as codes (scope_reason_codes), never sentences
 
 
 def _check_token(name: str, value: str) -> str:
@@ -115,6 +147,10 @@ class AuditLog:
                 if not self._ready:
                     conn.execute("PRAGMA journal_mode=WAL")
                     conn.executescript(_SCHEMA)
+                    present = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
+                    for column, kind in _ADDED_COLUMNS.items():
+                        if column not in present:  # a database written before the scope gate
+                            conn.execute(f"ALTER TABLE predictions ADD COLUMN {column} {kind}")
                     self._ready = True
                 with conn:  # commit or roll back
                     yield conn
@@ -130,6 +166,8 @@ class AuditLog:
         status: str,
         suspicion: float | None,
         time_utc: datetime | None = None,
+        in_scope: bool | None = None,
+        scope_reasons: tuple[str, ...] | list[str] = (),
     ) -> AuditEntry:
         """Append one prediction; returns what was stored. Anything but identifiers is refused."""
         if status not in STATUSES:
@@ -144,6 +182,8 @@ class AuditLog:
             label=_check_token("label", label),
             status=status,
             suspicion=None if suspicion is None else round(float(suspicion), 6),
+            in_scope=None if in_scope is None else bool(in_scope),
+            scope_reasons=scope_reason_codes(tuple(scope_reasons)),
         )
         with self._connect() as conn:
             conn.execute(
@@ -169,7 +209,10 @@ class AuditLog:
             sql += " LIMIT ?"
             params = (int(limit),)
         with self._connect() as conn:
-            return [AuditEntry(*row) for row in conn.execute(sql, params)]
+            return [
+                AuditEntry(*row[:-2], None if row[-2] is None else bool(row[-2]), row[-1] or "")
+                for row in conn.execute(sql, params)
+            ]
 
     def export_csv(self) -> str:
         """The whole log as CSV text (header + one row per prediction, oldest first)."""

@@ -80,12 +80,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if card.framework == "ultralytics":
         from bonecls.detection.detector import Detector
 
-        engine = Detector.from_card(card_dir)
+        engine = Detector.from_card(card_dir, scope=not args.no_scope)
     elif engines_for(card.framework):  # a classifier card, PyTorch or Keras
         # predict-only over many files: ONNX Runtime when it can be used (measured faster on CPU,
         # BENCHMARKS.md), the card's own framework otherwise; CAMs always run on the native engine.
         wanted = "auto" if not args.cam and args.engine == "auto" else "native"
-        engine = load_classifier(card_dir, engine=wanted)
+        engine = load_classifier(card_dir, engine=wanted, scope=not args.no_scope)
     else:
         print(f"error: the CLI cannot serve {card.framework} models yet.", file=sys.stderr)
         return 2
@@ -115,45 +115,76 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _predict_one(engine, card, rg, path: Path, cam_dir: Path | None, args: argparse.Namespace) -> dict:
     if card.framework == "ultralytics":
-        boxes = engine.detect(rg, conf=args.conf)
-        return {
-            "file": str(path),
-            "model": card.id,
-            "boxes": [
-                {
-                    "x0": round(b.x0, 1),
-                    "y0": round(b.y0, 1),
-                    "x1": round(b.x1, 1),
-                    "y1": round(b.y1, 1),
-                    "confidence": round(b.confidence, 4),
-                    "label": b.label,
-                }
-                for b in boxes
-            ],
-            "warnings": list(rg.warnings),
-        }
+        scoped = engine.detect_scoped(rg, conf=args.conf)
+        record = {"file": str(path), "model": card.id, "boxes": _boxes_json(scoped.boxes)}
+        verdict = scoped.verdict
+        if verdict is None:
+            record.update(scope=RESEARCH)
+        else:
+            record.update(_scope_json(verdict.in_scope, verdict.reasons, verdict.score))
+            if not verdict.in_scope:
+                record.update(
+                    status="out of scope", raw_output_unreliable={"boxes": _boxes_json(scoped.raw_boxes)}
+                )
+        record["warnings"] = list(rg.warnings)
+        return record
+    out = None
     if cam_dir is not None:
         from bonecls.imaging import encode_png
 
         explanation = engine.predict_and_explain(rg, method=args.cam_method)
         pred = explanation.prediction
-        out = cam_dir / f"{path.stem}.{args.cam_method.replace('+', 'p')}.png"
-        out.write_bytes(encode_png(explanation.overlay))
+        if pred.in_scope:  # no heat map of an image the model cannot read
+            out = cam_dir / f"{path.stem}.{args.cam_method.replace('+', 'p')}.png"
+            out.write_bytes(encode_png(explanation.overlay))
     else:
         pred = engine.predict(rg)
-        out = None
-    record = {
-        "file": str(path),
-        "model": card.id,
+    record = {"file": str(path), "model": card.id}
+    answer = {
         "label": pred.label,
-        "status": pred.status,
         "suspicion": round(pred.suspicion, 4),
         "probabilities": {k: round(v, 4) for k, v in pred.probabilities.items()},
-        "warnings": list(rg.warnings),
     }
+    if not pred.scope_checked:
+        record.update(answer, status=pred.status, scope=RESEARCH)
+    elif pred.in_scope:
+        record.update(answer, status=pred.status, **_scope_json(True, pred.scope_reasons, pred.scope_score))
+    else:
+        record.update(
+            label=None, status=pred.status, **_scope_json(False, pred.scope_reasons, pred.scope_score)
+        )
+        if pred.model_was_run:
+            record["raw_output_unreliable"] = answer
+    record["warnings"] = list(rg.warnings)
     if out is not None:
         record["cam"] = str(out)
     return record
+
+
+#: What ``--no-scope`` answers say about the gate: raw output, for research only.
+RESEARCH = "not checked (research)"
+
+
+def _scope_json(in_scope: bool, reasons: Sequence[str], score: float | None) -> dict:
+    return {
+        "in_scope": bool(in_scope),
+        "scope_reasons": list(reasons),
+        "scope_score": None if score is None else round(float(score), 4),
+    }
+
+
+def _boxes_json(boxes: Sequence) -> list[dict]:
+    return [
+        {
+            "x0": round(b.x0, 1),
+            "y0": round(b.y0, 1),
+            "x1": round(b.x1, 1),
+            "y1": round(b.y1, 1),
+            "confidence": round(b.confidence, 4),
+            "label": b.label,
+        }
+        for b in boxes
+    ]
 
 
 def _emit(record: dict, as_json: bool) -> None:
@@ -163,6 +194,8 @@ def _emit(record: dict, as_json: bool) -> None:
     name = record["file"]
     if "error" in record:
         print(f"{name}: ERROR {record['error']}", flush=True)
+    elif record.get("in_scope") is False:
+        print(f"{name}: OUT OF SCOPE, no result. {' '.join(record['scope_reasons'])}", flush=True)
     elif "boxes" in record:
         boxes = "; ".join(
             f"{b['label']} {b['confidence']:.2f} [{b['x0']:.0f},{b['y0']:.0f},{b['x1']:.0f},{b['y1']:.0f}]"
@@ -171,6 +204,7 @@ def _emit(record: dict, as_json: bool) -> None:
         print(f"{name}: {len(record['boxes'])} box(es) {boxes}".rstrip(), flush=True)
     else:
         extra = f"  cam={record['cam']}" if "cam" in record else ""
+        extra += "  [scope not checked: research output]" if record.get("scope") == RESEARCH else ""
         print(
             f"{name}: {record['label']} ({record['status']}, suspicion {record['suspicion']:.3f}){extra}",
             flush=True,
@@ -206,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "pytorch"],
         default="auto",
         help="classifier engine without --cam: auto = ONNX Runtime if installed, else PyTorch",
+    )
+    p_pred.add_argument(
+        "--no-scope",
+        action="store_true",
+        help="skip each model's scope gate and print raw answers, labelled research output "
+        "(never for reading: an image the model was not trained on gets a meaningless answer)",
     )
     p_pred.add_argument("--json", action="store_true", help="one JSON object per line")
     p_pred.set_defaults(func=_cmd_predict)

@@ -109,7 +109,17 @@ def build_report(
         "class_names": [str(c) for c in card.class_names],
     }
     pred = None
-    if prediction is not None:
+    if prediction is not None and not getattr(prediction, "in_scope", True):
+        # issue 21: no result for an image outside the model's scope, only that and why
+        pred = {
+            "in_scope": False,
+            "status": "out of scope",
+            "scope_reasons": [str(r) for r in getattr(prediction, "scope_reasons", ())],
+            "scope_score": _rounded(getattr(prediction, "scope_score", None)),
+            "scope_threshold": _rounded(getattr(prediction, "scope_threshold", None)),
+        }
+        cam_method, boxes = None, ()
+    elif prediction is not None:
         pred = {
             "label": str(prediction.label),
             "status": str(prediction.status),
@@ -117,6 +127,11 @@ def build_report(
             "probabilities": {str(k): round(float(v), 6) for k, v in prediction.probabilities.items()},
             "thresholds": {k: float(v) for k, v in dict(card.thresholds).items()},
             "positive_classes": [str(c) for c in card.positive_classes],
+            "in_scope": True,
+            "scope_checked": bool(getattr(prediction, "scope_checked", True)),
+            "scope_reasons": [str(r) for r in getattr(prediction, "scope_reasons", ())],
+            "scope_score": _rounded(getattr(prediction, "scope_score", None)),
+            "scope_threshold": _rounded(getattr(prediction, "scope_threshold", None)),
         }
     explanation = None
     if cam_method:
@@ -138,6 +153,10 @@ def build_report(
     )
 
 
+def _rounded(value: Any) -> float | None:
+    return None if value is None else round(float(value), 6)
+
+
 def to_json(data: ReportData) -> str:
     return json.dumps(data.as_dict(), indent=2, ensure_ascii=False)
 
@@ -148,7 +167,10 @@ def to_json(data: ReportData) -> str:
 def _result_lines(data: ReportData) -> list[str]:
     lines: list[str] = []
     p = data.prediction
-    if p is not None:
+    if p is not None and p.get("in_scope") is False:
+        lines.append("Outside what this model was trained on: no result.")
+        lines.extend(f"Why: {reason}" for reason in p.get("scope_reasons", []))
+    elif p is not None:
         lines.append(
             f"Result: {p['label'].replace('_', ' ')}  |  status: {status_text(p['status'])}"
             f"  |  suspicion {p['suspicion']:.3f}"

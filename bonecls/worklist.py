@@ -194,10 +194,15 @@ def build_worklist(
         is_ood = bool(ood is not None and ood.is_ood)
         if isinstance(res, dict):
             status, label, suspicion = res["status"], res.get("label"), res.get("suspicion")
+            scope_reasons = list(res.get("scope_reasons", ()))
         else:
             status, label, suspicion = res.status, res.label, float(res.suspicion)
+            scope_reasons = list(getattr(res, "scope_reasons", ()) or ())
+        if status == "out of scope":  # no result: neither the raw label nor its score is shown or ranked
+            label, suspicion = None, None
         rg = getattr(up, "radiograph", None)
-        notes = list(ood.reasons) if is_ood else []
+        notes = [r for r in scope_reasons if status == "out of scope"]
+        notes += [r for r in ood.reasons if r not in notes] if is_ood else []
         notes += list(getattr(rg, "warnings", ()) or ())
         rows.append(
             WorklistRow(

@@ -547,7 +547,7 @@ def test_eight_bit_images_get_the_same_window_controls_and_presets(env: Path) ->
     assert all(isinstance(v, int) for window in presets.values() for v in window)
 
 
-def test_colour_photo_is_flagged_and_greyed(env: Path) -> None:
+def test_colour_photo_is_flagged_and_refused(env: Path) -> None:
     rng = np.random.default_rng(0)
     photo = np.zeros((256, 256, 3), np.uint8)
     photo[..., 0] = np.linspace(0, 255, 256, dtype=np.uint8)[None, :]
@@ -560,9 +560,13 @@ def test_colour_photo_is_flagged_and_greyed(env: Path) -> None:
     goto(at, "pages/fracture.py")
     warnings = " ".join(w.value for w in at.warning)
     assert "does not look like a radiograph" in warnings and "colour" in warnings
-    assert "(not reliable)" in markdown(at)
-    bars = next(s for s in charts(at) if s["data"][0].get("type") == "bar")
-    assert set(bars["data"][0]["marker"]["color"]) == {"#9e9e9e"}
+    # the scope gate refuses it before the model runs (issue 21): the panel, and no result at all
+    errors = " ".join(e.value for e in at.error)
+    assert (
+        "Outside what this model was trained on" in errors and "colour" in errors and "No result." in errors
+    )
+    assert not any(s["data"][0].get("type") == "bar" for s in charts(at) if s["data"])
+    assert not any(f"### {w}" in markdown(at).lower() for w in STATUS_WORDS)
 
 
 def test_phi_never_reaches_the_page(env: Path) -> None:

@@ -32,13 +32,16 @@ def test_predict_prints_one_json_object_per_file(
     (tmp_path / "b").write_bytes(
         make_dicom(pattern(48, 40, bits=12), bits_stored=12)
     )  # a DICOM without an extension
-    code = main(
-        ["predict", str(tmp_path / "a.png"), str(tmp_path / "b"), "--model", "fracture-tiny", "--json"]
-    )
-    assert code == 0
+    files = [str(tmp_path / "a.png"), str(tmp_path / "b")]
+    assert main(["predict", *files, "--model", "fracture-tiny", "--json"]) == 0
     rows = _json_lines(capsys.readouterr().out)
     assert [Path(r["file"]).name for r in rows] == ["a.png", "b"]
-    for row in rows:
+    for row in rows:  # thumbnails (64 and 48 px): the scope gate refuses them, no result
+        assert row["in_scope"] is False and row["status"] == "out of scope" and row["label"] is None
+        assert any("pixels" in r for r in row["scope_reasons"]) and "probabilities" not in row
+    assert main(["predict", *files, "--model", "fracture-tiny", "--json", "--no-scope"]) == 0
+    for row in _json_lines(capsys.readouterr().out):  # the raw research answer
+        assert row["scope"] == "not checked (research)"
         assert set(row["probabilities"]) == {"not fractured", "fractured"}
         assert abs(sum(row["probabilities"].values()) - 1.0) < 1e-3
         assert row["status"] in {"positive", "uncertain", "negative"}
@@ -76,14 +79,19 @@ def test_whole_bad_input_corpus_through_the_cli(
         if kind == "error":
             assert expected in row.get("error", ""), (case.name, row)
         else:
-            assert "error" not in row and row["status"] in {"positive", "uncertain", "negative"}, case.name
+            assert "error" not in row, case.name
+            assert row["status"] in {"positive", "uncertain", "negative", "out of scope"}, case.name
+            assert row["in_scope"] is (row["status"] != "out of scope"), case.name
     assert code == 1  # the corpus holds errors, so the run reports failure
 
 
 def test_cam_overlays_written(tiny_card_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "x.png").write_bytes(make_png(pattern(64, 80)))
     cams = tmp_path / "cams"
-    assert main(["predict", str(tmp_path / "x.png"), "--model", "fracture-tiny", "--cam", str(cams)]) == 0
+    args = ["predict", str(tmp_path / "x.png"), "--model", "fracture-tiny", "--cam", str(cams)]
+    assert main(args) == 0
+    assert not cams.exists() or not list(cams.glob("*.png"))  # a 64-px thumbnail: out of scope, no heat map
+    assert main([*args, "--no-scope"]) == 0
     written = list(cams.glob("*.png"))
     assert len(written) == 1
     from PIL import Image

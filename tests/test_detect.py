@@ -198,6 +198,7 @@ def test_training_is_offline_and_writes_a_loadable_card(trained, yolo_data, offl
     assert card.test_metrics["n_images"] == 4 and card.test_metrics["n_boxes"] >= 3
     assert "not for clinical use" in card.limitations.lower()
     assert "train/detect.py" in card.command
+    assert card.scope is None  # 8 training images for 448 backbone features: too few to fit the scope
 
     det = Detector.from_card(out)
     img = cv2.imread(str(_test_images(yolo_data)[1]), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255

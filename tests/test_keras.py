@@ -26,6 +26,7 @@ from kerasdata import THREECLASS, keras, localiser_card, save_card, tiny_threecl
 from bonecls.errors import ExplainError, WeightsError
 from bonecls.inference.keras_cam import keras_cam
 from bonecls.inference.load import load_classifier
+from bonecls.inference.scoping import NOT_FITTED
 from bonecls.inference.torch_cam import CAM_METHODS, cam_class, explain_with_logits
 from bonecls.weights import load_card, sha256_file, write_card
 
@@ -117,6 +118,8 @@ def test_predictor_serves_the_trained_model_with_calibrated_probabilities(traine
     pred = predictor.predict(img)
     assert set(pred.probabilities) == set(THREECLASS) and abs(sum(pred.probabilities.values()) - 1) < 1e-6
     assert pred.status in {"positive", "uncertain", "negative"} and pred.model_sha256 == predictor.card.sha256
+    # no learned scope for Keras: in scope by the header rules and image checks, and it says so
+    assert pred.in_scope and pred.scope_score is None and pred.scope_reasons == (NOT_FITTED,)
     # the same numbers as Keras itself: its softmax output, temperature-scaled on the card
     raw = (
         keras()
@@ -141,7 +144,8 @@ def test_keras_cards_load_through_load_classifier_only(tiny_dir: Path) -> None:
 
 
 def test_explain_every_method_sized_finite_and_consistent(trained, make_radiograph) -> None:
-    predictor = load_classifier(trained[0])
+    predictor = load_classifier(trained[0], scope=False)  # CAM maths on a thumbnail the gate would refuse
+    assert not predictor.predict(make_radiograph(np.zeros((80, 120), np.float32) + 0.5)).scope_checked
     rng = np.random.default_rng(0)
     img = cv2.resize(phantom_image(), (120, 80)) * 0.8 + rng.random((80, 120), dtype=np.float32) * 0.2
     rg = make_radiograph(img)
@@ -358,10 +362,11 @@ def test_cli_predict_with_a_keras_card(tiny_dir: Path, tmp_path: Path, capsys) -
     from bonecls.cli import main
 
     (tmp_path / "a.png").write_bytes(make_png(pattern(64, 80, bits=16)))
-    code = main(
-        ["predict", str(tmp_path / "a.png"), "--model", str(tiny_dir), "--json", "--cam", str(tmp_path)]
-    )
-    assert code == 0
+    args = ["predict", str(tmp_path / "a.png"), "--model", str(tiny_dir), "--json", "--cam", str(tmp_path)]
+    assert main(args) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # a thumbnail: refused, no heat map
+    assert row["in_scope"] is False and row["status"] == "out of scope" and "cam" not in row
+    assert main([*args, "--no-scope"]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(row["probabilities"]) == set(THREECLASS) and row["model"] == "keras-tiny"
     assert Path(row["cam"]).is_file() and row["status"] in {"positive", "uncertain", "negative"}

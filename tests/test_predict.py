@@ -15,6 +15,7 @@ from bonecls.errors import BoneclsError, ImageError, WeightsError
 from bonecls.inference import load_classifier
 from bonecls.inference.predictor import Predictor
 from bonecls.inference.results import Explanation, Prediction, status_for
+from bonecls.inference.scoping import ScopeGuard
 from bonecls.weights import ModelCard, load_pytorch, write_card
 
 
@@ -26,12 +27,15 @@ def images(n: int, seed: int = 0) -> list[np.ndarray]:
 
 @pytest.fixture
 def predictor(tiny_card_dir: Path) -> Predictor:
-    return Predictor.from_card(tiny_card_dir)
+    """The raw classifier (scope gate off): these tests check its numbers on noise and tiny images,
+    which the gate would refuse (tests/test_scope_wiring.py tests the gate on the same predictor)."""
+    return Predictor.from_card(tiny_card_dir, scope=False)
 
 
 def with_card(p: Predictor, **over) -> Predictor:
     model, card = load_pytorch(p.card.id)
-    return Predictor(model, ModelCard.model_validate({**card.model_dump(), **over}))
+    card = ModelCard.model_validate({**card.model_dump(), **over})
+    return Predictor(model, card, scope=ScopeGuard(card, enabled=False))
 
 
 def test_from_card_by_folder_and_id(predictor: Predictor) -> None:

@@ -89,6 +89,9 @@ def test_serial_one_epoch_produces_a_loadable_card(prepared: Path, tmp_path: Pat
     for name in ("metrics.json", "confusion.png", "curves.png", "reliability.png"):
         assert (tmp_path / "model" / name).is_file()
     assert summary["world_size"] == 1 and summary["epochs"] == [1, 2]
+    assert (
+        card.scope is None
+    )  # 48 training images for 128 features: no learned scope (tests/test_scope_training.py)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["sha256"] == card.sha256
     with torch.no_grad():
         assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 2)

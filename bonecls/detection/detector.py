@@ -27,6 +27,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,8 @@ __all__ = [
     "WEIGHTS_FILE",
     "Detector",
     "OnnxDetector",
+    "ScopedBoxes",
+    "detect_unfitted",
     "eigen_projection",
     "export_onnx",
     "load_detection_card",
@@ -213,15 +216,66 @@ def _eigencam_class():
     return FastEigenCAM
 
 
+_NOT_FITTED = (
+    "This detector's learned scope is not fitted, so only the DICOM header and the image checks were "
+    "applied; an unfamiliar image that passes them may still get boxes that mean nothing."
+)
+
+
+@dataclass(frozen=True)
+class ScopedBoxes:
+    """Boxes through the scope gate: ``boxes`` empty when out of scope (``raw_boxes``: what the detector
+    drew anyway, unreliable); ``verdict`` None when the gate was switched off (research output)."""
+
+    boxes: list[DetBox]
+    verdict: Any  # bonecls.scope.ScopeVerdict | None
+    raw_boxes: list[DetBox]
+
+    @property
+    def in_scope(self) -> bool:
+        return self.verdict is None or bool(self.verdict.in_scope)
+
+
+def _unfitted_precheck(card: ModelCard, image: Any) -> tuple[str, ...]:
+    """Header rules and image heuristics for a detector whose card has no learned scope."""
+    from bonecls import ood
+    from bonecls.scope.declared import DECLARED_SCOPES, header_reasons
+
+    declared = DECLARED_SCOPES.get(card.task)
+    reasons = list(header_reasons(declared, image)) if declared is not None else []
+    if hasattr(image, "pixels"):
+        reasons.extend(r for r in ood.check(image).reasons if r not in reasons)
+    return tuple(reasons)
+
+
+def detect_unfitted(card: ModelCard, image: Any, detect: Any) -> ScopedBoxes:
+    """The gate of a detector card with no learned scope, around any ``detect(image) -> boxes`` (the ONNX
+    fast path too): header rules and image heuristics, and a reason saying the learned part is not fitted."""
+    from bonecls.scope.gate import ScopeVerdict
+
+    reasons = _unfitted_precheck(card, image)
+    if reasons:
+        return ScopedBoxes([], ScopeVerdict(False, None, float("nan"), reasons), [])
+    return ScopedBoxes(list(detect(image)), ScopeVerdict(True, None, float("nan"), (_NOT_FITTED,)), [])
+
+
 class Detector:
     """YOLOv8 opacity detector from a verified card. Thread-safe (one lock around the model)."""
 
-    def __init__(self, yolo, card: ModelCard, card_dir: Path, device: str = "cpu"):
+    def __init__(self, yolo, card: ModelCard, card_dir: Path, device: str = "cpu", *, scope: bool = True):
         self._yolo = yolo
         self.card = card
         self.card_dir = Path(card_dir)
         self.device = device
         self._lock = threading.Lock()
+        self.scope_enabled = bool(scope)
+        self.scope_gate = None
+        self._scope_features: dict[int, Any] = {}
+        if scope and card.scope is not None:
+            from bonecls.scope.gate import ScopeGate
+
+            self.scope_gate = ScopeGate.from_card(card, card_dir)
+            self._hook_scope_layers(self.scope_gate.layers)
         self.class_names = list(card.class_names)
         try:
             nc = int(yolo.model.model[-1].nc)
@@ -237,9 +291,23 @@ class Detector:
             )
 
     @classmethod
-    def from_card(cls, path_or_id: str | os.PathLike, device: str = "cpu") -> Detector:
+    def from_card(cls, path_or_id: str | os.PathLike, device: str = "cpu", *, scope: bool = True) -> Detector:
+        """The detector of a verified card, with its scope gate (``scope=False``: raw research boxes)."""
         card, card_dir = load_detection_card(path_or_id)
-        return cls(open_yolo(card_dir / card.weights_file, card.sha256), card, card_dir, device)
+        return cls(open_yolo(card_dir / card.weights_file, card.sha256), card, card_dir, device, scope=scope)
+
+    def _hook_scope_layers(self, layers: Sequence[str]) -> None:
+        """Forward hooks on the backbone stages the gate reads (``model.4`` ...): the spatial means of
+        their outputs are recorded while Ultralytics runs the model for :meth:`detect` (the last pass
+        wins: a warm-up pass comes before the real one), so the gate costs no second pass."""
+        model = self._yolo.model
+        for slot, name in enumerate(layers):
+            index = int(str(name).split(".")[-1])
+
+            def hook(_module, _args, output, slot=slot):
+                self._scope_features[slot] = output.detach().float().mean(dim=(2, 3)).cpu()
+
+            model.model[index].register_forward_hook(hook)
 
     @property
     def input_size(self) -> int:
@@ -256,9 +324,36 @@ class Detector:
         self, image: Any, conf: float | None = None, iou: float = 0.5, max_det: int = 100
     ) -> list[DetBox]:
         """Boxes with confidence > ``conf`` after NMS at ``iou``, in original-image pixels, best first."""
-        img = to_bgr_uint8(image)
+        return self._run(to_bgr_uint8(image), conf, iou, max_det)[0]
+
+    def detect_scoped(
+        self, image: Any, conf: float | None = None, iou: float = 0.5, max_det: int = 100
+    ) -> ScopedBoxes:
+        """:meth:`detect` through the model's scope gate: the header rules and image heuristics first
+        (refused: the model does not run), then the learned score on the backbone features recorded
+        during the same pass. Out of scope: no boxes (``raw_boxes`` keeps them, unreliable)."""
+        gate = self.scope_gate if self.scope_enabled else None
+        if not self.scope_enabled:
+            return ScopedBoxes(self.detect(image, conf, iou, max_det), None, [])
+        from bonecls.scope.gate import ScopeVerdict
+
+        if gate is None:
+            return detect_unfitted(self.card, image, lambda im: self.detect(im, conf, iou, max_det))
+        reasons = gate.precheck(image)
+        if reasons:
+            return ScopedBoxes([], ScopeVerdict(False, None, gate.threshold, reasons), [])
+        boxes, features = self._run(to_bgr_uint8(image), conf, iou, max_det)
+        if features is None:
+            verdict = ScopeVerdict(False, None, gate.threshold, ("The learned scope could not be checked.",))
+        else:
+            verdict = gate.verdict_from_score(float(gate.stats.score(features)[0]))
+        return ScopedBoxes(boxes if verdict.in_scope else [], verdict, [] if verdict.in_scope else boxes)
+
+    def _run(self, img: np.ndarray, conf: float | None, iou: float, max_det: int) -> tuple[list[DetBox], Any]:
+        """Boxes and, when the gate is hooked, its (1, D) features from the same forward pass."""
         conf = self.default_conf() if conf is None else float(conf)
         with self._lock:
+            self._scope_features.clear()
             res = self._yolo.predict(
                 img,
                 imgsz=self.input_size,
@@ -270,10 +365,16 @@ class Detector:
                 verbose=False,
                 save=False,
             )[0]
+            features = None
+            if self.scope_gate is not None and len(self._scope_features) == len(self.scope_gate.layers):
+                import torch
+
+                features = torch.cat([self._scope_features[s] for s in range(len(self._scope_features))], 1)
         b = res.boxes
-        return to_detboxes(
+        boxes = to_detboxes(
             b.xyxy.cpu().numpy(), b.conf.cpu().numpy(), b.cls.cpu().numpy().astype(int), self.class_names
         )
+        return boxes, features
 
     def torch_model(self):
         """The underlying ``DetectionModel`` (eval mode, float32, on this detector's device)."""

@@ -29,6 +29,7 @@ from bonecls.inference.keras_cam import keras_cam
 from bonecls.inference.keras_loader import find_cam_layer, import_keras, load_keras
 from bonecls.inference.predictor import Predictor, predict_in_chunks
 from bonecls.inference.results import Prediction
+from bonecls.inference.scoping import ScopeGuard
 from bonecls.weights import ModelCard
 
 __all__ = ["KerasPredictor"]
@@ -61,10 +62,18 @@ class KerasPredictor(Predictor):
         self._forward(np.zeros((1, card.input_size, card.input_size, card.in_chans), np.float32))
 
     @classmethod
-    def from_card(cls, path_or_id: str | Path, device: str = "cpu") -> KerasPredictor:
-        """Load a Keras model folder / card.json / id (sha256 and config checked before deserialising)."""
+    def from_card(cls, path_or_id: str | Path, device: str = "cpu", *, scope: bool = True) -> KerasPredictor:
+        """Load a Keras model folder / card.json / id (sha256 and config checked before deserialising).
+
+        Its scope gate applies the declared scope's header rules and the image heuristics only: the
+        learned part needs pooled features from the Keras graph, which this predictor does not
+        record, so every answer carries the sentence that the learned scope is not fitted
+        (:data:`bonecls.inference.scoping.NOT_FITTED`). ``scope=False``: raw research answers.
+        """
         model, card = load_keras(path_or_id)
-        return cls(model, card)
+        predictor = cls(model, card)
+        predictor.scope_guard = ScopeGuard(card, None, enabled=scope)
+        return predictor
 
     def preprocess(self, rg: Any) -> np.ndarray:  # type: ignore[override]
         """Radiograph (or its pixels) -> normalised (1, S, S, C) float32, channels last."""
@@ -74,6 +83,10 @@ class KerasPredictor(Predictor):
         """Raw logits (N, num_classes) for a preprocessed NHWC batch (thread-safe)."""
         with self._lock.read():
             return np.array(self._forward(np.ascontiguousarray(batch, dtype=np.float32)), np.float32)
+
+    def logits_and_features(self, batch: np.ndarray) -> tuple[np.ndarray, None]:  # type: ignore[override]
+        """Logits and no features: the Keras engine's gate has no learned part (see :meth:`from_card`)."""
+        return self.logits(batch), None
 
     def predict_batch(self, rgs: Sequence[Any]) -> list[Prediction]:
         """Predictions for many images, run in chunks of ``batch_size``."""

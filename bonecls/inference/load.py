@@ -56,22 +56,28 @@ class Classifier(Protocol):
 Loader = Callable[..., Classifier]
 
 
-def _pytorch(card_dir: Path, *, device: str, native: Classifier | None, threads: int | None) -> Classifier:
+def _pytorch(
+    card_dir: Path, *, device: str, native: Classifier | None, threads: int | None, scope: bool
+) -> Classifier:
     from bonecls.inference.predictor import Predictor
 
-    return native if native is not None else Predictor.from_card(card_dir, device=device)
+    return native if native is not None else Predictor.from_card(card_dir, device=device, scope=scope)
 
 
-def _keras(card_dir: Path, *, device: str, native: Classifier | None, threads: int | None) -> Classifier:
+def _keras(
+    card_dir: Path, *, device: str, native: Classifier | None, threads: int | None, scope: bool
+) -> Classifier:
     from bonecls.inference.keras_predictor import KerasPredictor
 
-    return native if native is not None else KerasPredictor.from_card(card_dir, device=device)
+    return native if native is not None else KerasPredictor.from_card(card_dir, device=device, scope=scope)
 
 
-def _onnx(card_dir: Path, *, device: str, native: Classifier | None, threads: int | None) -> Classifier:
+def _onnx(
+    card_dir: Path, *, device: str, native: Classifier | None, threads: int | None, scope: bool
+) -> Classifier:
     from bonecls.inference.onnx import OnnxPredictor
 
-    torch_predictor = _pytorch(card_dir, device=device, native=native, threads=threads)
+    torch_predictor = _pytorch(card_dir, device=device, native=native, threads=threads, scope=scope)
     return OnnxPredictor.from_predictor(torch_predictor, threads=threads)
 
 
@@ -97,14 +103,19 @@ def load_classifier(
     device: str = "cpu",
     native: Classifier | None = None,
     threads: int | None = None,
+    scope: bool = True,
 ) -> Classifier:
     """Load a classifier from its folder, card.json or id on ``engine`` (see the module docstring).
 
     Weights are sha256-verified before they are deserialised, whatever the engine. ``native`` is an
     already loaded native predictor of this card: engines that build on it (ONNX Runtime) wrap it
     instead of loading the weights a second time. ``device`` places a PyTorch model; ``threads``
-    sizes ONNX Runtime's pool (default: torch's). Raises :class:`~bonecls.errors.WeightsError` when
-    the card is not a classifier's or the engine does not serve its framework.
+    sizes ONNX Runtime's pool (default: torch's). ``scope`` (default on) puts every answer through the
+    model's scope gate (:mod:`bonecls.inference.scoping`): an image outside what the model was trained
+    on gets ``in_scope=False`` and status "out of scope"; ``scope=False`` gives the raw answers, marked
+    ``scope_checked=False`` (research output). ``native`` keeps the gate it was built with. Raises
+    :class:`~bonecls.errors.WeightsError` when the card is not a classifier's or the engine does not
+    serve its framework.
     """
     if engine not in ENGINES:
         raise ValueError(f"Unknown engine {engine!r}; engines are: {', '.join(ENGINES)}.")
@@ -118,7 +129,7 @@ def load_classifier(
         raise WeightsError(
             f"The loaded model '{native.card.id}' is not the one of card '{card.id}' (different weights)."
         )
-    options = {"device": device, "native": native, "threads": threads}
+    options = {"device": device, "native": native, "threads": threads, "scope": scope}
     if engine in ("auto", "native"):
         model = BACKENDS[(framework, framework)](card_dir, **options)
         if engine == "auto" and (framework, "onnx") in BACKENDS:

@@ -85,6 +85,9 @@ def _entry_paths(predictor: Predictor) -> tuple[Path, Path]:
     if not card.sha256:
         raise FastPathError(f"Model '{card.id}' has no recorded weights checksum; no ONNX cache key.")
     stem = f"s{card.input_size}-c{card.in_chans}-opset{OPSET}-v{FORMAT_VERSION}"
+    layers = predictor.scope_guard.layers
+    if layers:  # a graph with the scope gate's features as a second output is another file
+        stem += "-scope" + sha256_bytes(json.dumps(list(layers)).encode("utf-8"))[:10]
     folder = onnx_cache_dir(card.sha256)
     return folder / f"{stem}.onnx", folder / f"{stem}.json"
 
@@ -100,25 +103,46 @@ def _atomic_write(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
+class _LogitsAndFeatures(torch.nn.Module):
+    """The model with the scope gate's pooled features as a second output: the tracer records what
+    the predictor's :class:`~bonecls.scope.features.FeatureTap` hooks take during the forward pass,
+    so ONNX Runtime computes them in the same run as the logits."""
+
+    def __init__(self, model: torch.nn.Module, tap: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.tap = tap
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.tap.clear()
+        logits = self.model(x)
+        return logits, self.tap.take()
+
+
 def _export_bytes(predictor: Predictor) -> bytes:
-    """The predictor's model as ONNX bytes: fp32, input ``x`` (N, C, S, S) with a dynamic batch axis."""
+    """The predictor's model as ONNX bytes: fp32, input ``x`` (N, C, S, S) with a dynamic batch axis;
+    outputs ``logits`` and, when its scope gate has a learned part, ``features`` (N, D)."""
     import io
 
     card = predictor.card
     dummy = torch.zeros(_PROBE_BATCH, card.in_chans, card.input_size, card.input_size)
     buf = io.BytesIO()
+    tap = predictor._tap
+    # eval(): the exporter restores the wrapper's mode afterwards, and with it the shared model's
+    graph = predictor.model if tap is None else _LogitsAndFeatures(predictor.model, tap).eval()
+    outputs = ["logits"] if tap is None else ["logits", "features"]
     # The write lock: explain() attaches hooks to the shared model; tracing must not see them.
     with predictor._lock.write(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter and tracer chatter
         try:
             torch.onnx.export(
-                predictor.model,
+                graph,
                 (dummy,),
                 buf,
                 dynamo=False,  # the TorchScript exporter: no onnxscript dependency at runtime
                 input_names=["x"],
-                output_names=["logits"],
-                dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+                output_names=outputs,
+                dynamic_axes={"x": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
                 opset_version=OPSET,
                 do_constant_folding=True,
             )
@@ -154,6 +178,7 @@ def _store(onnx_path: Path, meta_path: Path, predictor: Predictor, data: bytes) 
         "architecture": card.architecture,
         "input_size": card.input_size,
         "in_chans": card.in_chans,
+        "scope_layers": list(predictor.scope_guard.layers),
         "opset": OPSET,
         "format_version": FORMAT_VERSION,
         "torch": torch.__version__,
@@ -200,6 +225,8 @@ class OnnxPredictor:
         self.onnx_path = Path(onnx_path)
         self._session = session
         self._input = session.get_inputs()[0].name
+        self.scope_guard = predictor.scope_guard
+        self._with_features = len(session.get_outputs()) > 1 and bool(self.scope_guard.layers)
 
     @classmethod
     def from_predictor(
@@ -251,8 +278,15 @@ class OnnxPredictor:
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Raw logits (N, num_classes) for a preprocessed batch."""
+        return self.logits_and_features(batch)[0]
+
+    def logits_and_features(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Raw logits (N, num_classes) and the scope gate's features (N, D) from one ONNX Runtime run
+        (the graph's second output), or None when the gate has no learned part."""
         x = np.ascontiguousarray(batch.detach().cpu().contiguous().numpy(), dtype=np.float32)
-        return torch.from_numpy(self._session.run(None, {self._input: x})[0])
+        outputs = self._session.run(None, {self._input: x})
+        features = torch.from_numpy(outputs[1]) if self._with_features else None
+        return torch.from_numpy(outputs[0]), features
 
     def predict(self, rg: Any) -> Prediction:
         return self.predict_batch([rg])[0]
@@ -282,7 +316,26 @@ class OnnxPredictor:
                 f"The ONNX graph of model '{card.id}' does not reproduce the PyTorch probabilities "
                 f"(max difference {diff:.2g} > {tol:g}); predictions use PyTorch."
             )
+        self._check_scope_parity(batch)
         return diff
+
+    def _check_scope_parity(self, batch: torch.Tensor) -> None:
+        """The gate must score the ONNX features as it scores PyTorch's (within 0.1% of its threshold)."""
+        guard = self.scope_guard
+        if not guard.layers:
+            return
+        if not self._with_features:
+            raise FastPathError(
+                f"The ONNX graph of model '{self.card.id}' has no scope features; predictions use PyTorch."
+            )
+        torch_scores = guard.scores(self.torch_predictor.logits_and_features(batch)[1])
+        onnx_scores = guard.scores(self.logits_and_features(batch)[1])
+        gap = float(np.max(np.abs(torch_scores - onnx_scores)))
+        if not gap <= 1e-3 * max(abs(guard.threshold or 1.0), 1e-6):
+            raise FastPathError(
+                f"The ONNX graph of model '{self.card.id}' does not reproduce the scope gate's scores "
+                f"(difference {gap:.3g}); predictions use PyTorch."
+            )
 
     # -- explanation: always the PyTorch model ------------------------------------------------------
 

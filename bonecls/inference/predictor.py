@@ -12,6 +12,7 @@ is decided once, in :func:`bonecls.inference.load.load_classifier`.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from torch import nn
 from bonecls.errors import ExplainError, ImageError, WeightsError
 from bonecls.inference.heatmap import cv2_colormap, overlay
 from bonecls.inference.results import Explanation, Prediction, status_for
+from bonecls.inference.scoping import ScopeGuard
 from bonecls.inference.torch_cam import cam_class, explain_with_logits
 from bonecls.models import target_layers
 from bonecls.weights import ModelCard, load_card, load_pytorch
@@ -101,6 +103,7 @@ class Predictor:
         device: str | torch.device = "cpu",
         channels_last: bool = True,
         batch_size: int = 32,
+        scope: ScopeGuard | None = None,
     ) -> None:
         if card.framework != "pytorch":
             raise WeightsError(
@@ -114,6 +117,12 @@ class Predictor:
             p.requires_grad_(False)
         self.model = model.to(self.device, memory_format=self._memory_format)
         self._layers = target_layers(self.model, card.architecture)
+        self.scope_guard = scope if scope is not None else ScopeGuard(card)
+        self._tap = None
+        if self.scope_guard.layers:  # hooks that record the gate's features in every forward pass
+            from bonecls.scope.features import FeatureTap
+
+            self._tap = FeatureTap(self.model, card.architecture, self.scope_guard.layers)
 
     def _init_card(self, card: ModelCard, batch_size: int) -> ModelCard:
         """The card-derived state every framework's predictor shares (normalisation, decision classes,
@@ -124,22 +133,25 @@ class Predictor:
         self._std_list = [np.float32(v) for v in card.normalization.std]
         self._positive = [card.class_names.index(name) for name in card.positive_classes]
         self._lock = _RWLock()
+        self.scope_guard = ScopeGuard(card)  # header rules and heuristics; from_card adds the learned part
         return card
 
     @classmethod
-    def from_card(cls, path_or_id: str | Path, device: str = "cpu") -> Predictor:
-        """Load a PyTorch model folder / card.json / id (sha256 verified before deserialising).
+    def from_card(cls, path_or_id: str | Path, device: str = "cpu", *, scope: bool = True) -> Predictor:
+        """Load a PyTorch model folder / card.json / id (sha256 verified before deserialising), with
+        its scope gate (statistics verified too); ``scope=False``: raw research answers.
 
         PyTorch cards only; :func:`bonecls.inference.load_classifier` serves any classifier card.
         """
-        card, _ = load_card(path_or_id, verify=False)
+        card, card_dir = load_card(path_or_id, verify=False)
         if card.framework != "pytorch":
             raise WeightsError(
                 f"Model '{card.id}' is a {card.framework} model, not a PyTorch classifier; load it with "
                 "bonecls.inference.load_classifier, which picks the engine for each kind of card."
             )
         model, card = load_pytorch(path_or_id)
-        return cls(model, card, device=device)
+        guard = ScopeGuard.for_card(card, card_dir, enabled=scope)
+        return cls(model, card, device=device, scope=guard)
 
     # -- preprocessing ------------------------------------------------------------------------------
 
@@ -187,9 +199,18 @@ class Predictor:
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Raw logits (N, num_classes) for a preprocessed batch (thread-safe)."""
+        return self.logits_and_features(batch)[0]
+
+    def logits_and_features(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Raw logits (N, num_classes) and the scope gate's pooled features (N, D), or None when the
+        gate has no learned part, from one forward pass (thread-safe: the tap records per thread)."""
         with self._lock.read(), torch.inference_mode():
             x = batch.to(self.device, memory_format=self._memory_format)
-            return self.model(x).float().cpu()
+            if self._tap is None:
+                return self.model(x).float().cpu(), None
+            self._tap.clear()
+            logits = self.model(x).float().cpu()
+            return logits, self._tap.take()
 
     def predict(self, rg: Any) -> Prediction:
         return self.predict_batch([rg])[0]
@@ -230,8 +251,22 @@ class Predictor:
         cv2_colormap(colormap)
         index = None if target_class is None else self.class_index(target_class)
         pixels = _pixels_of(rg)
+        guard = self.scope_guard
+        reasons = guard.precheck(rg)
+        if reasons:  # refused before the model runs: no heat map either
+            return Explanation(
+                heatmap=np.zeros(pixels.shape, np.float32),
+                overlay=overlay(pixels, np.zeros(pixels.shape, np.float32), opacity=0.0),
+                method=method,
+                target_class="",
+                prediction=guard.refused(reasons),
+                warnings=("No heat map: the image is outside what this model was trained on.",),
+            )
         result = self._cam(pixels, method, index)
-        prediction = self.prediction_from_logits(result.logits[0])
+        scores = guard.scores(result.features)
+        prediction = guard.judge(
+            self.prediction_from_logits(result.logits[0]), None if scores is None else float(scores[0])
+        )
         return Explanation(
             heatmap=result.heatmap,
             overlay=overlay(pixels, result.heatmap, colormap=colormap, opacity=opacity),
@@ -247,15 +282,36 @@ class Predictor:
         """The framework's CAM pass: logits, heat map at ``pixels``' size, target index, warnings."""
         x = self.preprocess(pixels).to(self.device)
         with self._lock.write():
-            return explain_with_logits(self.model, x, self._layers, method, index, out_size=pixels.shape)
+            if self._tap is not None:
+                self._tap.clear()
+            result = explain_with_logits(self.model, x, self._layers, method, index, out_size=pixels.shape)
+            if self._tap is None:
+                return result
+            return dataclasses.replace(result, features=self._tap.take()[:1])
 
 
 def predict_in_chunks(engine: Any, rgs: Sequence[Any], stack: Callable[[list[Any]], Any]) -> list[Prediction]:
     """Predictions for many images in chunks of ``engine.batch_size``: ``stack`` joins the engine's
     ``preprocess`` outputs into one batch for its ``logits``; each row becomes a :class:`Prediction`
-    through ``prediction_from_logits``. Shared by the PyTorch, Keras and ONNX Runtime predictors."""
-    out: list[Prediction] = []
-    for start in range(0, len(rgs), engine.batch_size):
-        batch = stack([engine.preprocess(rg) for rg in rgs[start : start + engine.batch_size]])
-        out.extend(engine.prediction_from_logits(torch.as_tensor(row)) for row in engine.logits(batch))
-    return out
+    through ``prediction_from_logits``. Shared by the PyTorch, Keras and ONNX Runtime predictors.
+
+    The engine's ``scope_guard`` (:class:`~bonecls.inference.scoping.ScopeGuard`) refuses images by
+    their header and heuristics before the model runs, and judges the others by the features
+    ``logits_and_features`` recorded in the same forward pass (no second pass)."""
+    guard: ScopeGuard = engine.scope_guard
+    out: list[Prediction | None] = [None] * len(rgs)
+    to_run: list[int] = []
+    for i, rg in enumerate(rgs):
+        reasons = guard.precheck(rg)
+        if reasons:
+            out[i] = guard.refused(reasons)
+        else:
+            to_run.append(i)
+    for start in range(0, len(to_run), engine.batch_size):
+        chunk = to_run[start : start + engine.batch_size]
+        logits, features = engine.logits_and_features(stack([engine.preprocess(rgs[i]) for i in chunk]))
+        scores = guard.scores(features)
+        for row, i in enumerate(chunk):
+            raw = engine.prediction_from_logits(torch.as_tensor(logits[row]))
+            out[i] = guard.judge(raw, None if scores is None else float(scores[row]))
+    return [p for p in out if p is not None]

@@ -65,6 +65,13 @@ def _listing(codes: list[str]) -> str:
     return ", ".join(codes[:-1]) + f" or {codes[-1]}" if len(codes) > 1 else codes[0]
 
 
+def _header_text(image: Any, name: str) -> str:
+    """The header attribute ``name`` of ``image`` upper-cased, or "" when absent or not text (a numpy
+    array has a ``view`` method: it is not a ViewPosition)."""
+    value = getattr(image, name, None)
+    return value.strip().upper() if isinstance(value, str) else ""
+
+
 def header_reasons(declared: DeclaredScope, image: Any) -> tuple[str, ...]:
     """Sentences for every header attribute of ``image`` that contradicts ``declared`` (empty: none do).
 
@@ -72,20 +79,20 @@ def header_reasons(declared: DeclaredScope, image: Any) -> tuple[str, ...]:
     ``modality`` attributes (``None`` or absent: not known).
     """
     reasons: list[str] = []
-    modality = (getattr(image, "modality", None) or "").strip().upper()
+    modality = _header_text(image, "modality")
     if modality and declared.modalities and modality not in declared.modalities:
         reasons.append(
             f"The DICOM header gives the modality as {modality}; this model was trained only on "
             f"projection radiographs ({_listing(declared.modalities)}), so it cannot read this image."
         )
-    body_part = normalise_body_part(getattr(image, "body_part", None) or "")
+    body_part = normalise_body_part(_header_text(image, "body_part"))
     allowed = {normalise_body_part(b) for b in declared.body_parts}
     if body_part and allowed and body_part not in allowed:
         reasons.append(
             f"The DICOM header says this is a {body_part} image (BodyPartExamined); this model was "
             f"trained only on {_listing(sorted(allowed))} images, so it cannot read it."
         )
-    view = (getattr(image, "view", None) or "").strip().upper()
+    view = _header_text(image, "view")
     if view and declared.views and view not in declared.views:
         reasons.append(
             f"The DICOM header gives the view as {view} (ViewPosition); this model was trained only on "

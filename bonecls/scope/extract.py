@@ -59,7 +59,7 @@ class ModelFeatures:
             from bonecls.detection.scope_features import BACKBONE_LAYERS, layer_names
 
             indices = tuple(int(x.split(".")[-1]) for x in layers) if layers else BACKBONE_LAYERS
-            return cls(card, card_dir, layer_names(indices), Detector.from_card(card_dir))
+            return cls(card, card_dir, layer_names(indices), Detector.from_card(card_dir, scope=False))
         raise ValueError(f"The learned scope supports PyTorch and Ultralytics models, not {card.framework}.")
 
     def __call__(self, images: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -83,6 +83,7 @@ class ModelFeatures:
                         for im in chunk
                     ]
                 )
+                tap.clear()
                 logits.append(self.model(batch).float())
                 feats.append(tap.take())
         all_logits = torch.cat(logits).numpy()

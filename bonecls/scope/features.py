@@ -93,7 +93,13 @@ class FeatureTap:
         captured = getattr(self._local, "captured", None)
         if captured is None:
             captured = self._local.captured = {}
-        captured[slot] = value.detach().float().reshape(value.shape[0], -1).cpu()
+        if slot not in captured:  # the first pass since clear(): Score-CAM's later masked passes are not it
+            captured[slot] = value.detach().float().reshape(value.shape[0], -1).cpu()
+
+    def clear(self) -> None:
+        """Forget what this thread recorded: call before the forward pass whose features :meth:`take`
+        should return (a pass that raised, or one nobody took, must not leak into the next image)."""
+        self._local.captured = {}
 
     def _pre_hook(self, slot: int):
         def hook(_module: nn.Module, args: tuple) -> None:
@@ -109,7 +115,8 @@ class FeatureTap:
         return hook
 
     def take(self) -> torch.Tensor:
-        """The features this thread's last forward pass recorded, (N, D) float32 on the CPU; cleared."""
+        """The features this thread's first forward pass since :meth:`clear` / :meth:`take` recorded,
+        (N, D) float32 on the CPU; cleared."""
         captured = getattr(self._local, "captured", None) or {}
         self._local.captured = {}
         missing = [self.layers[i] for i in range(len(self.layers)) if i not in captured]
@@ -138,5 +145,6 @@ def classifier_features(
     """``(logits, features)`` of a preprocessed batch from one forward pass (hooks removed after)."""
     device = next(model.parameters()).device
     with FeatureTap(model, architecture, layers) as tap, torch.inference_mode():
+        tap.clear()
         logits = model(batch.to(device)).float().cpu()
         return logits, tap.take()

@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,18 +32,26 @@ from bonecls.errors import BoneclsError
 from bonecls.scope.declared import DECLARED_SCOPES
 from bonecls.scope.extract import ModelFeatures, image_files, load_images
 from bonecls.scope.stats import choose_threshold, fit_stats, save_stats
-from bonecls.weights import CARD_FILE, ModelCard, ScopeSection, _atomic_write, load_card, write_card
+from bonecls.weights import (
+    CARD_FILE,
+    DeclaredScope,
+    ModelCard,
+    ScopeSection,
+    _atomic_write,
+    load_card,
+    write_card,
+)
 
-__all__ = ["fit_scope", "main"]
+__all__ = ["fit_scope", "fit_scope_on", "main"]
 
 DEFAULT_IN_SCOPE_RATE = 0.975
 
 
-def _scores(features: ModelFeatures, folder: str, limit: int | None, stats) -> np.ndarray:
+def _folder_images(folder: str, limit: int | None) -> list:
     paths = image_files(folder, limit)
     if not paths:
         raise BoneclsError(f"No images (.png, .jpg, .dcm ...) under {folder}.")
-    return stats.score(features(load_images(paths))[0])
+    return load_images(paths)
 
 
 def fit_scope(
@@ -56,24 +65,56 @@ def fit_scope(
     limit: int | None = None,
     fitted_on: str = "",
 ) -> ModelCard:
-    """Fit, choose the threshold, save ``scope.safetensors`` and the card; returns the updated card."""
+    """Fit from image folders, choose the threshold, save ``scope.safetensors`` and the card; returns the
+    updated card (see :func:`fit_scope_on`)."""
+    fit = _folder_images(fit_images, limit)
+    return fit_scope_on(
+        card_path,
+        fit,
+        _folder_images(threshold_images, limit),
+        _folder_images(eval_images, limit) if eval_images else None,
+        in_scope_rate=in_scope_rate,
+        layers=layers,
+        fitted_on=fitted_on or f"{len(fit)} images from {fit_images}; threshold on {threshold_images}",
+    )
+
+
+def fit_scope_on(
+    card_path: str | Path,
+    fit_images: Sequence[Any],
+    threshold_images: Sequence[Any],
+    eval_images: Sequence[Any] | None = None,
+    *,
+    in_scope_rate: float = DEFAULT_IN_SCOPE_RATE,
+    layers: Sequence[str] | None = None,
+    fitted_on: str = "",
+) -> ModelCard:
+    """Fit on ``fit_images`` (Radiographs or pixel arrays of the training distribution), threshold on
+    ``threshold_images`` (held-out, same distribution), in-scope rate on ``eval_images``; save the
+    statistics beside the weights and the ``scope`` section on the card. The trainers call this at the
+    end of training (``bonecls.training.scope_fit``, ``bonecls.detection.train``).
+
+    Raises :class:`BoneclsError` when there are not more fit images than feature dimensions.
+    """
     card, card_dir = load_card(card_path)
     features = ModelFeatures.from_card(card_dir, layers)
-    fit_paths = image_files(fit_images, limit)
-    if not fit_paths:
-        raise BoneclsError(f"No images (.png, .jpg, .dcm ...) under {fit_images}.")
-    fit_features, labels, _ = features(load_images(fit_paths))
+    fit_features, labels, _ = features(list(fit_images))
+    if fit_features.shape[0] <= fit_features.shape[1]:
+        raise BoneclsError(
+            f"The scope of '{card.id}' needs more training images ({fit_features.shape[0]}) than feature "
+            f"dimensions ({fit_features.shape[1]}); fit it with python -m bonecls.scope.fit and more images."
+        )
     stats = fit_stats(fit_features, labels, features.layers)
-    threshold_scores = _scores(features, threshold_images, limit, stats)
+    threshold_scores = stats.score(features(list(threshold_images))[0])
     threshold = choose_threshold(threshold_scores, in_scope_rate)
     metrics: dict[str, float | int] = {
-        "n_fit": len(fit_paths),
+        "n_fit": int(fit_features.shape[0]),
         "n_threshold": int(threshold_scores.size),
         "feature_dim": stats.dim,
         "classes_fitted": int(stats.means.shape[0]),
     }
     if eval_images:
-        eval_scores = _scores(features, eval_images, limit, stats)
+        eval_scores = stats.score(features(list(eval_images))[0])
         metrics.update(
             n_eval=int(eval_scores.size), heldout_in_scope_rate=float(np.mean(eval_scores <= threshold))
         )
@@ -81,8 +122,9 @@ def fit_scope(
         sha256=save_stats(stats, card_dir / "scope.safetensors"),
         threshold=threshold,
         in_scope_rate=in_scope_rate,
-        declared=DECLARED_SCOPES.get(card.task, DECLARED_SCOPES["fracture"]),
-        fitted_on=fitted_on or f"{len(fit_paths)} images from {fit_images}; threshold on {threshold_images}",
+        declared=DECLARED_SCOPES.get(card.task)
+        or DeclaredScope(description=f"What '{card.id}' was trained on."),
+        fitted_on=fitted_on,
         metrics=metrics,
     )
     return _write_scope_on_card(card_dir, section)

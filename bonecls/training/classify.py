@@ -543,6 +543,9 @@ def _finish(
         extra=run_recipe(setup, parts),
     )
     saved = save_pytorch(model, card, setup.out_dir)
+    from bonecls.training.scope_fit import fit_scope_from_shards  # the gate on the model's own features
+
+    print(fit_scope_from_shards(setup.out_dir, args.data, data.index)[1])
     write_reports(scores, data.class_names, history, setup.out_dir)
     tm = scores.test
     summary = {

@@ -456,7 +456,13 @@ def _finish(
     }
     report.write_json(summary, setup.run_dir / "summary.json")
     print(result_line(scores, setup.out_dir, sha))
+    print(KERAS_SCOPE_LINE)
     return summary
+
+
+#: Keras models get no learned scope: the Keras predictor records no pooled features (bonecls.inference
+#: .keras_predictor); their answers get the declared scope's header rules and the image checks only.
+KERAS_SCOPE_LINE = "scope: learned part not fitted for Keras models; header rules and image checks only"
 
 
 def _card_extra(keras: Any, setup: _Setup, recipe: dict[str, Any]) -> dict[str, Any]:

@@ -14,16 +14,58 @@ import streamlit as st
 from bonecls.reading import heat_shown_by_default, operating_point_lines, status_text
 from bonecls.ui import figures, services
 
-__all__ = ["heat_switch", "result_panel", "study_line"]
+__all__ = ["heat_switch", "out_of_scope_panel", "refusal_panel", "result_panel", "study_line"]
 
 
 def result_panel(entry: services.ModelEntry, prediction: Any, greyed: bool) -> None:
-    """The classifier's answer beside its class-probability chart.
-
-    The scope gate (issue 21) adds its own panel here: ``if not prediction.in_scope`` → the
-    out-of-scope panel, and return before any label, bar or status is drawn.
-    """
+    """The classifier's answer beside its class-probability chart, or, for an image outside the
+    model's scope (issue 21), :func:`out_of_scope_panel` and nothing that looks like a result."""
+    if not getattr(prediction, "in_scope", True):
+        out_of_scope_panel(entry, prediction)
+        return
     _answer_panel(entry, prediction, greyed)
+    reasons = tuple(getattr(prediction, "scope_reasons", ()) or ())
+    if not getattr(prediction, "scope_checked", True):
+        st.caption(":orange[Scope not checked: research output, not for reading.]")
+    elif reasons:  # in scope with a caveat: e.g. the learned scope is not fitted for this model
+        st.caption(" ".join(reasons))
+
+
+def out_of_scope_panel(entry: services.ModelEntry, prediction: Any) -> None:
+    """ "Outside what this model was trained on: <reasons>. No result." No label, probability bars, status
+    or heat map; the raw output (when the model ran) only in a closed expander, marked unreliable."""
+    raw = None
+    if getattr(prediction, "probabilities", None):
+        raw = {
+            "raw label (unreliable)": prediction.label,
+            "raw probabilities (unreliable)": {
+                k: round(float(v), 4) for k, v in prediction.probabilities.items()
+            },
+            "scope score": prediction.scope_score,
+            "scope threshold": prediction.scope_threshold,
+        }
+    refusal_panel(entry, tuple(getattr(prediction, "scope_reasons", ()) or ()), raw)
+
+
+def refusal_panel(entry: services.ModelEntry, reasons: tuple[str, ...], raw: dict | None) -> None:
+    """The out-of-scope panel of any model (classifier or detector): the reasons, what the model reads,
+    and ``raw`` (None: the model was not run) in a closed expander marked unreliable."""
+    st.error(
+        f"**Outside what this model was trained on:** {' '.join(reasons)} **No result.**",
+        icon=":material/block:",
+    )
+    card = entry.card
+    if card.scope is not None and card.scope.declared.description:
+        st.caption(f"Model {entry.id} reads: {card.scope.declared.description}")
+    with st.expander("Raw model output (unreliable: not a result)"):
+        if raw is None:
+            st.caption("The model was not run: the image was refused before any feature was computed.")
+        else:
+            st.caption(
+                "UNRELIABLE. The model answers even for images it cannot read; these numbers mean nothing "
+                "for this image."
+            )
+            st.json(raw)
 
 
 def _answer_panel(entry: services.ModelEntry, prediction: Any, greyed: bool) -> None:

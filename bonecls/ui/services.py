@@ -465,10 +465,24 @@ def _explain(entry: ModelEntry, rg: Any, method: str, target_class: str | None) 
 
 
 def detect(entry: ModelEntry, rg: Any, floor: float = 0.05) -> list[Any]:
-    """All boxes at confidence >= ``floor`` (the page filters with its slider), computed at most once."""
+    """All boxes at confidence >= ``floor`` (the page filters with its slider), computed at most once;
+    none for an image outside the detector's scope (:func:`detect_scoped` says why)."""
+    return list(detect_scoped(entry, rg, floor).boxes)
 
-    def compute() -> list[Any]:
-        return list(box_detector(str(entry.path), entry.sha256).detect(rg, conf=floor))
+
+def detect_scoped(entry: ModelEntry, rg: Any, floor: float = 0.05) -> Any:
+    """Boxes through the detector's scope gate (``bonecls.detection.detector.ScopedBoxes``), computed at
+    most once. A card with a learned scope runs on the PyTorch detector, whose backbone features the
+    gate reads during the same pass (the ONNX graph has no such output); other cards keep the fast path
+    behind the header rules and image checks."""
+
+    def compute() -> Any:
+        from bonecls.detection.detector import detect_unfitted
+
+        if entry.card.scope is not None:
+            return detector(str(entry.path), entry.sha256).detect_scoped(rg, conf=floor)
+        engine = box_detector(str(entry.path), entry.sha256)
+        return detect_unfitted(entry.card, rg, lambda image: engine.detect(image, conf=floor))
 
     return _cached(_DETECTIONS, (rg.sha256, entry.sha256, floor), "detect", compute)
 

@@ -176,9 +176,19 @@ def no_model_message(task: str) -> None:
 
 
 def record_audit(
-    item: UploadResult, entry: services.ModelEntry, label: str, status: str, suspicion: float | None
+    item: UploadResult,
+    entry: services.ModelEntry,
+    label: str,
+    status: str,
+    suspicion: float | None,
+    *,
+    in_scope: bool | None = None,
+    scope_reasons: tuple[str, ...] = (),
 ) -> None:
-    """One audit row per (session, image, model); a failing audit log never breaks the page."""
+    """One audit row per (session, image, model); a failing audit log never breaks the page.
+
+    An answer the scope gate refused is logged as ``out_of_scope`` with its reasons as codes
+    (:func:`bonecls.audit.scope_reason_codes`) and no label."""
     done = st.session_state.setdefault(AUDITED_KEY, set())
     key = (item.sha256, entry.sha256)
     if key in done:
@@ -191,9 +201,15 @@ def record_audit(
             model_id=entry.id,
             model_sha256=entry.sha256,
             task=entry.task,
-            label=label,
-            status="out_of_distribution" if item.ood is not None and item.ood.is_ood else status,
-            suspicion=suspicion,
+            label=label if in_scope is not False else "none",
+            status="out_of_scope"
+            if in_scope is False
+            else "out_of_distribution"
+            if item.ood is not None and item.ood.is_ood
+            else status,
+            suspicion=suspicion if in_scope is not False else None,
+            in_scope=in_scope,
+            scope_reasons=scope_reasons,
         )
         done.add(key)
     except Exception as exc:

@@ -76,9 +76,18 @@ def _classifier_view(task: str, entry: services.ModelEntry, item: UploadResult) 
     greyed = ood_warning(item)
     with st.spinner("Reading the image…"):
         prediction = services.predict(entry, item.radiograph)
-    record_audit(item, entry, prediction.label, prediction.status, prediction.suspicion)
+    record_audit(
+        item,
+        entry,
+        prediction.label,
+        prediction.status,
+        prediction.suspicion,
+        in_scope=prediction.in_scope,
+        scope_reasons=prediction.scope_reasons,
+    )
     result_panel(entry, prediction, greyed)
-    study_line(study_sentence(prediction.status, None, has_detector=False), greyed=greyed)
+    if prediction.in_scope:
+        study_line(study_sentence(prediction.status, None, has_detector=False), greyed=greyed)
     _classifier_viewer(task, entry, item, prediction, greyed)
     show_answer_time(t0)
 
@@ -92,7 +101,7 @@ def _classifier_viewer(
     A fragment: moving a slider or switching the heat map re-runs this part only, not the result above.
     """
     rg = item.radiograph
-    show_heat = heat_switch(task, rg.sha256, prediction.status)
+    show_heat = prediction.in_scope and heat_switch(task, rg.sha256, prediction.status)  # none out of scope
     method_label, method, target, colormap, opacity = "", None, None, "jet", 0.45
     if show_heat:
         method_label, method, target, colormap, opacity = _cam_controls(entry, key=task)
@@ -101,7 +110,7 @@ def _classifier_viewer(
     if method:
         with st.spinner(f"Computing {method_label}…"):
             heat = services.cam(entry, rg, method, target)
-    target_class = heat.target_class if heat is not None else prediction.label
+    target_class = heat.target_class if heat is not None else (prediction.label or "")
     image_viewer(
         rg,
         display,

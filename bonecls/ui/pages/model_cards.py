@@ -160,6 +160,7 @@ def _model_card(entry: services.ModelEntry, expanded: bool = True) -> None:
             if card.limitations:
                 st.markdown(f"**Limitations.** {card.limitations}")
         st.markdown(f"**Weights sha256** `{card.sha256}`")
+        _scope_section(card)
         if card.command:
             st.markdown(f"**Trained with** `{card.command}`")
         metrics = dict(card.test_metrics or {})
@@ -190,3 +191,39 @@ def _model_card(entry: services.ModelEntry, expanded: bool = True) -> None:
                     plot(figures.training_curves_figure(history), key=f"curves_{card.id}")
         elif not rows:
             st.caption("This card has no test metrics.")
+
+
+def _scope_section(card: Any) -> None:
+    """What the model was trained on (its declared scope) and its scope gate's figures (issue 21)."""
+    from bonecls.scope.declared import DECLARED_SCOPES
+
+    scope = card.scope
+    declared = scope.declared if scope is not None else DECLARED_SCOPES.get(card.task)
+    if declared is not None:
+        codes = "; ".join(
+            f"{what}: {', '.join(values)}"
+            for what, values in (
+                ("body parts", declared.body_parts),
+                ("views", declared.views),
+                ("modalities", declared.modalities),
+            )
+            if values
+        )
+        st.markdown(
+            f"**Reads (declared scope).** {declared.description or 'not described'} "
+            f"({codes}; age group {declared.age_group}). Images outside it get no result."
+        )
+    if scope is None:
+        st.caption(
+            "No learned scope fitted: only the DICOM header and the image checks decide what this model "
+            "refuses, and every answer says so."
+        )
+        return
+    st.markdown(
+        f"**Scope gate** ({scope.method}): threshold {scope.threshold:.4g}, chosen to keep "
+        f"{scope.in_scope_rate:.1%} of held-out training-like images; "
+        f"fitted on {scope.fitted_on or 'not stated'}."
+    )
+    rows = _metric_rows(scope.metrics)
+    if rows:
+        st.dataframe(rows, hide_index=True, width="content", key=f"scope_{card.id}")

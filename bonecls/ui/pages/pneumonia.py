@@ -13,7 +13,7 @@ import streamlit as st
 
 from bonecls.reading import BoxTiers, box_legend, study_sentence, tier_boxes
 from bonecls.ui import error_policy, services
-from bonecls.ui.result import heat_switch, result_panel, study_line
+from bonecls.ui.result import heat_switch, refusal_panel, result_panel, study_line
 from bonecls.ui.session import UploadResult
 from bonecls.ui.viewer import image_viewer, window_controls
 from bonecls.ui.widgets import (
@@ -61,20 +61,51 @@ def _pneumonia_view(
     if classifier is not None:
         with st.spinner("Reading the image…"):
             prediction = services.predict(classifier, rg)
-        record_audit(item, classifier, prediction.label, prediction.status, prediction.suspicion)
+        record_audit(
+            item,
+            classifier,
+            prediction.label,
+            prediction.status,
+            prediction.suspicion,
+            in_scope=prediction.in_scope,
+            scope_reasons=prediction.scope_reasons,
+        )
         result_panel(classifier, prediction, greyed)
     else:
         st.caption("No pneumonia classifier is installed; showing the detector's boxes only.")
     boxes_all: list[Any] = []
     card_tiers = None
+    refused = prediction is not None and not prediction.in_scope
     if det is not None:
         with st.spinner("Looking for opacities…"):
-            boxes_all = services.detect(det, rg)
+            scoped = services.detect_scoped(det, rg)
+        if not scoped.in_scope:  # no boxes, and the detector's own refusal panel
+            refused = True
+            record_audit(
+                item, det, "none", "out of scope", None, in_scope=False, scope_reasons=scoped.verdict.reasons
+            )
+            refusal_panel(
+                det,
+                tuple(scoped.verdict.reasons),
+                None
+                if not scoped.raw_boxes
+                else {
+                    "raw boxes (unreliable)": len(scoped.raw_boxes),
+                    "scope score": scoped.verdict.score,
+                },
+            )
+            det = None
+    if det is not None:
+        boxes_all = list(scoped.boxes)
         th = det.card.thresholds
         card_tiers = tier_boxes(boxes_all, th.negative_below, th.positive_at)
         top = max((float(b.confidence) for b in boxes_all), default=0.0)
         found = bool(card_tiers.shown)
         record_audit(item, det, "opacity" if found else "none", "detected" if found else "none", top)
+    if refused:  # no study sentence, boxes or heat map from a model that cannot read this image
+        image_notes(rg, item)
+        show_answer_time(t0)
+        return
     study_line(
         study_sentence(prediction.status if prediction else None, card_tiers, has_detector=det is not None),
         greyed=greyed,

@@ -58,12 +58,16 @@ def worklist_page() -> None:
             results = _worklist_results(entry, items)
         for item, res in zip(items, results, strict=True):
             if item.ok and not isinstance(res, str):
-                label, status, susp = (
-                    (res["label"], res["status"], res["suspicion"])
-                    if isinstance(res, dict)
-                    else (res.label, res.status, res.suspicion)
+                get = res.get if isinstance(res, dict) else lambda k, d=None, r=res: getattr(r, k, d)
+                record_audit(
+                    item,
+                    entry,
+                    get("label") or "none",
+                    get("status"),
+                    get("suspicion"),
+                    in_scope=get("in_scope", True),
+                    scope_reasons=tuple(get("scope_reasons", ()) or ()),
                 )
-                record_audit(item, entry, label, status, susp)
         rows = worklist.build_worklist(items, results, model_id=entry.id, model_sha256=entry.sha256)
         _worklist_table(rows, store, entry)
         show_answer_time(t0)
@@ -97,9 +101,18 @@ def _worklist_results(entry: services.ModelEntry, items: list[UploadResult]) -> 
     if entry.framework == "ultralytics":
         for item in readable:
             try:
-                boxes = services.detect(entry, item.radiograph)
+                scoped = services.detect_scoped(entry, item.radiograph)
+                if not scoped.in_scope:
+                    by_sha[item.sha256] = {
+                        "status": "out of scope",
+                        "label": None,
+                        "suspicion": None,
+                        "in_scope": False,
+                        "scope_reasons": scoped.verdict.reasons,
+                    }
+                    continue
                 floor = float(entry.card.thresholds.positive_at)
-                top = max((float(b.confidence) for b in boxes if b.confidence >= floor), default=0.0)
+                top = max((float(b.confidence) for b in scoped.boxes if b.confidence >= floor), default=0.0)
                 by_sha[item.sha256] = {
                     "status": "detected" if top > 0 else "none",
                     "label": "opacity" if top > 0 else "none",
