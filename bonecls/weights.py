@@ -24,6 +24,14 @@ from typing import Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bonecls.card_sections import (
+    DeclaredScope,
+    Normalization,
+    OperatingPoint,
+    OperatingPoints,
+    ScopeSection,
+    Thresholds,
+)
 from bonecls.errors import WeightsError
 
 __all__ = [
@@ -54,7 +62,6 @@ __all__ = [
 CARD_FILE = "card.json"
 MAX_CARD_BYTES = 1 * 2**20
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 # The names of bonecls.models.list_models(), here so that reading cards does not import torch
 # (tests/test_models.py keeps the two equal).
 PYTORCH_ARCHITECTURES = (
@@ -80,118 +87,6 @@ _WEIGHT_SUFFIXES = {
 
 def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
-
-
-class Normalization(BaseModel):
-    """Per-channel normalisation applied after scaling pixels to [0, 1]: ``(x - mean) / std``."""
-
-    model_config = ConfigDict(extra="forbid")
-    mean: list[float] = Field(min_length=1, max_length=3)
-    std: list[float] = Field(min_length=1, max_length=3)
-
-    @model_validator(mode="after")
-    def _check(self) -> Normalization:
-        if len(self.mean) != len(self.std):
-            raise ValueError("normalization mean and std must have the same length")
-        if any(not (s > 0 and s < float("inf")) for s in self.std):
-            raise ValueError("normalization std values must be positive and finite")
-        if any(not abs(m) < float("inf") for m in self.mean):
-            raise ValueError("normalization mean values must be finite")
-        return self
-
-
-class Thresholds(BaseModel):
-    """Decision thresholds on the suspicion score (sum of the positive classes' probabilities)."""
-
-    model_config = ConfigDict(extra="forbid")
-    negative_below: float = Field(ge=0.0, le=1.0)
-    positive_at: float = Field(ge=0.0, le=1.0)
-
-    @model_validator(mode="after")
-    def _order(self) -> Thresholds:
-        if self.negative_below > self.positive_at:
-            raise ValueError("thresholds must satisfy 0 <= negative_below <= positive_at <= 1")
-        return self
-
-
-class OperatingPoint(BaseModel):
-    """One cut on the suspicion (or, for a detector, the box confidence) and what it achieved."""
-
-    model_config = ConfigDict(extra="forbid")
-    threshold: float = Field(ge=0.0, le=1.0)
-    sensitivity: float = Field(ge=0.0, le=1.0)
-    specificity: float = Field(ge=0.0, le=1.0)
-
-
-class OperatingPoints(BaseModel):
-    """The card's two operating points, measured on held-out images, so the reader knows what each means.
-
-    ``doubt`` is the sensitive cut (``thresholds.negative_below``): at or above it the image is worth a
-    second look. ``positive`` is the specific cut (``thresholds.positive_at``): at or above it the finding
-    is called. ``measured_on`` says on which images (none of them seen in training) the figures hold.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    doubt: OperatingPoint
-    positive: OperatingPoint
-    n_positive: int = Field(ge=1)
-    n_negative: int = Field(ge=1)
-    target_sensitivity: float = Field(ge=0.0, le=1.0)
-    target_specificity: float = Field(ge=0.0, le=1.0)
-    measured_on: str = Field(min_length=1)
-    command: str = ""
-
-
-class DeclaredScope(BaseModel):
-    """What the model saw in training, as DICOM header values, checked before any feature is computed.
-
-    ``body_parts``, ``views`` and ``modalities`` are upper-case DICOM code strings (BodyPartExamined,
-    ViewPosition, Modality); an empty list declares nothing about that attribute. ``age_group`` is
-    ``adult``, ``paediatric`` or ``any``; ``description`` is the sentence the Models page shows.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    body_parts: list[str] = Field(default_factory=list)
-    views: list[str] = Field(default_factory=list)
-    modalities: list[str] = Field(default_factory=list)
-    age_group: Literal["adult", "paediatric", "any"] = "any"
-    description: str = ""
-
-    @field_validator("body_parts", "views", "modalities")
-    @classmethod
-    def _codes(cls, v: list[str]) -> list[str]:
-        codes = [c.strip().upper() for c in v]
-        if any(not c for c in codes):
-            raise ValueError("declared scope codes must be non-empty strings")
-        return codes
-
-
-class ScopeSection(BaseModel):
-    """The learned scope gate of one model (``bonecls.scope``): its statistics file beside the weights,
-    that file's sha256 (checked before use), the score threshold, the in-scope rate on held-out
-    in-distribution images it was chosen at, and the declared scope."""
-
-    model_config = ConfigDict(extra="forbid")
-    stats_file: str = "scope.safetensors"
-    sha256: str = Field(pattern=_SHA_RE.pattern)
-    threshold: float = Field(allow_inf_nan=False)
-    in_scope_rate: float = Field(gt=0.0, le=1.0)
-    method: str = "mahalanobis"
-    declared: DeclaredScope = Field(default_factory=DeclaredScope)
-    fitted_on: str = ""
-    metrics: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("sha256", mode="before")
-    @classmethod
-    def _sha_lower(cls, v: Any) -> Any:
-        return v.strip().lower() if isinstance(v, str) else v
-
-    @field_validator("stats_file")
-    @classmethod
-    def _stats_file(cls, v: str) -> str:
-        if not v.endswith(".safetensors") or "/" in v or "\\" in v or v.startswith("."):
-            raise ValueError("stats_file must be a plain .safetensors file name inside the model folder")
-        return v
 
 
 class ModelCard(BaseModel):

@@ -19,17 +19,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from bonecls.errors import ExplainError, ImageError, WeightsError
+from bonecls.errors import ExplainError, WeightsError
 from bonecls.inference.heatmap import cv2_colormap, overlay
 from bonecls.inference.results import Explanation, Prediction, status_for
 from bonecls.inference.scoping import ScopeGuard
 from bonecls.inference.torch_cam import cam_class, explain_with_logits
 from bonecls.models import target_layers
+from bonecls.scope.features import pixels_of, preprocess_pixels
 from bonecls.weights import ModelCard, load_card, load_pytorch
 
 __all__ = ["Predictor", "predict_in_chunks"]
@@ -74,22 +74,6 @@ class _RWLock:
             with self._cond:
                 self._writer = False
                 self._cond.notify_all()
-
-
-def _pixels_of(rg: Any) -> np.ndarray:
-    pixels = getattr(rg, "pixels", rg)
-    arr = np.asarray(pixels)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ImageError(
-            f"The classifier needs a single-channel (H, W) image; got an array of shape {arr.shape}."
-        )
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise ImageError(f"Radiograph pixels must be float in [0, 1] (or uint8); got {arr.dtype}.")
-    return arr.astype(np.float32, copy=False)
 
 
 class Predictor:
@@ -162,16 +146,8 @@ class Predictor:
         INTER_AREA when shrinking, bilinear when enlarging. So the CAM maps back onto the whole
         image by a plain resize.
         """
-        pixels = _pixels_of(rg)
-        s = self.card.input_size
-        h, w = pixels.shape
-        if (h, w) != (s, s):
-            interp = cv2.INTER_AREA if (s <= h and s <= w) else cv2.INTER_LINEAR
-            pixels = cv2.resize(pixels, (s, s), interpolation=interp)
-        pixels = np.clip(np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
-        # normalise in numpy: for one small image this beats torch's parallel element-wise kernels
-        chans = [(pixels - m) / d for m, d in zip(self._mean_list, self._std_list, strict=True)]
-        x = torch.from_numpy(np.stack(chans).astype(np.float32, copy=False)).unsqueeze(0)
+        # normalised in numpy: for one small image this beats torch's parallel element-wise kernels
+        x = preprocess_pixels(rg, self.card.input_size, self._mean_list, self._std_list)
         return x.contiguous(memory_format=self._memory_format)
 
     # -- prediction ---------------------------------------------------------------------------------
@@ -250,7 +226,7 @@ class Predictor:
         cam_class(method)
         cv2_colormap(colormap)
         index = None if target_class is None else self.class_index(target_class)
-        pixels = _pixels_of(rg)
+        pixels = pixels_of(rg)
         guard = self.scope_guard
         reasons = guard.precheck(rg)
         if reasons:  # refused before the model runs: no heat map either

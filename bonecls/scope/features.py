@@ -30,13 +30,13 @@ from torch import nn
 from bonecls.errors import ImageError
 from bonecls.models import get_submodule, head_module
 
-__all__ = ["PENULTIMATE", "FeatureTap", "classifier_features", "preprocess_pixels"]
+__all__ = ["PENULTIMATE", "FeatureTap", "classifier_features", "pixels_of", "preprocess_pixels"]
 
 #: Layer name for the pooled vector the classifier head reads (the head's input).
 PENULTIMATE = "penultimate"
 
 
-def _pixels_of(image: Any) -> np.ndarray:
+def pixels_of(image: Any) -> np.ndarray:
     """(H, W) float32 pixels in [0, 1] of a Radiograph or array (uint8 scaled by 1/255)."""
     arr = np.asarray(getattr(image, "pixels", image))
     if arr.ndim == 3 and arr.shape[2] == 1:
@@ -55,8 +55,9 @@ def _pixels_of(image: Any) -> np.ndarray:
 def preprocess_pixels(
     image: Any, input_size: int, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
-    """A Radiograph or (H, W) array -> normalised (1, C, S, S) float32 tensor, as the predictor makes it."""
-    pixels = _pixels_of(image)
+    """A Radiograph or (H, W) array -> normalised (1, C, S, S) float32 tensor: the classifiers' one
+    preprocessing (:meth:`bonecls.inference.predictor.Predictor.preprocess` calls it)."""
+    pixels = pixels_of(image)
     h, w = pixels.shape
     if (h, w) != (input_size, input_size):
         interp = cv2.INTER_AREA if (input_size <= h and input_size <= w) else cv2.INTER_LINEAR
