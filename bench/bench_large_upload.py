@@ -77,10 +77,16 @@ def run(tmp: Path, image: Path, page_name: str) -> dict[str, float]:
             out["upload_read_s"] = time.perf_counter() - t0
             page.get_by_role("button", name=page_name, exact=True).first.click()
             page.wait_for_selector("text=Answered in", timeout=300_000)
+            # the overlay, or the scope gate's refusal panel (a synthetic film may be out of scope)
             page.wait_for_function(
-                "() => document.querySelectorAll('.js-plotly-plot image').length >= 1", timeout=120_000
+                "() => document.querySelectorAll('.js-plotly-plot image').length >= 1"
+                " || document.body.innerText.includes('Outside what this model was trained on')",
+                timeout=120_000,
             )
             out["answered_s"] = time.perf_counter() - t0
+            out["refused_by_scope_gate"] = float(
+                "Outside what this model was trained on" in page.inner_text("body")
+            )
             out["rss_after_answer_mb"] = rss_mb(proc.pid)
             out["server_peak_rss_mb"] = hwm_mb(proc.pid)
             browser.close()
