@@ -19,7 +19,9 @@ that recipe train here; the result is served by the same app as the PyTorch mode
 * Output, like ``train/classify.py``: the best epoch's weights (validation loss), a temperature and
   thresholds fitted on validation (:mod:`.calibration`), test metrics (:mod:`.metrics`), written as
   ``model.keras`` + ``card.json`` (sha256 on the card) + report files in ``--output``, and
-  ``summary.json`` in ``--run-dir``.
+  ``summary.json`` in ``--run-dir``; then the learned scope gate on the model's own pooled features
+  (:func:`bonecls.training.scope_fit.fit_scope_from_shards`, as the PyTorch trainer: fitted on the
+  train split, threshold on val, in-scope rate on test, written on the card).
 """
 
 from __future__ import annotations
@@ -435,6 +437,9 @@ def _finish(
         extra=_card_extra(keras, setup, recipe),
     )
     write_card(card, setup.out_dir)
+    from bonecls.training.scope_fit import fit_scope_from_shards  # the gate on the model's own features
+
+    fitted, scope_line = fit_scope_from_shards(setup.out_dir, args.data, setup.index)
     write_reports(scores, setup.class_names, history, setup.out_dir)
     tm = scores.test
     summary = {
@@ -453,16 +458,12 @@ def _finish(
         "epochs": [r["epoch"] for r in history],
         "temperature": scores.temperature,
         "thresholds": summary_thresholds(scores),
+        "scope": fitted.scope.metrics if fitted is not None and fitted.scope is not None else None,
     }
     report.write_json(summary, setup.run_dir / "summary.json")
     print(result_line(scores, setup.out_dir, sha))
-    print(KERAS_SCOPE_LINE)
+    print(scope_line)
     return summary
-
-
-#: Keras models get no learned scope: the Keras predictor records no pooled features (bonecls.inference
-#: .keras_predictor); their answers get the declared scope's header rules and the image checks only.
-KERAS_SCOPE_LINE = "scope: learned part not fitted for Keras models; header rules and image checks only"
 
 
 def _card_extra(keras: Any, setup: _Setup, recipe: dict[str, Any]) -> dict[str, Any]:
