@@ -170,6 +170,7 @@ def test_the_trainer_fits_a_learned_scope_that_refuses_what_it_never_saw(
     assert (
         scope.metrics["n_fit"] == 48 and scope.metrics["feature_dim"] == 16 and scope.metrics["n_eval"] == 6
     )
+    assert scope.declared.derived_from.startswith("declared from the training set's labels")
     assert summary["scope"] == scope.metrics and 0.5 <= scope.metrics["heldout_in_scope_rate"] <= 1.0
     predictor = load_classifier(out)
     held_out = [training_image(out, k, "test") for k in range(6)]  # neither fit nor threshold saw them
@@ -209,6 +210,7 @@ def test_scope_fit_refits_a_keras_card_from_image_folders(trained: tuple[Path, d
         and str(src / "train") in card.scope.fitted_on
     )
     assert card.sha256 == load_card(out)[0].sha256  # the weights are untouched
+    assert card.scope.declared == load_card(out)[0].scope.declared  # a refit keeps the declared scope
     assert load_classifier(card_dir).predict(np.zeros((64, 64), np.float32)).scope_score is not None
 
 
