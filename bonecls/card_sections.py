@@ -79,7 +79,9 @@ class DeclaredScope(BaseModel):
 
     ``body_parts``, ``views`` and ``modalities`` are upper-case DICOM code strings (BodyPartExamined,
     ViewPosition, Modality); an empty list declares nothing about that attribute. ``age_group`` is
-    ``adult``, ``paediatric`` or ``any``; ``description`` is the sentence the Models page shows.
+    ``adult``, ``paediatric`` or ``any``; ``description`` is the sentence the Models page shows;
+    ``derived_from`` says where the declaration came from (the training set's labels, or the task's
+    phantom recipe when the data has none; empty on cards written before it was recorded).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -88,6 +90,7 @@ class DeclaredScope(BaseModel):
     modalities: list[str] = Field(default_factory=list)
     age_group: Literal["adult", "paediatric", "any"] = "any"
     description: str = ""
+    derived_from: str = ""
 
     @field_validator("body_parts", "views", "modalities")
     @classmethod

@@ -168,6 +168,7 @@ def _dicom_to_decoded(ds: pydicom.Dataset, limits: Limits) -> Decoded:
         "view": _code_string(ds, "ViewPosition"),
         "body_part": _code_string(ds, "BodyPartExamined"),
         "modality": _code_string(ds, "Modality"),
+        "age_group": age_group(_plain_text(ds, "PatientAge")),
     }
     safe_photometric = photometric if _CS_RE.match(photometric) else "UNKNOWN"
     if photometric == "PALETTE COLOR":
@@ -524,6 +525,35 @@ def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
         except (*DECODER_ERRORS,):
             continue
     return None
+
+
+#: PatientAge (an AS value): three digits and a unit, days, weeks, months or years ("007Y", "011M").
+_AGE_RE = re.compile(r"^(\d{3})([DWMY])$")
+#: Below this many years a patient is a child (paediatric), at or above an adult.
+ADULT_AGE_YEARS = 18
+
+
+def age_group(patient_age: str | None) -> str | None:
+    """``"paediatric"`` (under 18 years), ``"adult"`` or None (absent or malformed) from a DICOM
+    PatientAge such as ``"007Y"`` or ``"011M"``.
+
+    Only this coarse group leaves the decoder (``Radiograph.age_group``, in memory, for the scope gate's
+    age rule): the age itself is never kept, logged, stored or exported.
+    """
+    match = _AGE_RE.match((patient_age or "").strip().upper())
+    if match is None:
+        return None
+    number, unit = int(match.group(1)), match.group(2)
+    return "adult" if unit == "Y" and number >= ADULT_AGE_YEARS else "paediatric"
+
+
+def _plain_text(ds: pydicom.Dataset, keyword: str) -> str | None:
+    """A short string attribute as text, or None when absent or unreadable."""
+    try:
+        value = ds.get(keyword)
+    except DECODER_ERRORS:
+        return None
+    return str(value) if value is not None else None
 
 
 def _code_string(ds: pydicom.Dataset, keyword: str) -> str | None:

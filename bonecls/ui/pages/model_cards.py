@@ -212,6 +212,7 @@ def _scope_section(card: Any) -> None:
         st.markdown(
             f"**Reads (declared scope).** {declared.description or 'not described'} "
             f"({codes}; age group {declared.age_group}). Images outside it get no result."
+            + (f" Scope {declared.derived_from}." if declared.derived_from else "")
         )
     if scope is None:
         st.caption(
