@@ -31,6 +31,7 @@ from bonecls.card_sections import (
     OperatingPoints,
     ScopeSection,
     Thresholds,
+    TrainingScale,
 )
 from bonecls.errors import WeightsError
 
@@ -45,6 +46,7 @@ __all__ = [
     "OperatingPoints",
     "ScopeSection",
     "Thresholds",
+    "TrainingScale",
     "card_schema",
     "list_cards",
     "load_card",
@@ -131,6 +133,11 @@ class ModelCard(BaseModel):
     )
     extra: dict[str, Any] = Field(default_factory=dict)
     scope: ScopeSection | None = None
+    scale: TrainingScale | None = Field(
+        default=None,
+        description="The mm per pixel of the model's input in training (bonecls.phantom.scale for phantom "
+        "recipes); None: unknown, and every film is read in one squashed pass.",
+    )
 
     @field_validator("sha256", mode="before")
     @classmethod

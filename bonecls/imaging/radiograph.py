@@ -58,6 +58,8 @@ class Radiograph:
     is_color_source: bool
     sha256: str
     warnings: tuple[str, ...]
+    #: the DICOM tag ``pixel_spacing`` came from (PixelSpacing | ImagerPixelSpacing); None without one
+    pixel_spacing_source: str | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -111,6 +113,7 @@ class Decoded:
     invert: bool = False
     is_color: bool = False
     pixel_spacing: tuple[float, float] | None = None
+    pixel_spacing_source: str | None = None  # the header tag the spacing came from
     view: str | None = None
     body_part: str | None = None
     modality: str | None = None
@@ -304,6 +307,7 @@ def finish_radiograph(d: Decoded, fmt: str, digest: str) -> Radiograph:
         is_color_source=d.is_color,
         sha256=digest,
         warnings=tuple(dict.fromkeys(warnings)),
+        pixel_spacing_source=d.pixel_spacing_source if d.pixel_spacing is not None else None,
     )
 
 
