@@ -58,8 +58,11 @@ def recipe_scale(
             raise ValueError(f"unknown recipe {recipe!r}; expected 'classic' or 'varied'")
         scales[i] = pose.fov_mm * body / input_size
     p5, median, p95 = np.percentile(scales, [5, 50, 95])
-    return {"mm_per_pixel": round(float(median), 4), "p5_mm_per_pixel": round(float(p5), 4),
-            "p95_mm_per_pixel": round(float(p95), 4)}
+    return {
+        "mm_per_pixel": round(float(median), 4),
+        "p5_mm_per_pixel": round(float(p5), 4),
+        "p95_mm_per_pixel": round(float(p95), 4),
+    }
 
 
 def _parser() -> argparse.ArgumentParser:
