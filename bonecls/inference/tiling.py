@@ -202,7 +202,8 @@ def reading_of(plan: ReadPlan, tiles: Sequence[TileAnswer] = ()) -> Reading:
 
 def merge_tiles(plan: ReadPlan, answers: Sequence[Prediction]) -> Prediction:
     """One film's answer from its tiles' judged answers: the most suspicious in-scope tile's answer
-    (ties: the first); refused, with the best-scoring tile's reasons, when no tile is in scope."""
+    (ties: the first); refused, with the reasons of the tile nearest to scope (its learned score),
+    when no tile is in scope, and a note on the reading that says every tile was."""
     boxes = plan.tile_boxes_on_film()
     tiles = tuple(
         TileAnswer(
@@ -221,12 +222,12 @@ def merge_tiles(plan: ReadPlan, answers: Sequence[Prediction]) -> Prediction:
     scored = [i for i, a in enumerate(answers) if a.scope_score is not None]
     nearest = min(scored, key=lambda i: answers[i].scope_score) if scored else 0  # type: ignore[arg-type,return-value]
     refused = answers[nearest]
+    notes = (*reading.notes, NOTE_ALL_TILES_OUT.format(n=len(answers)))
     return dataclasses.replace(
         refused,
         status=OUT_OF_SCOPE,
         in_scope=False,
-        scope_reasons=(NOTE_ALL_TILES_OUT.format(n=len(answers)), *refused.scope_reasons),
-        reading=reading,
+        reading=dataclasses.replace(reading, notes=notes),
     )
 
 
