@@ -126,6 +126,11 @@ class ScopeSection(BaseModel):
         return v
 
 
+#: Tiles only when the film's shorter side covers at least this many trained fields (inference.tiling).
+TILE_WHEN_FIELD_OVER = 1.5
+#: The least overlap of neighbouring tiles, as a share of the tile's side.
+TILE_OVERLAP = 0.25
+
 #: How a film read in tiles becomes one answer (stated on every tiled answer and on the Models page).
 TILE_RULE = (
     "A film much larger than the model's trained field is resampled to its trained mm per pixel and read "

@@ -70,6 +70,28 @@ class Reading:
         what = f"{self.n_tiles} tiles" if self.mode == "tiles" else "single read"
         return f"{what}{scale}{where}"
 
+    def to_dict(self) -> dict:
+        """Plain JSON-ready fields (the CLI's ``--json``, reports)."""
+        return {
+            "mode": self.mode,
+            "summary": self.summary,
+            "n_tiles": self.n_tiles,
+            "mm_per_pixel": self.mm_per_pixel,
+            "spacing_mm": None if self.spacing_mm is None else list(self.spacing_mm),
+            "spacing_source": self.spacing_source,
+            "notes": list(self.notes),
+            "chosen_tile": self.chosen_tile,
+            "tiles": [
+                {
+                    "box": list(t.box),
+                    "suspicion": t.suspicion,
+                    "in_scope": t.in_scope,
+                    "scope_score": t.scope_score,
+                }
+                for t in self.tiles
+            ],
+        }
+
 
 @dataclass(frozen=True)
 class Prediction:

@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bonecls.card_sections import TILE_RULE
+from bonecls.card_sections import TILE_OVERLAP, TILE_RULE, TILE_WHEN_FIELD_OVER
 from bonecls.imaging.spacing import spacing_problem
 from bonecls.inference.results import OUT_OF_SCOPE, Prediction, Reading, TileAnswer
 
@@ -54,10 +54,7 @@ __all__ = [
 #: mm per pixel assumed for a film without a trusted spacing: a full-resolution CR/DR detector
 #: (0.1-0.2 mm); a downsized export is coarser, and the note on the answer says so.
 ASSUMED_SPACING_MM = 0.2
-#: Tiles only when the film's shorter side covers at least this many trained fields.
-TILE_WHEN_FIELD_OVER = 1.5
-#: The least overlap of neighbouring tiles, as a share of the tile's side.
-OVERLAP = 0.25
+OVERLAP = TILE_OVERLAP
 
 NOTE_ASSUMED = (
     "The file carries no trusted pixel spacing, so {mm:g} mm per pixel (a full-resolution detector) was "
@@ -210,7 +207,7 @@ def merge_tiles(plan: ReadPlan, answers: Sequence[Prediction]) -> Prediction:
             box=tuple(round(v, 2) for v in box),  # type: ignore[arg-type]
             suspicion=round(float(a.suspicion), 6),
             in_scope=bool(a.in_scope),
-            scope_score=a.scope_score,
+            scope_score=None if a.scope_score is None else round(float(a.scope_score), 4),
         )
         for box, a in zip(boxes, answers, strict=True)
     )
