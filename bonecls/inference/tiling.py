@@ -47,6 +47,7 @@ __all__ = [
     "plan_for",
     "plan_reading",
     "reading_of",
+    "shrink_shape",
     "stitch_heatmaps",
     "tile_starts",
 ]
@@ -232,3 +233,19 @@ def plan_for(image: Any, card: Any) -> ReadPlan:
     """:func:`plan_reading` with a model card's input size and training scale (``card.scale``)."""
     scale = getattr(card, "scale", None)
     return plan_reading(image, int(card.input_size), None if scale is None else float(scale.mm_per_pixel))
+
+
+def shrink_shape(image: Any, input_size: int, trained_mm_per_pixel: float | None) -> tuple[int, int] | None:
+    """The (h, w) to resample a film to before a one-pass model that letterboxes it (the detector):
+    the card's mm per pixel where the film is finer (area averaging then, not a 15-fold bilinear
+    shrink), never below ``input_size`` on the longer side; None: keep the film as it is."""
+    scale = film_scale(image)
+    if scale.spacing_mm is None or trained_mm_per_pixel is None:
+        return None
+    h, w = np.asarray(getattr(image, "pixels", image)).shape[:2]
+    fy, fx = (s / trained_mm_per_pixel for s in scale.spacing_mm)
+    floor = input_size / max(h, w)
+    fy, fx = max(fy, floor), max(fx, floor)
+    if fy >= 1.0 and fx >= 1.0:
+        return None
+    return max(1, round(h * min(fy, 1.0))), max(1, round(w * min(fx, 1.0)))
