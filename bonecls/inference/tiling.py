@@ -202,24 +202,22 @@ def merge_tiles(plan: ReadPlan, answers: Sequence[Prediction]) -> Prediction:
     """One film's answer from its tiles' judged answers: the most suspicious in-scope tile's answer
     (ties: the first); refused, with the reasons of the tile nearest to scope (its learned score),
     when no tile is in scope, and a note on the reading that says every tile was."""
-    boxes = plan.tile_boxes_on_film()
     tiles = tuple(
         TileAnswer(
-            box=tuple(round(v, 2) for v in box),  # type: ignore[arg-type]
+            box=(round(x0, 2), round(y0, 2), round(x1, 2), round(y1, 2)),
             suspicion=round(float(a.suspicion), 6),
             in_scope=bool(a.in_scope),
             scope_score=None if a.scope_score is None else round(float(a.scope_score), 4),
         )
-        for box, a in zip(boxes, answers, strict=True)
+        for (x0, y0, x1, y1), a in zip(plan.tile_boxes_on_film(), answers, strict=True)
     )
     reading = reading_of(plan, tiles)
     in_scope = [i for i, a in enumerate(answers) if a.in_scope]
     if in_scope:
         best = max(in_scope, key=lambda i: (answers[i].suspicion, -i))
         return dataclasses.replace(answers[best], reading=dataclasses.replace(reading, chosen_tile=best))
-    scored = [i for i, a in enumerate(answers) if a.scope_score is not None]
-    nearest = min(scored, key=lambda i: answers[i].scope_score) if scored else 0  # type: ignore[arg-type,return-value]
-    refused = answers[nearest]
+    scores = {i: float(a.scope_score) for i, a in enumerate(answers) if a.scope_score is not None}
+    refused = answers[min(scores, key=scores.__getitem__) if scores else 0]
     notes = (*reading.notes, NOTE_ALL_TILES_OUT.format(n=len(answers)))
     return dataclasses.replace(
         refused,
