@@ -114,6 +114,10 @@ def test_plan_tiles_only_films_much_larger_than_the_trained_field(make_radiograp
     assert (
         png.scale.spacing_mm == (ASSUMED_SPACING_MM, ASSUMED_SPACING_MM) and "assumed" in png.scale.notes[0]
     )
+    # a huge header-less upload is assumed no larger than 43 cm (3000 px: 0.143 mm, not 0.2)
+    huge = plan_reading(make_radiograph(np.zeros((3000, 2000), np.float32)), 256, 0.52)
+    assert huge.scale.spacing_mm == pytest.approx((430 / 3000, 430 / 3000))
+    assert "0.143 mm" in huge.scale.notes[0]
     # a bare array or a card without a scale: no scale at all
     assert plan_reading(film, 256, 0.52).scale.source == "none"
     assert plan_reading(make_radiograph(film, pixel_spacing=(0.14, 0.14)), 256, None).mode == "single"

@@ -6,7 +6,8 @@ film the same way:
 
 1. :func:`film_scale`: the film's mm per pixel, from the header (PixelSpacing, else
    ImagerPixelSpacing; :mod:`bonecls.imaging.spacing`'s sanity rules), else the assumed
-   :data:`ASSUMED_SPACING_MM` (a header-less PNG/JPEG or an untrusted header), said in a note;
+   :data:`ASSUMED_SPACING_MM`, coarser where the film would exceed :data:`ASSUMED_MAX_FIELD_MM`
+   (a header-less PNG/JPEG or an untrusted header), said in a note;
 2. :func:`plan_reading`: a film whose field (its shorter side in mm) is at least
    :data:`TILE_WHEN_FIELD_OVER` times the model's trained field (``card.scale``) is resampled to the
    card's mm per pixel and cut into square tiles of the model's input size with at least
@@ -36,6 +37,7 @@ from bonecls.imaging.spacing import spacing_problem
 from bonecls.inference.results import OUT_OF_SCOPE, Prediction, Reading, TileAnswer
 
 __all__ = [
+    "ASSUMED_MAX_FIELD_MM",
     "ASSUMED_SPACING_MM",
     "OVERLAP",
     "TILE_WHEN_FIELD_OVER",
@@ -55,11 +57,13 @@ __all__ = [
 #: mm per pixel assumed for a film without a trusted spacing: a full-resolution CR/DR detector
 #: (0.1-0.2 mm); a downsized export is coarser, and the note on the answer says so.
 ASSUMED_SPACING_MM = 0.2
+#: ... but never a film larger than the largest cassette (43 cm): a huge header-less upload is coarser.
+ASSUMED_MAX_FIELD_MM = 430.0
 OVERLAP = TILE_OVERLAP
 
 NOTE_ASSUMED = (
-    "The file carries no trusted pixel spacing, so {mm:g} mm per pixel (a full-resolution detector) was "
-    "assumed to set the film's scale; a downsized export is coarser than that."
+    "The file carries no trusted pixel spacing, so {mm:.3g} mm per pixel (a full-resolution detector, on a "
+    "film of at most 43 cm) was assumed to set the film's scale; a downsized export is coarser than that."
 )
 NOTE_ALL_TILES_OUT = (
     "Every part of the film the model read ({n} tiles) is outside what it was trained on, so no answer is "
@@ -108,8 +112,9 @@ def film_scale(image: Any) -> FilmScale:
     if spacing is not None and spacing_problem(spacing) is None:
         source = getattr(image, "pixel_spacing_source", None) or "header"
         return FilmScale((float(spacing[0]), float(spacing[1])), source)
-    note = NOTE_ASSUMED.format(mm=ASSUMED_SPACING_MM)
-    return FilmScale((ASSUMED_SPACING_MM, ASSUMED_SPACING_MM), "assumed", (note,))
+    longest = max(np.asarray(image.pixels).shape[:2])
+    assumed = min(ASSUMED_SPACING_MM, ASSUMED_MAX_FIELD_MM / max(longest, 1))
+    return FilmScale((assumed, assumed), "assumed", (NOTE_ASSUMED.format(mm=assumed),))
 
 
 def tile_starts(length: int, tile: int, overlap: float = OVERLAP) -> list[int]:
