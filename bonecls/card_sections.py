@@ -1,5 +1,5 @@
 """The sections of a model card (``card.json``) beside its core fields: input normalisation, decision
-thresholds, the two measured operating points and the learned scope. Kept apart from
+thresholds, the two measured operating points, the training scale and the learned scope. Kept apart from
 :mod:`bonecls.weights` (which reads, verifies and writes cards and weights) so that each file holds one
 job; :mod:`bonecls.weights` re-exports every name here.
 """
@@ -127,3 +127,36 @@ class ScopeSection(BaseModel):
         if not v.endswith(".safetensors") or "/" in v or "\\" in v or v.startswith("."):
             raise ValueError("stats_file must be a plain .safetensors file name inside the model folder")
         return v
+
+
+#: Tiles only when the film's shorter side covers at least this many trained fields (inference.tiling).
+TILE_WHEN_FIELD_OVER = 1.5
+#: The least overlap of neighbouring tiles, as a share of the tile's side.
+TILE_OVERLAP = 0.25
+
+#: How a film read in tiles becomes one answer (stated on every tiled answer and on the Models page).
+TILE_RULE = (
+    "A film much larger than the model's trained field is resampled to its trained mm per pixel and read "
+    "in overlapping tiles (25% overlap); the film's suspicion is that of its most suspicious in-scope "
+    "tile, its heat map the tiles' maps stitched back (maximum where they overlap); an out-of-scope tile "
+    "gives no answer, and the film is refused when every tile is out of scope."
+)
+
+
+class TrainingScale(BaseModel):
+    """The scale the model was trained at: mm per pixel of its input (the training images' pixel
+    spacing times their side over ``input_size``), median and 5th/95th percentiles, and how it was
+    found. The predictor resamples a film with a known spacing to ``mm_per_pixel`` before tiling."""
+
+    model_config = ConfigDict(extra="forbid")
+    mm_per_pixel: float = Field(gt=0.0, le=10.0, allow_inf_nan=False)
+    p5_mm_per_pixel: float = Field(gt=0.0, le=10.0, allow_inf_nan=False)
+    p95_mm_per_pixel: float = Field(gt=0.0, le=10.0, allow_inf_nan=False)
+    source: str = Field(min_length=1)
+    tile_rule: str = TILE_RULE
+
+    @model_validator(mode="after")
+    def _order(self) -> TrainingScale:
+        if not self.p5_mm_per_pixel <= self.mm_per_pixel <= self.p95_mm_per_pixel:
+            raise ValueError("training scale must satisfy p5 <= median <= p95")
+        return self

@@ -108,7 +108,11 @@ class KerasPredictor(Predictor):
 
     def predict_batch(self, rgs: Sequence[Any]) -> list[Prediction]:
         """Predictions for many images, run in chunks of ``batch_size``."""
-        return predict_in_chunks(self, rgs, np.concatenate)
+        return predict_in_chunks(self, rgs, self._stack)
+
+    def _stack(self, xs: list[Any]) -> np.ndarray:
+        """Channels-last inputs joined into one batch (NumPy, for the ``tf.function``)."""
+        return np.concatenate(xs)
 
     def _cam(self, pixels: np.ndarray, method: str, index: int | None) -> Any:
         """Prediction and CAM from one forward pass (see :func:`bonecls.inference.keras_cam.keras_cam`);

@@ -153,6 +153,7 @@ def trained_card(
         intended_use=INTENDED_USE,
         limitations=PHANTOM_LIMITATIONS if phantom else DEFAULT_LIMITATIONS,
         created=datetime.now(UTC).replace(microsecond=0).isoformat(),
+        scale=card_scale(training_scale(index, image_size)),
         **framework_fields,
     )
 
@@ -316,3 +317,18 @@ def training_scale(index: dict, image_size: int) -> dict[str, Any] | None:
         return None
     p5, median, p95 = np.percentile(spacing, [5, 50, 95])
     return {"median": round(float(median), 4), "p5": round(float(p5), 4), "p95": round(float(p95), 4)}
+
+
+def card_scale(figures: dict[str, Any] | None) -> Any:
+    """The card's ``scale`` section (:class:`bonecls.weights.TrainingScale`) from
+    :func:`training_scale`'s figures; None when the training images carried no spacing."""
+    if not figures:
+        return None
+    from bonecls.weights import TrainingScale
+
+    return TrainingScale(
+        mm_per_pixel=figures["median"],
+        p5_mm_per_pixel=figures["p5"],
+        p95_mm_per_pixel=figures["p95"],
+        source="the training images' pixel spacing (phantom manifest) times their side over the input size",
+    )
