@@ -134,12 +134,17 @@ TILE_WHEN_FIELD_OVER = 1.5
 #: The least overlap of neighbouring tiles, as a share of the tile's side.
 TILE_OVERLAP = 0.25
 
+#: The least share of a film's tiles that must be in scope for the film to get an answer. A film read
+#: in N tiles gives the gate N chances to let an unfamiliar image through (a cat's thorax had 2 of 12
+#: tiles under a weak test model's threshold); a film the model can read has many familiar tiles.
+TILE_MIN_IN_SCOPE = 0.25
+
 #: How a film read in tiles becomes one answer (stated on every tiled answer and on the Models page).
 TILE_RULE = (
     "A film much larger than the model's trained field is resampled to its trained mm per pixel and read "
     "in overlapping tiles (25% overlap); the film's suspicion is that of its most suspicious in-scope "
     "tile, its heat map the tiles' maps stitched back (maximum where they overlap); an out-of-scope tile "
-    "gives no answer, and the film is refused when every tile is out of scope."
+    "gives no answer, and the film is refused unless at least a quarter of its tiles are in scope."
 )
 
 

@@ -201,6 +201,13 @@ def test_merge_takes_the_most_suspicious_in_scope_tile_and_refuses_when_none_is(
     assert refused.status == OUT_OF_SCOPE and not refused.in_scope
     assert refused.scope_reasons == ("out 2.0",)  # the tile nearest to scope speaks for the film
     assert "Every part of the film" in refused.reading.notes[-1] and refused.reading.chosen_tile is None
+    # one familiar tile among many is one of n chances for an unfamiliar film: fewer than a quarter in
+    # scope refuses the film, with the reasons of the out-of-scope tile nearest to scope
+    lone = [_answer(0.2, False, 2.0 + i) for i in range(n)]
+    lone[3] = _answer(0.9, True, 0.4)
+    few = merge_tiles(plan, lone)
+    assert n > 4 and few.status == OUT_OF_SCOPE and not few.in_scope and few.scope_reasons == ("out 2.0",)
+    assert f"Only 1 of the {n} parts" in few.reading.notes[-1] and few.reading.chosen_tile is None
 
 
 def test_predictor_reads_a_large_film_in_tiles(

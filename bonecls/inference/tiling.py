@@ -14,7 +14,7 @@ film the same way:
    :data:`OVERLAP` overlap (:func:`tile_starts`); any other film (small, already at the model's field,
    no card scale, a bare array) keeps the single squashed read;
 3. :func:`merge_tiles`: the film's answer is the most suspicious in-scope tile's; out-of-scope tiles
-   give no answer; every tile out of scope refuses the film. :func:`stitch_heatmaps` puts the tiles'
+   give no answer; fewer than a quarter in scope refuses the film. :func:`stitch_heatmaps` puts the tiles'
    heat maps back on the film (maximum where they overlap); :func:`boxes_to_film` maps boxes found on
    the resampled film back to the film's pixels.
 
@@ -32,7 +32,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bonecls.card_sections import TILE_OVERLAP, TILE_RULE, TILE_WHEN_FIELD_OVER
+from bonecls.card_sections import TILE_MIN_IN_SCOPE, TILE_OVERLAP, TILE_RULE, TILE_WHEN_FIELD_OVER
 from bonecls.imaging.spacing import spacing_problem
 from bonecls.inference.results import OUT_OF_SCOPE, Prediction, Reading, TileAnswer
 
@@ -68,6 +68,10 @@ NOTE_ASSUMED = (
 NOTE_ALL_TILES_OUT = (
     "Every part of the film the model read ({n} tiles) is outside what it was trained on, so no answer is "
     "given."
+)
+NOTE_FEW_TILES_IN = (
+    "Only {k} of the {n} parts of the film the model read look like what it was trained on (at least a "
+    "quarter must), so no answer is given."
 )
 
 
@@ -205,8 +209,9 @@ def reading_of(plan: ReadPlan, tiles: Sequence[TileAnswer] = ()) -> Reading:
 
 def merge_tiles(plan: ReadPlan, answers: Sequence[Prediction]) -> Prediction:
     """One film's answer from its tiles' judged answers: the most suspicious in-scope tile's answer
-    (ties: the first); refused, with the reasons of the tile nearest to scope (its learned score),
-    when no tile is in scope, and a note on the reading that says every tile was."""
+    (ties: the first), when at least :data:`TILE_MIN_IN_SCOPE` of the tiles are in scope; else refused,
+    with the reasons of the out-of-scope tile nearest to scope (its learned score) and a note on the
+    reading that says how many tiles were in scope."""
     tiles = tuple(
         TileAnswer(
             box=(round(x0, 2), round(y0, 2), round(x1, 2), round(y1, 2)),
@@ -218,12 +223,15 @@ def merge_tiles(plan: ReadPlan, answers: Sequence[Prediction]) -> Prediction:
     )
     reading = reading_of(plan, tiles)
     in_scope = [i for i, a in enumerate(answers) if a.in_scope]
-    if in_scope:
+    if in_scope and len(in_scope) >= TILE_MIN_IN_SCOPE * len(answers):
         best = max(in_scope, key=lambda i: (answers[i].suspicion, -i))
         return dataclasses.replace(answers[best], reading=dataclasses.replace(reading, chosen_tile=best))
-    scores = {i: float(a.scope_score) for i, a in enumerate(answers) if a.scope_score is not None}
-    refused = answers[min(scores, key=scores.__getitem__) if scores else 0]
-    notes = (*reading.notes, NOTE_ALL_TILES_OUT.format(n=len(answers)))
+    out = [i for i, a in enumerate(answers) if not a.in_scope]
+    scores = {i: float(answers[i].scope_score) for i in out if answers[i].scope_score is not None}
+    refused = answers[min(scores, key=scores.__getitem__) if scores else out[0]]
+    n, k = len(answers), len(in_scope)
+    note = NOTE_FEW_TILES_IN.format(k=k, n=n) if k else NOTE_ALL_TILES_OUT.format(n=n)
+    notes = (*reading.notes, note)
     return dataclasses.replace(
         refused,
         status=OUT_OF_SCOPE,
