@@ -75,8 +75,15 @@ def build_weights(root: Path, *, detector: bool = False, seed: int = 0) -> Path:
     return root
 
 
-def build_detector(out: Path) -> Path:
-    """A YOLOv8n with random weights (from the YAML, offline) + its card."""
+def build_detector(
+    out: Path,
+    *,
+    model_id: str = "pneumonia-det",
+    task: str = "pneumonia-det",
+    class_names: tuple[str, ...] = ("opacity",),
+) -> Path:
+    """A YOLOv8n with random weights (from the YAML, offline) + its card (an opacity detector unless
+    told otherwise, e.g. ``task="fracture-det", class_names=("fracture", "comminuted")``)."""
     from bonecls.detection.offline import configure_offline
     from bonecls.weights import ModelCard, sha256_file, write_card
 
@@ -88,17 +95,17 @@ def build_detector(out: Path) -> Path:
     from ultralytics.nn.tasks import DetectionModel
 
     yolo = YOLO("yolov8n.yaml", task="detect")
-    yolo.model = DetectionModel("yolov8n.yaml", nc=1, verbose=False)  # one class: opacity
-    yolo.model.names = {0: "opacity"}
+    yolo.model = DetectionModel("yolov8n.yaml", nc=len(class_names), verbose=False)
+    yolo.model.names = dict(enumerate(class_names))
     pt = out / "model.pt"
     yolo.save(str(pt))
     card = ModelCard(
-        id="pneumonia-det",
-        task="pneumonia-det",
+        id=model_id,
+        task=task,
         framework="ultralytics",
         architecture="yolov8n",
-        class_names=["opacity"],
-        positive_classes=["opacity"],
+        class_names=list(class_names),
+        positive_classes=list(class_names),
         input_size=128,
         in_chans=3,
         normalization={"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
