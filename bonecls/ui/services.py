@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -352,6 +353,10 @@ def _warm() -> None:
                         log.info("warm-up: no ONNX boxes for %s (%s)", entry.id, exc)
     except Exception:  # warm-up is an optimisation: the pages load (and report) on their own
         log.warning("warm-up failed; models will load on first use", exc_info=True)
+    # What is alive now (torch, timm, ultralytics, plotly and the models: about half a million objects)
+    # lives as long as the server: out of the cycle collector's sight, so a full collection walks only
+    # what came after (0.2-0.5 s of GIL held per full collection otherwise; issue 25's click-to-overlay).
+    gc.freeze()
     log.info("warm-up done in %.1f s", time.perf_counter() - t0)
 
 
