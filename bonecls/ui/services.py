@@ -152,7 +152,7 @@ def _cached(cache: LRU, key: Hashable, stat: str, compute: Callable[[], Any]) ->
 
 def clear_caches() -> None:
     """Forget predictions, heat maps, detections, loaded models and the counters."""
-    for cache in (_PREDICTIONS, _HEATMAPS, _DETECTIONS, _THUMBS, _DISPLAY, _PRESETS):
+    for cache in (_PREDICTIONS, _HEATMAPS, _DETECTIONS, _THUMBS, _DISPLAY, _PRESETS, _SCANS):
         cache.clear()
     STATS.clear()
     LAST_SECONDS.clear()
@@ -189,10 +189,36 @@ class ModelEntry:
         return self.card.framework
 
 
-def _scan() -> list[Any]:
-    from bonecls.weights import scan_cards, weights_root
+_SCANS = LRU(4)
 
-    return list(scan_cards(weights_root()))
+
+def _scan() -> list[Any]:
+    """Every card under the weights root, parsed again only when a card file or a model folder changed:
+    every page run asks (once per model picker) and parsing and validating each card.json cost 5-15 ms
+    per call on the 2-core machine, while a ``stat`` of each folder and card costs microseconds."""
+    from bonecls.weights import CARD_FILE, scan_cards, weights_root
+
+    root = weights_root()
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        stamp = tuple((str(p), p.stat().st_mtime_ns, *_file_stamp(p / CARD_FILE)) for p in folders)
+    except OSError:  # a folder vanished while listing: read it all again
+        return list(scan_cards(root))
+    key = (str(root), stamp)
+    cached = _SCANS.get(key)
+    if cached is None:
+        cached = list(scan_cards(root))
+        _SCANS.put(key, cached)
+    return list(cached)
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    """(mtime_ns, size) of a file, (0, -1) when it is missing."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return 0, -1
+    return st.st_mtime_ns, st.st_size
 
 
 def installed_models() -> list[ModelEntry]:
