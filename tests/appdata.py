@@ -118,6 +118,28 @@ def build_detector(
     return out
 
 
+def fake_detections(monkeypatch, labels: tuple[str, str, str] = ("opacity",) * 3) -> list[int]:
+    """Make every ``Detector.detect`` find three fixed boxes (confidence 0.91, 0.55 and 0.15, labelled
+    ``labels``) at or above its confidence floor: random weights find nothing. Returns the call counter
+    (a one-item list), so a test can check that the page filters cached boxes instead of detecting again."""
+    from bonecls.detection.boxes import DetBox
+    from bonecls.detection.detector import Detector
+
+    fake = [
+        DetBox(20, 30, 90, 120, 0.91, labels[0]),
+        DetBox(140, 40, 220, 130, 0.55, labels[1]),
+        DetBox(60, 160, 120, 220, 0.15, labels[2]),
+    ]
+    calls = [0]
+
+    def detect(self, image, conf=None, iou=0.5, max_det=100):
+        calls[0] += 1
+        return [b for b in fake if b.confidence >= (conf or 0)]
+
+    monkeypatch.setattr(Detector, "detect", detect)
+    return calls
+
+
 def radiograph_like(size: int = 256, seed: int = 0) -> np.ndarray:
     """A smooth bone-like grey image (uint16): dark air, soft tissue, a bright 'bone' with a crack."""
     rng = np.random.default_rng(seed)

@@ -15,7 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from appdata import app_environment, build_detector, build_weights, png_bytes, radiograph_like
+from appdata import (
+    app_environment,
+    build_detector,
+    build_weights,
+    fake_detections,
+    png_bytes,
+    radiograph_like,
+)
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,24 +56,9 @@ def env(weights_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.Monke
 
 @pytest.fixture
 def fake_boxes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Three boxes from every detector call (one definite fracture, one definite comminuted, one in
-    doubt); returns the call counter."""
-    from bonecls.detection.boxes import DetBox
-    from bonecls.detection.detector import Detector
-
-    fake = [
-        DetBox(20, 30, 90, 120, 0.91, "fracture"),
-        DetBox(140, 40, 220, 130, 0.55, "comminuted"),
-        DetBox(60, 160, 120, 220, 0.15, "fracture"),
-    ]
-    calls = [0]
-
-    def detect(self, image, conf=None, iou=0.5, max_det=100):
-        calls[0] += 1
-        return [b for b in fake if b.confidence >= (conf or 0)]
-
-    monkeypatch.setattr(Detector, "detect", detect)
-    return calls
+    """Three boxes from every detector call: a definite fracture (0.91), a definite comminuted (0.55)
+    and a fracture in doubt (0.15); returns the call counter."""
+    return fake_detections(monkeypatch, ("fracture", "comminuted", "fracture"))
 
 
 def _open(page: str) -> AppTest:
