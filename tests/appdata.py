@@ -75,8 +75,15 @@ def build_weights(root: Path, *, detector: bool = False, seed: int = 0) -> Path:
     return root
 
 
-def build_detector(out: Path) -> Path:
-    """A YOLOv8n with random weights (from the YAML, offline) + its card."""
+def build_detector(
+    out: Path,
+    *,
+    model_id: str = "pneumonia-det",
+    task: str = "pneumonia-det",
+    class_names: tuple[str, ...] = ("opacity",),
+) -> Path:
+    """A YOLOv8n with random weights (from the YAML, offline) + its card (an opacity detector unless
+    told otherwise, e.g. ``task="fracture-det", class_names=("fracture", "comminuted")``)."""
     from bonecls.detection.offline import configure_offline
     from bonecls.weights import ModelCard, sha256_file, write_card
 
@@ -88,17 +95,17 @@ def build_detector(out: Path) -> Path:
     from ultralytics.nn.tasks import DetectionModel
 
     yolo = YOLO("yolov8n.yaml", task="detect")
-    yolo.model = DetectionModel("yolov8n.yaml", nc=1, verbose=False)  # one class: opacity
-    yolo.model.names = {0: "opacity"}
+    yolo.model = DetectionModel("yolov8n.yaml", nc=len(class_names), verbose=False)
+    yolo.model.names = dict(enumerate(class_names))
     pt = out / "model.pt"
     yolo.save(str(pt))
     card = ModelCard(
-        id="pneumonia-det",
-        task="pneumonia-det",
+        id=model_id,
+        task=task,
         framework="ultralytics",
         architecture="yolov8n",
-        class_names=["opacity"],
-        positive_classes=["opacity"],
+        class_names=list(class_names),
+        positive_classes=list(class_names),
         input_size=128,
         in_chans=3,
         normalization={"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
@@ -109,6 +116,28 @@ def build_detector(out: Path) -> Path:
     )
     write_card(card, out)
     return out
+
+
+def fake_detections(monkeypatch, labels: tuple[str, str, str] = ("opacity",) * 3) -> list[int]:
+    """Make every ``Detector.detect`` find three fixed boxes (confidence 0.91, 0.55 and 0.15, labelled
+    ``labels``) at or above its confidence floor: random weights find nothing. Returns the call counter
+    (a one-item list), so a test can check that the page filters cached boxes instead of detecting again."""
+    from bonecls.detection.boxes import DetBox
+    from bonecls.detection.detector import Detector
+
+    fake = [
+        DetBox(20, 30, 90, 120, 0.91, labels[0]),
+        DetBox(140, 40, 220, 130, 0.55, labels[1]),
+        DetBox(60, 160, 120, 220, 0.15, labels[2]),
+    ]
+    calls = [0]
+
+    def detect(self, image, conf=None, iou=0.5, max_det=100):
+        calls[0] += 1
+        return [b for b in fake if b.confidence >= (conf or 0)]
+
+    monkeypatch.setattr(Detector, "detect", detect)
+    return calls
 
 
 def radiograph_like(size: int = 256, seed: int = 0) -> np.ndarray:

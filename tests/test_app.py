@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from appdata import app_environment, build_weights, png_bytes, radiograph_like
+from appdata import app_environment, build_weights, fake_detections, png_bytes, radiograph_like
 from factories import PHI_NEEDLES, make_dicom, make_text
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -445,21 +445,7 @@ def test_worklist_shows_each_views_study_answer(env: Path) -> None:
 
 
 def test_pneumonia_page_boxes_follow_the_confidence_slider(env: Path, monkeypatch) -> None:
-    from bonecls.detection.boxes import DetBox
-    from bonecls.detection.detector import Detector
-
-    fake = [
-        DetBox(20, 30, 90, 120, 0.91, "opacity"),
-        DetBox(140, 40, 220, 130, 0.55, "opacity"),
-        DetBox(60, 160, 120, 220, 0.15, "opacity"),
-    ]
-    calls = [0]
-
-    def detect(self, image, conf=None, iou=0.5, max_det=100):
-        calls[0] += 1
-        return [b for b in fake if b.confidence >= (conf or 0)]
-
-    monkeypatch.setattr(Detector, "detect", detect)
+    calls = fake_detections(monkeypatch)
     at = new_app()
     upload(at, [("chest.png", png_image())])
     goto(at, "pages/pneumonia.py")

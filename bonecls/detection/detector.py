@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DEFAULT_CONF",
+    "DETECTOR_TASKS",
     "FRAMEWORK",
     "ONNX_FILE",
     "TASK",
@@ -69,6 +70,8 @@ log = logging.getLogger(__name__)
 
 FRAMEWORK = "ultralytics"
 TASK = "pneumonia-det"
+# Card tasks this module opens: opacity boxes on a chest film, fracture boxes (fracture / comminuted)
+DETECTOR_TASKS = ("pneumonia-det", "fracture-det")
 WEIGHTS_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
 DEFAULT_CONF = 0.25
@@ -90,10 +93,10 @@ def load_detection_card(path_or_id: str | os.PathLike) -> tuple[ModelCard, Path]
     from bonecls.weights import load_card
 
     card, card_dir = load_card(path_or_id, verify=False)
-    if card.framework != FRAMEWORK or card.task != TASK:
+    if card.framework != FRAMEWORK or card.task not in DETECTOR_TASKS:
         raise WeightsError(
             f"Model '{card.id}' is a {card.framework} '{card.task}' model, not an Ultralytics "
-            f"pneumonia box detector; choose a detection model."
+            f"box detector; choose a detection model."
         )
     return card, Path(card_dir)
 

@@ -65,6 +65,7 @@ DECLARED_SCOPES: dict[str, DeclaredScope] = {
 }
 DECLARED_SCOPES["threeclass"] = DECLARED_SCOPES["fracture"]
 DECLARED_SCOPES["pneumonia-det"] = DECLARED_SCOPES["pneumonia"]
+DECLARED_SCOPES["fracture-det"] = DECLARED_SCOPES["threeclass"]
 
 
 #: ``DeclaredScope.derived_from`` of a scope read from the training set's own labels.

@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import functools
+import gc
 import logging
 import os
 import threading
@@ -151,7 +153,7 @@ def _cached(cache: LRU, key: Hashable, stat: str, compute: Callable[[], Any]) ->
 
 def clear_caches() -> None:
     """Forget predictions, heat maps, detections, loaded models and the counters."""
-    for cache in (_PREDICTIONS, _HEATMAPS, _DETECTIONS, _THUMBS, _DISPLAY, _PRESETS):
+    for cache in (_PREDICTIONS, _HEATMAPS, _DETECTIONS, _THUMBS, _DISPLAY, _PRESETS, _SCANS):
         cache.clear()
     STATS.clear()
     LAST_SECONDS.clear()
@@ -188,10 +190,33 @@ class ModelEntry:
         return self.card.framework
 
 
-def _scan() -> list[Any]:
-    from bonecls.weights import scan_cards, weights_root
+_SCANS = LRU(4)
 
-    return list(scan_cards(weights_root()))
+
+def _scan() -> list[Any]:
+    """Every card under the weights root, parsed again only when a model folder or its card.json changed
+    (each page run asks once per model picker; parsing the cards costs 5-15 ms, a ``stat`` microseconds)."""
+    from bonecls.weights import CARD_FILE, scan_cards, weights_root
+
+    root = weights_root()
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        stamp = tuple((str(p), p.stat().st_mtime_ns, *_file_stamp(p / CARD_FILE)) for p in folders)
+    except OSError:  # a folder vanished while listing: read it all again
+        return list(scan_cards(root))
+    cached = _SCANS.get((str(root), stamp))
+    if cached is None:
+        cached = list(scan_cards(root))
+        _SCANS.put((str(root), stamp), cached)
+    return list(cached)
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return 0, -1
+    return st.st_mtime_ns, st.st_size
 
 
 def installed_models() -> list[ModelEntry]:
@@ -244,7 +269,27 @@ _WARM_STARTED = False
 _LOADED: set[tuple[str, str, str]] = set()
 
 
+@functools.cache
+def _limit_torch_threads() -> None:
+    """Once per process, before the first model: torch's intra-op threads in the app
+    (``$BONECLS_TORCH_THREADS``, default 1; 0 keeps torch's one per core). A reading is one small image
+    through a small network and readers are concurrent sessions: on the 2-core machine at load 9 a
+    second intra-op thread, waiting for a core, made a new image's answer 1.2 s (median) instead of
+    0.12 s (issue 25). The worklist's ONNX sessions follow the same count."""
+    raw = os.environ.get("BONECLS_TORCH_THREADS", "1").strip()
+    try:
+        threads = int(raw)
+    except ValueError:
+        log.warning("BONECLS_TORCH_THREADS=%r is not a whole number; keeping torch's thread count", raw)
+        return
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _construct(kind: str, card_dir: str) -> Any:
+    _limit_torch_threads()
     t0 = time.perf_counter()
     if kind == "classifier":
         from bonecls.inference.load import load_classifier
@@ -352,6 +397,9 @@ def _warm() -> None:
                         log.info("warm-up: no ONNX boxes for %s (%s)", entry.id, exc)
     except Exception:  # warm-up is an optimisation: the pages load (and report) on their own
         log.warning("warm-up failed; models will load on first use", exc_info=True)
+    # torch & co. and the models (~0.5 M objects) live as long as the server: out of the collector's
+    # sight, a full collection walks only what came after (else 0.2-0.5 s with the GIL held; issue 25)
+    gc.freeze()
     log.info("warm-up done in %.1f s", time.perf_counter() - t0)
 
 
