@@ -53,6 +53,7 @@ SCOPE_REASON_CODES = (
     ("The DICOM header gives the modality", "header-modality"),
     ("The DICOM header says this is a", "header-body-part"),
     ("The DICOM header gives the view", "header-view"),
+    ("The DICOM header gives the patient's age", "header-age"),
     ("This image does not resemble", "learned-distance"),
     ("This model's learned scope is not fitted", "learned-not-fitted"),
     ("This detector's learned scope is not fitted", "learned-not-fitted"),

@@ -1,5 +1,5 @@
 """The sections of a model card (``card.json``) beside its core fields: input normalisation, decision
-thresholds, the two measured operating points and the learned scope. Kept apart from
+thresholds, the two measured operating points, the training scale and the learned scope. Kept apart from
 :mod:`bonecls.weights` (which reads, verifies and writes cards and weights) so that each file holds one
 job; :mod:`bonecls.weights` re-exports every name here.
 """
@@ -79,7 +79,9 @@ class DeclaredScope(BaseModel):
 
     ``body_parts``, ``views`` and ``modalities`` are upper-case DICOM code strings (BodyPartExamined,
     ViewPosition, Modality); an empty list declares nothing about that attribute. ``age_group`` is
-    ``adult``, ``paediatric`` or ``any``; ``description`` is the sentence the Models page shows.
+    ``adult``, ``paediatric`` or ``any``; ``description`` is the sentence the Models page shows;
+    ``derived_from`` says where the declaration came from (the training set's labels, or the task's
+    phantom recipe when the data has none; empty on cards written before it was recorded).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -88,6 +90,7 @@ class DeclaredScope(BaseModel):
     modalities: list[str] = Field(default_factory=list)
     age_group: Literal["adult", "paediatric", "any"] = "any"
     description: str = ""
+    derived_from: str = ""
 
     @field_validator("body_parts", "views", "modalities")
     @classmethod
@@ -124,3 +127,41 @@ class ScopeSection(BaseModel):
         if not v.endswith(".safetensors") or "/" in v or "\\" in v or v.startswith("."):
             raise ValueError("stats_file must be a plain .safetensors file name inside the model folder")
         return v
+
+
+#: Tiles only when the film's shorter side covers at least this many trained fields (inference.tiling).
+TILE_WHEN_FIELD_OVER = 1.5
+#: The least overlap of neighbouring tiles, as a share of the tile's side.
+TILE_OVERLAP = 0.25
+
+#: The least share of a film's tiles that must be in scope for the film to get an answer. A film read
+#: in N tiles gives the gate N chances to let an unfamiliar image through (a cat's thorax had 2 of 12
+#: tiles under a weak test model's threshold); a film the model can read has many familiar tiles.
+TILE_MIN_IN_SCOPE = 0.25
+
+#: How a film read in tiles becomes one answer (stated on every tiled answer and on the Models page).
+TILE_RULE = (
+    "A film much larger than the model's trained field is resampled to its trained mm per pixel and read "
+    "in overlapping tiles (25% overlap); the film's suspicion is that of its most suspicious in-scope "
+    "tile, its heat map the tiles' maps stitched back (maximum where they overlap); an out-of-scope tile "
+    "gives no answer, and the film is refused unless at least a quarter of its tiles are in scope."
+)
+
+
+class TrainingScale(BaseModel):
+    """The scale the model was trained at: mm per pixel of its input (the training images' pixel
+    spacing times their side over ``input_size``), median and 5th/95th percentiles, and how it was
+    found. The predictor resamples a film with a known spacing to ``mm_per_pixel`` before tiling."""
+
+    model_config = ConfigDict(extra="forbid")
+    mm_per_pixel: float = Field(gt=0.0, le=10.0, allow_inf_nan=False)
+    p5_mm_per_pixel: float = Field(gt=0.0, le=10.0, allow_inf_nan=False)
+    p95_mm_per_pixel: float = Field(gt=0.0, le=10.0, allow_inf_nan=False)
+    source: str = Field(min_length=1)
+    tile_rule: str = TILE_RULE
+
+    @model_validator(mode="after")
+    def _order(self) -> TrainingScale:
+        if not self.p5_mm_per_pixel <= self.mm_per_pixel <= self.p95_mm_per_pixel:
+            raise ValueError("training scale must satisfy p5 <= median <= p95")
+        return self

@@ -155,6 +155,8 @@ def _predict_one(engine, card, rg, path: Path, cam_dir: Path | None, args: argpa
         )
         if pred.model_was_run:
             record["raw_output_unreliable"] = answer
+    if pred.reading is not None:  # how the film was read: one pass or tiles, at which scale
+        record["reading"] = pred.reading.to_dict()
     record["warnings"] = list(rg.warnings)
     if out is not None:
         record["cam"] = str(out)
@@ -209,6 +211,11 @@ def _emit(record: dict, as_json: bool) -> None:
             f"{name}: {record['label']} ({record['status']}, suspicion {record['suspicion']:.3f}){extra}",
             flush=True,
         )
+    reading = record.get("reading")
+    if reading is not None:
+        print(f"  read: {reading['summary']}", flush=True)
+        for note in reading["notes"]:
+            print(f"  note: {note}", flush=True)
     for warning in record.get("warnings", []):
         print(f"  warning: {warning}", flush=True)
 

@@ -18,7 +18,9 @@ Each item also carries its patient ``group`` and ``study`` keys (hashed for DICO
 :mod:`bonecls.data.groups`) and its leakage keys (sha256 of the decoded pixels, perceptual hash); the
 index names the split's grouping and holds the leakage report, also written to ``leakage.json``. A test
 split that copies training/validation images or shares their patients is refused (:class:`LeakageError`,
-no index written) unless ``allow_leakage`` -- see :mod:`bonecls.leakage`.
+no index written) unless ``allow_leakage`` -- see :mod:`bonecls.leakage`. ``scope_labels`` sums up per
+split the body parts, views, modalities and age groups the images' labels name (codes and counts only,
+:mod:`bonecls.data.scope_labels`): the trainers declare the model's scope from its ``train`` entry.
 
 Cluster: a ``distributed.LocalCluster(n_workers, threads_per_worker=1, processes=True)`` by default;
 ``scheduler="tcp://host:8786"`` connects to a running scheduler (the workers need bonecls installed and
@@ -43,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from bonecls.data import Dataset, Record, read_dataset
+from bonecls.data.scope_labels import scope_labels_by_split
 from bonecls.errors import DataError, LeakageError
 from bonecls.leakage import compact, leakage_report, pair_counts, summary_lines
 
@@ -441,6 +444,8 @@ def prepare(
             }
         )
     leakage = _check_leakage(items, out, allow_leakage, echo)
+    kept = [rec for g, (rec, _) in enumerate(good) if g in keys]
+    scope_labels = scope_labels_by_split(kept, ds.layout, source)  # codes per split, for the card
     balance: dict[str, dict[str, int]] = {}
     for it in items:
         row = balance.setdefault(it["split"], dict.fromkeys(ds.class_names, 0))
@@ -462,6 +467,7 @@ def prepare(
         "size_report": report,
         "grouping": ds.group_info.to_dict(),
         "leakage": leakage,
+        "scope_labels": scope_labels,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     _write_json_atomic(index_path, index)

@@ -25,12 +25,14 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bonecls.card_sections import (
+    TILE_WHEN_FIELD_OVER,
     DeclaredScope,
     Normalization,
     OperatingPoint,
     OperatingPoints,
     ScopeSection,
     Thresholds,
+    TrainingScale,
 )
 from bonecls.errors import WeightsError
 
@@ -45,6 +47,7 @@ __all__ = [
     "OperatingPoints",
     "ScopeSection",
     "Thresholds",
+    "TrainingScale",
     "card_schema",
     "list_cards",
     "load_card",
@@ -131,6 +134,11 @@ class ModelCard(BaseModel):
     )
     extra: dict[str, Any] = Field(default_factory=dict)
     scope: ScopeSection | None = None
+    scale: TrainingScale | None = Field(
+        default=None,
+        description="The mm per pixel of the model's input in training (bonecls.phantom.scale for phantom "
+        "recipes); None: unknown, and every film is read in one squashed pass.",
+    )
 
     @field_validator("sha256", mode="before")
     @classmethod
@@ -152,6 +160,22 @@ class ModelCard(BaseModel):
         if not v or v in (".", "..") or "/" in v or "\\" in v or "\x00" in v or v != v.strip():
             raise ValueError("weights_file must be a plain file name inside the model folder")
         return v
+
+    @property
+    def scale_summary(self) -> str:
+        """The training scale in one line for people (the Models page)."""
+        if self.scale is None:
+            return "not recorded: every film is read whole, squashed to the model's input"
+        s = self.scale
+        how = (
+            "the detector reads the whole film"
+            if self.framework == "ultralytics"
+            else f"films over {TILE_WHEN_FIELD_OVER:g} fields are read in tiles"
+        )
+        return (
+            f"{s.mm_per_pixel:.2f} mm per pixel ({s.p5_mm_per_pixel:.2f}–{s.p95_mm_per_pixel:.2f}), a "
+            f"{s.mm_per_pixel * self.input_size:.0f} mm field; {how}"
+        )
 
     @model_validator(mode="after")
     def _consistency(self) -> ModelCard:

@@ -22,11 +22,13 @@ import pytest
 import torch
 from factories import make_png, pattern
 from kerasdata import THREECLASS, keras, localiser_card, save_card, tiny_threeclass
+from PIL import Image
+from scope_corpus import png_bytes, real_film_paths
 
 from bonecls.errors import ExplainError, WeightsError
+from bonecls.imaging import load_radiograph
 from bonecls.inference.keras_cam import keras_cam
 from bonecls.inference.load import load_classifier
-from bonecls.inference.scoping import NOT_FITTED
 from bonecls.inference.torch_cam import CAM_METHODS, cam_class, explain_with_logits
 from bonecls.weights import load_card, sha256_file, write_card
 
@@ -35,16 +37,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """One epoch of train/keras_transfer.py's logic (custom_cnn, from scratch) on 30 phantoms at 64 px."""
+    """One epoch of train/keras_transfer.py's logic (custom_cnn, from scratch, a 16-unit head so that the
+    48 training images fit its learned scope) on 60 phantoms at 64 px."""
     from bonecls.phantom import write_dataset
     from bonecls.prepare import prepare
     from bonecls.training.keras_transfer import parse_args, run
 
     base = tmp_path_factory.mktemp("keras-train")
-    src = write_dataset("threeclass", "threeclass", base / "src", n=30, size=64, seed=4, progress=False)
+    src = write_dataset("threeclass", "threeclass", base / "src", n=60, size=64, seed=4, progress=False)
     prepare(src, base / "prep", size=64, scheduler="sync", progress=False, echo=lambda s: None)
     argv = ["--data", str(base / "prep"), "--output", str(base / "model"), "--run-dir", str(base / "run")]
-    argv += ["--model", "custom_cnn", "--weights", "none", "--epochs", "1", "--batch-size", "8"]
+    argv += [
+        "--model",
+        "custom_cnn",
+        "--weights",
+        "none",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--dense",
+        "16",
+    ]
     argv += ["--no-progress", "--seed", "1"]
     summary = run(parse_args(argv))
     return base / "model", summary
@@ -56,11 +70,17 @@ def tiny_dir(tmp_path: Path) -> Path:
     return tmp_path / "tiny"
 
 
+def training_image(model_dir: Path, k: int, split: str = "train") -> np.ndarray:
+    """The ``k``-th PNG of ``split`` of the trained fixture's phantom dataset, as float pixels in [0, 1]."""
+    path = sorted((model_dir.parent / "src" / split).rglob("*.png"))[k]
+    return np.asarray(Image.open(path), dtype=np.float32) / 255.0
+
+
 def phantom_image(seed: int = 3) -> np.ndarray:
     from bonecls.phantom import generate
 
     sample = next(generate("threeclass", 1, 64, seed, classes=["fractured"]))
-    return sample.image.astype(np.float32) / float(sample.image.max())
+    return sample.to_uint8().astype(np.float32) / 255.0  # as the dataset writers store it
 
 
 # -------------------------------------------------------------------------------------------- training
@@ -114,12 +134,13 @@ def test_predictor_serves_the_trained_model_with_calibrated_probabilities(traine
     out, _ = trained
     predictor = load_classifier(out)
     assert isinstance(predictor, KerasPredictor) and predictor.cam_layer.name == "relu3"
-    img = phantom_image()
+    img = training_image(out, 0)  # one the scope was fitted on: in scope
     pred = predictor.predict(img)
     assert set(pred.probabilities) == set(THREECLASS) and abs(sum(pred.probabilities.values()) - 1) < 1e-6
     assert pred.status in {"positive", "uncertain", "negative"} and pred.model_sha256 == predictor.card.sha256
-    # no learned scope for Keras: in scope by the header rules and image checks, and it says so
-    assert pred.in_scope and pred.scope_score is None and pred.scope_reasons == (NOT_FITTED,)
+    # the learned scope was asked, on the features of the very pass that gave the logits
+    assert pred.in_scope and pred.scope_score is not None and pred.scope_reasons == ()
+    assert pred.scope_score <= pred.scope_threshold == predictor.card.scope.threshold
     # the same numbers as Keras itself: its softmax output, temperature-scaled on the card
     raw = (
         keras()
@@ -131,6 +152,66 @@ def test_predictor_serves_the_trained_model_with_calibrated_probabilities(traine
     assert np.allclose([pred.probabilities[c] for c in THREECLASS], expected, atol=1e-4)
     batch = predictor.predict_batch([img, np.fliplr(img).copy(), img])
     assert batch[0] == batch[2] and abs(batch[0].suspicion - pred.suspicion) < 1e-6
+
+
+def test_the_trainer_fits_a_learned_scope_that_refuses_what_it_never_saw(
+    trained: tuple[Path, dict], tmp_path: Path, capsys
+) -> None:
+    """Issue 21 for Keras: the card gets a scope fitted on the model's own pooled features (train split
+    fit, val threshold, test rate). Header-less pixels (no header rule, and the image heuristics never see
+    a bare array) of the real films and of a checkerboard are refused by the learned part alone; fresh
+    in-distribution phantoms are kept. The CLI and explain answer with the same gate."""
+    from bonecls.cli import main
+
+    out, summary = trained
+    card, _ = load_card(out)
+    scope = card.scope
+    assert scope is not None and (out / scope.stats_file).is_file()
+    assert (
+        scope.metrics["n_fit"] == 48 and scope.metrics["feature_dim"] == 16 and scope.metrics["n_eval"] == 6
+    )
+    assert scope.declared.derived_from.startswith("declared from the training set's labels")
+    assert summary["scope"] == scope.metrics and 0.5 <= scope.metrics["heldout_in_scope_rate"] <= 1.0
+    predictor = load_classifier(out)
+    held_out = [training_image(out, k, "test") for k in range(6)]  # neither fit nor threshold saw them
+    assert sum(p.in_scope for p in predictor.predict_batch(held_out)) >= 4
+    yy, xx = np.mgrid[:256, :256]
+    unfamiliar = {"checkerboard": (((yy // 32) + (xx // 32)) % 2).astype(np.float32)}
+    unfamiliar.update({name: load_radiograph(path).pixels for name, path in real_film_paths().items()})
+    for name, pixels in unfamiliar.items():
+        pred = predictor.predict(pixels)
+        assert not pred.in_scope and pred.status == "out of scope", name
+        assert pred.scope_score > scope.threshold and "does not resemble" in pred.scope_reasons[0], name
+    board = predictor.predict(unfamiliar["checkerboard"])
+    explained = predictor.explain(unfamiliar["checkerboard"]).prediction  # CAM pass: the same gate
+    assert not explained.in_scope and explained.scope_score == pytest.approx(board.scope_score, rel=1e-4)
+    cat = real_film_paths().get("cat thorax")
+    if cat is not None:  # the CLI on a header-less PNG of the cat: the learned part refuses it
+        (tmp_path / "cat.png").write_bytes(png_bytes(load_radiograph(cat).to_uint8()))
+        assert main(["predict", str(tmp_path / "cat.png"), "--model", str(out), "--json"]) == 0
+        row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert row["in_scope"] is False and row["status"] == "out of scope"
+        assert row["scope_score"] > scope.threshold and row["label"] is None
+
+
+def test_scope_fit_refits_a_keras_card_from_image_folders(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    from bonecls.scope.fit import main
+
+    out, _ = trained
+    src = out.parent / "src"
+    shutil.copytree(out, tmp_path / "model")
+    argv = ["--card", str(tmp_path / "model"), "--fit-images", str(src / "train")]
+    argv += ["--threshold-images", str(src / "val"), "--eval-images", str(src / "test")]
+    assert main(argv) == 0
+    card, card_dir = load_card(tmp_path / "model")
+    assert (
+        card.scope is not None
+        and card.scope.metrics["n_fit"] == 48
+        and str(src / "train") in card.scope.fitted_on
+    )
+    assert card.sha256 == load_card(out)[0].sha256  # the weights are untouched
+    assert card.scope.declared == load_card(out)[0].scope.declared  # a refit keeps the declared scope
+    assert load_classifier(card_dir).predict(np.zeros((64, 64), np.float32)).scope_score is not None
 
 
 def test_keras_cards_load_through_load_classifier_only(tiny_dir: Path) -> None:

@@ -114,3 +114,4 @@ def test_classify_with_pair_loss_and_val_data(paired_prep: tuple[Path, Path], tm
     assert card.extra["val_data"] == str(select)
     scale = card.extra["mm_per_pixel"]  # of the 32-px input, from the phantoms' manifest
     assert 0 < scale["p5"] <= scale["median"] <= scale["p95"]
+    assert card.scale is not None and card.scale.mm_per_pixel == scale["median"]  # the card field too

@@ -64,6 +64,9 @@ def test_training_writes_a_scope_section_whose_stats_verify(
     assert scope is not None and scope.in_scope_rate == 0.975 and np.isfinite(scope.threshold)
     assert scope.metrics["n_fit"] == 192 and scope.metrics["feature_dim"] == 128
     assert 0.0 <= scope.metrics["heldout_in_scope_rate"] <= 1.0 and scope.declared.body_parts
+    # declared from the phantoms' own labels (their manifest's fields of view), and the card says so
+    assert scope.declared.derived_from.startswith("declared from the training set's labels")
+    assert scope.declared.age_group == "adult" and {"PA", "AP"} == set(scope.declared.views)
     gate = ScopeGate.from_card(card, card_dir)  # the statistics match the sha256 on the card
     assert gate.stats.dim == 128
     predictor = Predictor.from_card(out)

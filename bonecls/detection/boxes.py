@@ -19,7 +19,16 @@ import numpy as np
 
 from bonecls.errors import ImageError
 
-__all__ = ["PAD_VALUE", "DetBox", "letterbox", "postprocess", "to_bgr_uint8", "to_detboxes"]
+__all__ = [
+    "PAD_VALUE",
+    "DetBox",
+    "boxes_on_film",
+    "film_at_card_scale",
+    "letterbox",
+    "postprocess",
+    "to_bgr_uint8",
+    "to_detboxes",
+]
 
 PAD_VALUE = 114  # Ultralytics' letterbox grey
 _MAX_NMS = 30000  # Ultralytics' cap on boxes entering NMS
@@ -133,3 +142,34 @@ def to_detboxes(boxes: Any, scores: Any, cls: Any, names: Sequence[str]) -> list
         label = names[int(c)] if 0 <= int(c) < len(names) else str(int(c))
         out.append(DetBox(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), label))
     return out
+
+
+def film_at_card_scale(image: Any, card: Any, input_size: int) -> tuple[np.ndarray, tuple[float, float]]:
+    """The film as the detector reads it: BGR uint8, area-resampled to the card's training scale where
+    the film is finer (:func:`bonecls.inference.tiling.shrink_shape`), and the (row, col) factors of
+    that resample (1, 1 when none) for :func:`boxes_on_film`. The detector and its scope features
+    both read the film through here."""
+    import cv2
+
+    from bonecls.inference.tiling import shrink_shape
+
+    bgr = to_bgr_uint8(image)
+    scale = getattr(card, "scale", None)
+    shape = shrink_shape(image, input_size, None if scale is None else float(scale.mm_per_pixel))
+    if shape is None:
+        return bgr, (1.0, 1.0)
+    h, w = bgr.shape[:2]
+    out = cv2.resize(bgr, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(out), (shape[0] / h, shape[1] / w)
+
+
+def boxes_on_film(boxes: Sequence[DetBox], factors: tuple[float, float]) -> list[DetBox]:
+    """Boxes found on the resampled film mapped back to the film's pixels (divided by the factors)."""
+    if factors == (1.0, 1.0):
+        return list(boxes)
+    from bonecls.inference.tiling import boxes_to_film
+
+    mapped = boxes_to_film([b.xyxy() for b in boxes], factors)
+    return [
+        DetBox(*xyxy, confidence=b.confidence, label=b.label) for b, xyxy in zip(boxes, mapped, strict=True)
+    ]

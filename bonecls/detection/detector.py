@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bonecls.detection.boxes import DetBox, letterbox, postprocess, to_bgr_uint8, to_detboxes
+from bonecls.detection.boxes import (
+    DetBox,
+    boxes_on_film,
+    film_at_card_scale,
+    letterbox,
+    postprocess,
+    to_bgr_uint8,
+    to_detboxes,
+)
 from bonecls.detection.offline import import_ultralytics
 from bonecls.errors import WeightsError
 
@@ -324,7 +332,7 @@ class Detector:
         self, image: Any, conf: float | None = None, iou: float = 0.5, max_det: int = 100
     ) -> list[DetBox]:
         """Boxes with confidence > ``conf`` after NMS at ``iou``, in original-image pixels, best first."""
-        return self._run(to_bgr_uint8(image), conf, iou, max_det)[0]
+        return self._run_film(image, conf, iou, max_det)[0]
 
     def detect_scoped(
         self, image: Any, conf: float | None = None, iou: float = 0.5, max_det: int = 100
@@ -342,12 +350,18 @@ class Detector:
         reasons = gate.precheck(image)
         if reasons:
             return ScopedBoxes([], ScopeVerdict(False, None, gate.threshold, reasons), [])
-        boxes, features = self._run(to_bgr_uint8(image), conf, iou, max_det)
+        boxes, features = self._run_film(image, conf, iou, max_det)
         if features is None:
             verdict = ScopeVerdict(False, None, gate.threshold, ("The learned scope could not be checked.",))
         else:
             verdict = gate.verdict_from_score(float(gate.stats.score(features)[0]))
         return ScopedBoxes(boxes if verdict.in_scope else [], verdict, [] if verdict.in_scope else boxes)
+
+    def _run_film(self, image: Any, conf: float | None, iou: float, max_det: int) -> tuple[list[DetBox], Any]:
+        """:meth:`_run` on the film at the card's scale, the boxes mapped back to the film's pixels."""
+        img, factors = film_at_card_scale(image, self.card, self.input_size)
+        boxes, features = self._run(img, conf, iou, max_det)
+        return boxes_on_film(boxes, factors), features
 
     def _run(self, img: np.ndarray, conf: float | None, iou: float, max_det: int) -> tuple[list[DetBox], Any]:
         """Boxes and, when the gate is hooked, its (1, D) features from the same forward pass."""
@@ -512,10 +526,10 @@ class OnnxDetector:
     def detect(
         self, image: Any, conf: float | None = None, iou: float = 0.5, max_det: int = 100
     ) -> list[DetBox]:
-        img = to_bgr_uint8(image)
+        img, factors = film_at_card_scale(image, self.card, self.input_size)
         conf = self.default_conf() if conf is None else float(conf)
         lb, gain, pad = letterbox(img, self.input_size)
         x = np.ascontiguousarray(lb[..., ::-1].transpose(2, 0, 1), dtype=np.float32)[None] / 255.0
         raw = self._session.run(None, {self._input: x})[0][0]
         boxes, scores, cls = postprocess(raw, conf, iou, max_det, gain, pad, img.shape[:2])
-        return to_detboxes(boxes, scores, cls, self.class_names)
+        return boxes_on_film(to_detboxes(boxes, scores, cls, self.class_names), factors)

@@ -33,9 +33,10 @@ def detector_features(
     in batches of ``batch_size`` (every letterboxed image has the card's square size)."""
     import torch
 
-    from bonecls.detection.boxes import letterbox, to_bgr_uint8
+    from bonecls.detection.boxes import film_at_card_scale, letterbox
 
     model = detector.torch_model()
+    size = detector.input_size
     device = next(model.parameters()).device
     captured: dict[int, torch.Tensor] = {}
 
@@ -52,7 +53,9 @@ def detector_features(
             for start in range(0, len(images), batch_size):
                 batch = np.stack(
                     [
-                        letterbox(to_bgr_uint8(image), detector.input_size)[0][..., ::-1].transpose(2, 0, 1)
+                        letterbox(film_at_card_scale(image, detector.card, detector.input_size)[0], size)[0][
+                            ..., ::-1
+                        ].transpose(2, 0, 1)
                         for image in images[start : start + batch_size]
                     ]
                 )

@@ -45,6 +45,7 @@ from bonecls.imaging.radiograph import (
     shrink_array,
     window_wider_than_data,
 )
+from bonecls.imaging.spacing import SPACING_TAGS, trusted_spacing
 
 _TS_NAMES = {
     "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
@@ -163,11 +164,15 @@ def _dicom_to_decoded(ds: pydicom.Dataset, limits: Limits) -> Decoded:
         raise ImageError(MSG_PIXEL_MISMATCH)
 
     bit_depth = int(ds.get("BitsStored") or ds.BitsAllocated)
+    spacing, spacing_tag, spacing_warnings = _pixel_spacing(ds)
+    warnings.extend(spacing_warnings)
     meta = {
-        "pixel_spacing": _pixel_spacing(ds),
+        "pixel_spacing": spacing,
+        "pixel_spacing_source": spacing_tag,
         "view": _code_string(ds, "ViewPosition"),
         "body_part": _code_string(ds, "BodyPartExamined"),
         "modality": _code_string(ds, "Modality"),
+        "age_group": age_group(_plain_text(ds, "PatientAge")),
     }
     safe_photometric = photometric if _CS_RE.match(photometric) else "UNKNOWN"
     if photometric == "PALETTE COLOR":
@@ -513,17 +518,51 @@ def _voi_lut_table(item: pydicom.Dataset, raw: np.ndarray) -> tuple[np.ndarray |
     return table, first
 
 
-def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+def _pixel_spacing(ds: pydicom.Dataset) -> tuple[tuple[float, float] | None, str | None, list[str]]:
+    """(spacing, tag, warnings): the first trusted of PixelSpacing / ImagerPixelSpacing
+    (:mod:`bonecls.imaging.spacing`'s rules), and a sentence for each present value not trusted."""
+    candidates = []
+    for keyword in SPACING_TAGS:
         try:
             value = ds.get(keyword)
-            if value is not None and len(value) == 2:
-                row, col = float(value[0]), float(value[1])
-                if all(math.isfinite(v) and v > 0 for v in (row, col)):
-                    return (row, col)
+            listed = None if value is None else list(value) if _is_multi(value) else [value]
+            candidates.append((keyword, listed))
         except (*DECODER_ERRORS,):
-            continue
-    return None
+            candidates.append((keyword, ["unreadable"]))
+    return trusted_spacing(candidates)
+
+
+def _is_multi(value: object) -> bool:
+    return isinstance(value, pydicom.multival.MultiValue | list | tuple)
+
+
+#: PatientAge (an AS value): three digits and a unit, days, weeks, months or years ("007Y", "011M").
+_AGE_RE = re.compile(r"^(\d{3})([DWMY])$")
+#: Below this many years a patient is a child (paediatric), at or above an adult.
+ADULT_AGE_YEARS = 18
+
+
+def age_group(patient_age: str | None) -> str | None:
+    """``"paediatric"`` (under 18 years), ``"adult"`` or None (absent or malformed) from a DICOM
+    PatientAge such as ``"007Y"`` or ``"011M"``.
+
+    Only this coarse group leaves the decoder (``Radiograph.age_group``, in memory, for the scope gate's
+    age rule): the age itself is never kept, logged, stored or exported.
+    """
+    match = _AGE_RE.match((patient_age or "").strip().upper())
+    if match is None:
+        return None
+    number, unit = int(match.group(1)), match.group(2)
+    return "adult" if unit == "Y" and number >= ADULT_AGE_YEARS else "paediatric"
+
+
+def _plain_text(ds: pydicom.Dataset, keyword: str) -> str | None:
+    """A short string attribute as text, or None when absent or unreadable."""
+    try:
+        value = ds.get(keyword)
+    except DECODER_ERRORS:
+        return None
+    return str(value) if value is not None else None
 
 
 def _code_string(ds: pydicom.Dataset, keyword: str) -> str | None:

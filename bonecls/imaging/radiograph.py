@@ -58,6 +58,11 @@ class Radiograph:
     is_color_source: bool
     sha256: str
     warnings: tuple[str, ...]
+    #: "adult" / "paediatric" from the DICOM PatientAge, for the scope gate's age rule; the age itself
+    #: is never kept (bonecls.imaging.dicom.age_group), and this group is never logged or exported.
+    age_group: str | None = None
+    #: the DICOM tag ``pixel_spacing`` came from (PixelSpacing | ImagerPixelSpacing); None without one
+    pixel_spacing_source: str | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -111,9 +116,11 @@ class Decoded:
     invert: bool = False
     is_color: bool = False
     pixel_spacing: tuple[float, float] | None = None
+    pixel_spacing_source: str | None = None  # the header tag the spacing came from
     view: str | None = None
     body_part: str | None = None
     modality: str | None = None
+    age_group: str | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -301,9 +308,11 @@ def finish_radiograph(d: Decoded, fmt: str, digest: str) -> Radiograph:
         view=d.view,
         body_part=d.body_part,
         modality=d.modality,
+        age_group=d.age_group,
         is_color_source=d.is_color,
         sha256=digest,
         warnings=tuple(dict.fromkeys(warnings)),
+        pixel_spacing_source=d.pixel_spacing_source if d.pixel_spacing is not None else None,
     )
 
 

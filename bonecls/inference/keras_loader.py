@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import zipfile
+from collections.abc import Sequence
 from typing import Any
 
 from bonecls.errors import WeightsError
@@ -35,6 +36,7 @@ __all__ = [
     "KERAS_INSTALL",
     "check_config",
     "expose_logits",
+    "features_model",
     "find_cam_layer",
     "import_keras",
     "load_keras",
@@ -244,6 +246,54 @@ def expose_logits(model: Any, card: ModelCard) -> None:
             f"Model '{card.id}' ends in a '{act_name}' activation; bonecls needs class scores from a softmax "
             "(or linear logits) over the card's classes. Re-export the model with a softmax output."
         )
+
+
+def _head_dense(model: Any) -> Any:
+    """The Dense layer that produces the class scores: the output op itself, or the layer under a final
+    ``Activation`` / ``Softmax``."""
+    keras, _ = import_keras()
+    op = _output_op(model)
+    while not isinstance(op, keras.layers.Dense):
+        inbound = getattr(op, "input", None)
+        history = getattr(inbound, "_keras_history", None)
+        if history is None or type(op).__name__ not in ("Activation", "Softmax"):
+            raise WeightsError(
+                "The model's class scores do not come from a Dense layer, so its learned scope has no "
+                "pooled features to read; fit the scope with --layers naming a convolutional layer."
+            )
+        op = history[0]
+    return op
+
+
+def features_model(model: Any, layers: Sequence[str]) -> Any:
+    """A Keras model over the same layers (and weights) as ``model`` returning ``[logits, features]``:
+    the scope gate's pooled features from the very pass that computes the logits.
+
+    ``layers`` as in :class:`bonecls.scope.features.FeatureTap`: ``"penultimate"`` is the input of the
+    Dense layer that gives the class scores (what the head reads, as on PyTorch); any other name is a
+    layer whose 4-D output is averaged over its spatial positions (the CAM layer, for example). The
+    features are joined in the order given. ``model`` must already return logits (:func:`expose_logits`).
+    """
+    from bonecls.scope.features import PENULTIMATE
+
+    keras, _ = import_keras()
+    if not layers:
+        raise ValueError("features_model needs at least one layer.")
+    by_name = {layer.name: layer for layer in _flat_layers(model)}
+    parts = []
+    for name in layers:
+        if name == PENULTIMATE:
+            tensor = _head_dense(model).input
+        elif name in by_name:
+            tensor = by_name[name].output
+        else:
+            raise WeightsError(f"The scope layer '{name}' is not a layer of the Keras model.")
+        if len(tensor.shape) > 2:
+            tensor = keras.ops.mean(tensor, axis=tuple(range(1, len(tensor.shape) - 1)))
+        parts.append(tensor)
+    features = parts[0] if len(parts) == 1 else keras.ops.concatenate(parts, axis=-1)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, [model.outputs[0], features], name=f"{model.name}_scope")
 
 
 def find_cam_layer(model: Any, name: str | None = None) -> Any:

@@ -17,6 +17,7 @@ lock as :class:`Predictor`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,11 @@ import torch
 
 from bonecls.errors import WeightsError
 from bonecls.inference.keras_cam import keras_cam
-from bonecls.inference.keras_loader import find_cam_layer, import_keras, load_keras
+from bonecls.inference.keras_loader import features_model, find_cam_layer, import_keras, load_keras
 from bonecls.inference.predictor import Predictor, predict_in_chunks
 from bonecls.inference.results import Prediction
 from bonecls.inference.scoping import ScopeGuard
-from bonecls.weights import ModelCard
+from bonecls.weights import ModelCard, load_card
 
 __all__ = ["KerasPredictor"]
 
@@ -44,13 +45,17 @@ class KerasPredictor(Predictor):
     when its GPU build is installed and sees one, else the CPU).
     """
 
-    def __init__(self, model: Any, card: ModelCard, *, batch_size: int = 32) -> None:
+    def __init__(
+        self, model: Any, card: ModelCard, *, batch_size: int = 32, scope: ScopeGuard | None = None
+    ) -> None:
         if card.framework != "keras":
             raise WeightsError(
                 f"KerasPredictor runs Keras classifiers; model '{card.id}' is a {card.framework} model."
             )
         _, tf = import_keras(card.id)
         card = self._init_card(card, batch_size)
+        if scope is not None:
+            self.scope_guard = scope
         self.model = model
         self.device = torch.device("cpu")  # where the inputs are prepared; TensorFlow places the model
         self._memory_format = torch.contiguous_format
@@ -58,22 +63,30 @@ class KerasPredictor(Predictor):
         self.cam_layer = find_cam_layer(model, str(cam_layer) if cam_layer else None)
         spec = tf.TensorSpec([None, card.input_size, card.input_size, card.in_chans], tf.float32)
         self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        # the scope gate's features come from the pass that computes the logits (one graph, two outputs)
+        self._forward_features = None
+        if self.scope_guard.layers:
+            with_features = features_model(model, self.scope_guard.layers)
+            self._forward_features = tf.function(
+                lambda x: with_features(x, training=False), input_signature=[spec]
+            )
         # trace now: a first trace inside explain() would capture the CAM layer's temporary wrapper
-        self._forward(np.zeros((1, card.input_size, card.input_size, card.in_chans), np.float32))
+        blank = np.zeros((1, card.input_size, card.input_size, card.in_chans), np.float32)
+        self._forward(blank)
+        if self._forward_features is not None:
+            self._forward_features(blank)
 
     @classmethod
     def from_card(cls, path_or_id: str | Path, device: str = "cpu", *, scope: bool = True) -> KerasPredictor:
-        """Load a Keras model folder / card.json / id (sha256 and config checked before deserialising).
-
-        Its scope gate applies the declared scope's header rules and the image heuristics only: the
-        learned part needs pooled features from the Keras graph, which this predictor does not
-        record, so every answer carries the sentence that the learned scope is not fitted
-        (:data:`bonecls.inference.scoping.NOT_FITTED`). ``scope=False``: raw research answers.
+        """Load a Keras model folder / card.json / id (sha256 and config checked before deserialising),
+        with its scope gate (statistics verified too): the declared scope's header rules, the image
+        heuristics and, when the card has a learned scope, the distance of the pooled features the
+        model computes with its logits (:func:`bonecls.inference.keras_loader.features_model`).
+        ``scope=False``: raw research answers.
         """
         model, card = load_keras(path_or_id)
-        predictor = cls(model, card)
-        predictor.scope_guard = ScopeGuard(card, None, enabled=scope)
-        return predictor
+        _, card_dir = load_card(path_or_id, verify=False)
+        return cls(model, card, scope=ScopeGuard.for_card(card, card_dir, enabled=scope))
 
     def preprocess(self, rg: Any) -> np.ndarray:  # type: ignore[override]
         """Radiograph (or its pixels) -> normalised (1, S, S, C) float32, channels last."""
@@ -84,19 +97,29 @@ class KerasPredictor(Predictor):
         with self._lock.read():
             return np.array(self._forward(np.ascontiguousarray(batch, dtype=np.float32)), np.float32)
 
-    def logits_and_features(self, batch: np.ndarray) -> tuple[np.ndarray, None]:  # type: ignore[override]
-        """Logits and no features: the Keras engine's gate has no learned part (see :meth:`from_card`)."""
-        return self.logits(batch), None
+    def logits_and_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:  # type: ignore[override]
+        """Logits (N, K) and the scope gate's pooled features (N, D) from one forward pass; features
+        None when the card has no learned scope (or the gate is off)."""
+        if self._forward_features is None:
+            return self.logits(batch), None
+        with self._lock.read():
+            logits, features = self._forward_features(np.ascontiguousarray(batch, dtype=np.float32))
+        return np.array(logits, np.float32), np.array(features, np.float32)
 
     def predict_batch(self, rgs: Sequence[Any]) -> list[Prediction]:
         """Predictions for many images, run in chunks of ``batch_size``."""
-        return predict_in_chunks(self, rgs, np.concatenate)
+        return predict_in_chunks(self, rgs, self._stack)
+
+    def _stack(self, xs: list[Any]) -> np.ndarray:
+        """Channels-last inputs joined into one batch (NumPy, for the ``tf.function``)."""
+        return np.concatenate(xs)
 
     def _cam(self, pixels: np.ndarray, method: str, index: int | None) -> Any:
-        """Prediction and CAM from one forward pass (see :func:`bonecls.inference.keras_cam.keras_cam`)."""
+        """Prediction and CAM from one forward pass (see :func:`bonecls.inference.keras_cam.keras_cam`);
+        the scope gate's features from one more plain pass when the card has a learned scope."""
         x = self.preprocess(pixels)
         with self._lock.write():
-            return keras_cam(
+            result = keras_cam(
                 self.model,
                 x,
                 self.cam_layer,
@@ -105,3 +128,7 @@ class KerasPredictor(Predictor):
                 forward=lambda b: np.asarray(self._forward(b)),
                 out_size=pixels.shape,
             )
+            if self._forward_features is None:
+                return result
+            features = np.array(self._forward_features(x)[1], np.float32)
+        return dataclasses.replace(result, features=torch.from_numpy(features[:1]))

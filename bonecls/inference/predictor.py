@@ -27,12 +27,15 @@ from bonecls.errors import ExplainError, WeightsError
 from bonecls.inference.heatmap import cv2_colormap, overlay
 from bonecls.inference.results import Explanation, Prediction, status_for
 from bonecls.inference.scoping import ScopeGuard
+from bonecls.inference.tiling import ReadPlan, merge_tiles, plan_for, reading_of, stitch_heatmaps
 from bonecls.inference.torch_cam import cam_class, explain_with_logits
 from bonecls.models import target_layers
 from bonecls.scope.features import pixels_of, preprocess_pixels
 from bonecls.weights import ModelCard, load_card, load_pytorch
 
-__all__ = ["Predictor", "predict_in_chunks"]
+__all__ = ["Predictor", "judged_answers", "predict_in_chunks"]
+
+NO_HEATMAP_REFUSED = "No heat map: the image is outside what this model was trained on."
 
 
 class _RWLock:
@@ -193,9 +196,11 @@ class Predictor:
 
     def predict_batch(self, rgs: Sequence[Any]) -> list[Prediction]:
         """Predictions for many images, run in chunks of ``batch_size``."""
-        return predict_in_chunks(
-            self, rgs, lambda xs: torch.cat(xs).contiguous(memory_format=self._memory_format)
-        )
+        return predict_in_chunks(self, rgs, self._stack)
+
+    def _stack(self, xs: list[Any]) -> Any:
+        """Preprocessed inputs joined into one batch for :meth:`logits_and_features`."""
+        return torch.cat(xs).contiguous(memory_format=self._memory_format)
 
     # -- explanation --------------------------------------------------------------------------------
 
@@ -230,14 +235,10 @@ class Predictor:
         guard = self.scope_guard
         reasons = guard.precheck(rg)
         if reasons:  # refused before the model runs: no heat map either
-            return Explanation(
-                heatmap=np.zeros(pixels.shape, np.float32),
-                overlay=overlay(pixels, np.zeros(pixels.shape, np.float32), opacity=0.0),
-                method=method,
-                target_class="",
-                prediction=guard.refused(reasons),
-                warnings=("No heat map: the image is outside what this model was trained on.",),
-            )
+            return self._no_heatmap(pixels, method, guard.refused(reasons), NO_HEATMAP_REFUSED)
+        plan = plan_for(rg, self.card)
+        if plan.mode == "tiles":
+            return self._explain_tiles(pixels, plan, method, index, colormap, opacity)
         result = self._cam(pixels, method, index)
         scores = guard.scores(result.features)
         prediction = guard.judge(
@@ -248,8 +249,59 @@ class Predictor:
             overlay=overlay(pixels, result.heatmap, colormap=colormap, opacity=opacity),
             method=method,
             target_class=self.card.class_names[result.target_index],
-            prediction=prediction,
+            prediction=dataclasses.replace(prediction, reading=reading_of(plan)),
             warnings=result.warnings,
+        )
+
+    def _no_heatmap(self, pixels: np.ndarray, method: str, prediction: Prediction, why: str) -> Explanation:
+        blank = np.zeros(pixels.shape, np.float32)
+        return Explanation(
+            heatmap=blank,
+            overlay=overlay(pixels, blank, opacity=0.0),
+            method=method,
+            target_class="",
+            prediction=prediction,
+            warnings=(why,),
+        )
+
+    def _explain_tiles(
+        self,
+        pixels: np.ndarray,
+        plan: ReadPlan,
+        method: str,
+        index: int | None,
+        colormap: str,
+        opacity: float,
+    ) -> Explanation:
+        """A film read in tiles: the tiles' answers in one batched pass, merged
+        (:func:`~bonecls.inference.tiling.merge_tiles`, the same answer as :meth:`predict`), then a CAM
+        of the film's class on every in-scope tile, each scaled by that tile's probability of the class
+        over the highest one (so a quiet tile stays quiet), stitched back on the film."""
+        tiles = plan.tile_pixels(pixels)
+        answers = judged_answers(self, tiles, self._stack)
+        prediction = merge_tiles(plan, answers)
+        if not prediction.in_scope:
+            return self._no_heatmap(pixels, method, prediction, NO_HEATMAP_REFUSED)
+        target = index if index is not None else self.class_index(prediction.label)
+        name = self.card.class_names[target]
+        top = max(a.probabilities.get(name, 0.0) for a in answers if a.in_scope) or 1.0
+        heats: list[np.ndarray | None] = []
+        warnings: list[str] = []
+        for tile, answer in zip(tiles, answers, strict=True):
+            if not answer.in_scope:
+                heats.append(None)
+                continue
+            result = self._cam(tile, method, target)
+            warnings.extend(w for w in result.warnings if w not in warnings)
+            heats.append(result.heatmap * np.float32(answer.probabilities.get(name, 0.0) / top))
+        heatmap = stitch_heatmaps(plan, heats)
+        return Explanation(
+            heatmap=heatmap,
+            overlay=overlay(pixels, heatmap, colormap=colormap, opacity=opacity),
+            method=method,
+            target_class=name,
+            prediction=prediction,
+            warnings=tuple(warnings),
         )
 
     predict_and_explain = explain
@@ -273,21 +325,45 @@ def predict_in_chunks(engine: Any, rgs: Sequence[Any], stack: Callable[[list[Any
 
     The engine's ``scope_guard`` (:class:`~bonecls.inference.scoping.ScopeGuard`) refuses images by
     their header and heuristics before the model runs, and judges the others by the features
-    ``logits_and_features`` recorded in the same forward pass (no second pass)."""
+    ``logits_and_features`` recorded in the same forward pass (no second pass). Each film is read as
+    :func:`bonecls.inference.tiling.plan_for` decides: whole, or in tiles at the card's trained scale
+    (every tile judged by the gate, the answers merged by
+    :func:`~bonecls.inference.tiling.merge_tiles`); the tiles of all films share the chunks."""
     guard: ScopeGuard = engine.scope_guard
     out: list[Prediction | None] = [None] * len(rgs)
-    to_run: list[int] = []
+    plans: dict[int, ReadPlan] = {}
+    owners: list[int] = []
+    inputs: list[Any] = []
     for i, rg in enumerate(rgs):
         reasons = guard.precheck(rg)
         if reasons:
             out[i] = guard.refused(reasons)
+            continue
+        plans[i] = plan = plan_for(rg, engine.card)
+        parts = [rg] if plan.mode == "single" else plan.tile_pixels(pixels_of(rg))
+        owners.extend([i] * len(parts))
+        inputs.extend(parts)
+    answers: dict[int, list[Prediction]] = {i: [] for i in plans}
+    for i, answer in zip(owners, judged_answers(engine, inputs, stack), strict=True):
+        answers[i].append(answer)
+    for i, plan in plans.items():
+        if plan.mode == "single":
+            out[i] = dataclasses.replace(answers[i][0], reading=reading_of(plan))
         else:
-            to_run.append(i)
-    for start in range(0, len(to_run), engine.batch_size):
-        chunk = to_run[start : start + engine.batch_size]
-        logits, features = engine.logits_and_features(stack([engine.preprocess(rgs[i]) for i in chunk]))
-        scores = guard.scores(features)
-        for row, i in enumerate(chunk):
-            raw = engine.prediction_from_logits(torch.as_tensor(logits[row]))
-            out[i] = guard.judge(raw, None if scores is None else float(scores[row]))
+            out[i] = merge_tiles(plan, answers[i])
     return [p for p in out if p is not None]
+
+
+def judged_answers(engine: Any, inputs: Sequence[Any], stack: Callable[[list[Any]], Any]) -> list[Prediction]:
+    """The engine's answers for ``inputs`` (images or tiles the gate's precheck already passed), in
+    chunks of ``engine.batch_size``, each judged by the learned scope score of its own forward pass."""
+    guard: ScopeGuard = engine.scope_guard
+    out: list[Prediction] = []
+    for start in range(0, len(inputs), engine.batch_size):
+        chunk = inputs[start : start + engine.batch_size]
+        logits, features = engine.logits_and_features(stack([engine.preprocess(x) for x in chunk]))
+        scores = guard.scores(features)
+        for row in range(len(chunk)):
+            raw = engine.prediction_from_logits(torch.as_tensor(logits[row]))
+            out.append(guard.judge(raw, None if scores is None else float(scores[row])))
+    return out

@@ -7,11 +7,12 @@ same three steps in the same order:
    header and ``bonecls.ood``'s heuristics. A refusal here costs no model run, and the answer is
    :meth:`ScopeGuard.refused` (no raw output at all);
 2. the engine runs the model once and hands back the pooled features it recorded during that very
-   pass (:class:`bonecls.scope.features.FeatureTap` on PyTorch, extra graph outputs on ONNX Runtime);
+   pass (:class:`bonecls.scope.features.FeatureTap` on PyTorch, extra graph outputs on ONNX Runtime
+   and Keras: :func:`bonecls.inference.keras_loader.features_model`);
 3. :meth:`ScopeGuard.judge` scores those features against the card's threshold and marks the
    :class:`~bonecls.inference.results.Prediction` in or out of scope.
 
-A model whose card has no learned scope (a Keras model, a model trained before issue 21) still gets
+A model whose card has no learned scope (one trained before issue 21, or on too few images) still gets
 steps 1 and 3's header rules and heuristics, and every answer says, in a reason sentence, that the
 learned part was not fitted: it is never silently "in scope". ``enabled=False`` (``scope=False`` in
 :func:`bonecls.inference.load_classifier`, ``--no-scope`` on the CLI) skips the gate and marks the

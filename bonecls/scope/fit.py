@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from bonecls.errors import BoneclsError
-from bonecls.scope.declared import DECLARED_SCOPES
+from bonecls.scope.declared import DECLARED_SCOPES, FROM_RECIPE
 from bonecls.scope.extract import ModelFeatures, image_files, load_images
 from bonecls.scope.stats import choose_threshold, fit_stats, save_stats
 from bonecls.weights import (
@@ -88,11 +88,16 @@ def fit_scope_on(
     in_scope_rate: float = DEFAULT_IN_SCOPE_RATE,
     layers: Sequence[str] | None = None,
     fitted_on: str = "",
+    declared: DeclaredScope | None = None,
 ) -> ModelCard:
     """Fit on ``fit_images`` (Radiographs or pixel arrays of the training distribution), threshold on
     ``threshold_images`` (held-out, same distribution), in-scope rate on ``eval_images``; save the
     statistics beside the weights and the ``scope`` section on the card. The trainers call this at the
     end of training (``bonecls.training.scope_fit``, ``bonecls.detection.train``).
+
+    ``declared``: the declared scope to write (the trainers derive it from their training set's labels,
+    :func:`bonecls.scope.declared.declared_from_labels`); None keeps the card's own (a refit changes the
+    statistics, not what the model was trained on) or, on a card without one, takes the task's recipe.
 
     Raises :class:`BoneclsError` when there are not more fit images than feature dimensions.
     """
@@ -122,12 +127,21 @@ def fit_scope_on(
         sha256=save_stats(stats, card_dir / "scope.safetensors"),
         threshold=threshold,
         in_scope_rate=in_scope_rate,
-        declared=DECLARED_SCOPES.get(card.task)
-        or DeclaredScope(description=f"What '{card.id}' was trained on."),
+        declared=declared or _current_declared(card),
         fitted_on=fitted_on,
         metrics=metrics,
     )
     return _write_scope_on_card(card_dir, section)
+
+
+def _current_declared(card: ModelCard) -> DeclaredScope:
+    """The card's declared scope, else the task's recipe (:data:`DECLARED_SCOPES`), else an empty one."""
+    if card.scope is not None:
+        return card.scope.declared
+    table = DECLARED_SCOPES.get(card.task)
+    if table is not None:
+        return table.model_copy(update={"derived_from": FROM_RECIPE})
+    return DeclaredScope(description=f"What '{card.id}' was trained on.")
 
 
 def _write_scope_on_card(card_dir: Path, section: ScopeSection) -> ModelCard:

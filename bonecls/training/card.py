@@ -116,7 +116,7 @@ def calibrate_and_test(
     return CardScores(cal, tm, rel, report.card_test_metrics(tm, cal, rel, history, extra))
 
 
-def card_fields(
+def trained_card(
     scores: CardScores,
     args: argparse.Namespace,
     index: dict,
@@ -127,29 +127,64 @@ def card_fields(
     positive: list[str],
     image_size: int,
     command: str,
-) -> dict[str, Any]:
-    """The :class:`bonecls.weights.ModelCard` fields both trainers fill alike (id, task, classes, input,
-    temperature, thresholds, test metrics, the data and use sentences, the time); the trainer adds the
-    framework's own (framework, architecture, head, normalization, weights file, extra)."""
-    from bonecls.weights import Thresholds
+    **framework_fields: Any,
+) -> Any:
+    """The :class:`bonecls.weights.ModelCard` of a finished run, built alike by both trainers: the fields
+    every card fills the same way (id, task, classes, input, temperature, thresholds, test metrics, the
+    data and use sentences, the time) and the framework's own, passed as ``framework_fields``
+    (``framework``, ``architecture``, ``head``, ``normalization``, ``extra``; ``weights_file`` and
+    ``sha256`` where the trainer saved the weights first)."""
+    from bonecls.weights import ModelCard, Thresholds
 
     training_data, phantom = training_data_sentence(index, args)
     th = scores.thresholds
+    return ModelCard(
+        id=card_id,
+        task=task,
+        class_names=class_names,
+        positive_classes=positive,
+        input_size=image_size,
+        in_chans=args.in_chans,
+        temperature=scores.temperature,
+        thresholds=Thresholds(negative_below=th["negative_below"], positive_at=th["positive_at"]),
+        training_data=training_data,
+        test_metrics=scores.test_metrics,
+        command=command,
+        intended_use=INTENDED_USE,
+        limitations=PHANTOM_LIMITATIONS if phantom else DEFAULT_LIMITATIONS,
+        created=datetime.now(UTC).replace(microsecond=0).isoformat(),
+        scale=card_scale(training_scale(index, image_size)),
+        **framework_fields,
+    )
+
+
+def finish_outputs(
+    out_dir: Path,
+    data_dir: str | Path,
+    index: dict,
+    scores: CardScores,
+    class_names: Sequence[str],
+    history: Sequence[dict],
+) -> tuple[dict | None, str]:
+    """After the weights and the card are saved: fit the scope gate on the model's own features of its
+    training split (:func:`bonecls.training.scope_fit.fit_scope_from_shards`) and write the report
+    files. Returns the scope's figures (None when not fitted) and the line the trainer prints."""
+    from bonecls.training.scope_fit import fit_scope_from_shards
+
+    fitted, line = fit_scope_from_shards(out_dir, data_dir, index)
+    write_reports(scores, class_names, history, out_dir)
+    return (fitted.scope.metrics if fitted is not None and fitted.scope is not None else None), line
+
+
+def summary_scores(scores: CardScores) -> dict[str, Any]:
+    """The test figures, temperature and thresholds as both trainers' ``summary.json`` records them."""
+    tm = scores.test
     return {
-        "id": card_id,
-        "task": task,
-        "class_names": class_names,
-        "positive_classes": positive,
-        "input_size": image_size,
-        "in_chans": args.in_chans,
+        "test_accuracy": tm["accuracy"],
+        "test_f1_macro": tm["f1_macro"],
+        "test_auc": tm.get("roc_auc"),
         "temperature": scores.temperature,
-        "thresholds": Thresholds(negative_below=th["negative_below"], positive_at=th["positive_at"]),
-        "training_data": training_data,
-        "test_metrics": scores.test_metrics,
-        "command": command,
-        "intended_use": INTENDED_USE,
-        "limitations": PHANTOM_LIMITATIONS if phantom else DEFAULT_LIMITATIONS,
-        "created": datetime.now(UTC).replace(microsecond=0).isoformat(),
+        "thresholds": summary_thresholds(scores),
     }
 
 
@@ -282,3 +317,18 @@ def training_scale(index: dict, image_size: int) -> dict[str, Any] | None:
         return None
     p5, median, p95 = np.percentile(spacing, [5, 50, 95])
     return {"median": round(float(median), 4), "p5": round(float(p5), 4), "p95": round(float(p95), 4)}
+
+
+def card_scale(figures: dict[str, Any] | None) -> Any:
+    """The card's ``scale`` section (:class:`bonecls.weights.TrainingScale`) from
+    :func:`training_scale`'s figures; None when the training images carried no spacing."""
+    if not figures:
+        return None
+    from bonecls.weights import TrainingScale
+
+    return TrainingScale(
+        mm_per_pixel=figures["median"],
+        p5_mm_per_pixel=figures["p5"],
+        p95_mm_per_pixel=figures["p95"],
+        source="the training images' pixel spacing (phantom manifest) times their side over the input size",
+    )

@@ -55,11 +55,11 @@ from bonecls.training.builders import (
 )
 from bonecls.training.card import (
     calibrate_and_test,
-    card_fields,
+    finish_outputs,
     result_line,
     run_recipe,
-    summary_thresholds,
-    write_reports,
+    summary_scores,
+    trained_card,
 )
 from bonecls.training.engine import (
     EvalOutput,
@@ -504,7 +504,7 @@ def _finish(
     """Calibrate on validation, score the test split, write the card, its figures and the run summary."""
     from bonecls.models import create_model
     from bonecls.training import report
-    from bonecls.weights import ModelCard, Normalization, save_pytorch
+    from bonecls.weights import Normalization, save_pytorch
 
     args, data = setup.args, setup.data
     history = progress.history
@@ -524,18 +524,16 @@ def _finish(
     )
     model.load_state_dict(strip_lesion_head(best.state_dict), strict=True)
     model.eval()
-    card = ModelCard(
-        **card_fields(
-            scores,
-            args,
-            data.index,
-            card_id=setup.card_id,
-            task=data.task,
-            class_names=data.class_names,
-            positive=data.positive,
-            image_size=data.image_size,
-            command=command_line(args),
-        ),
+    card = trained_card(
+        scores,
+        args,
+        data.index,
+        card_id=setup.card_id,
+        task=data.task,
+        class_names=data.class_names,
+        positive=data.positive,
+        image_size=data.image_size,
+        command=command_line(args),
         framework="pytorch",
         architecture=args.model,
         head=args.head,
@@ -543,11 +541,10 @@ def _finish(
         extra=run_recipe(setup, parts),
     )
     saved = save_pytorch(model, card, setup.out_dir)
-    from bonecls.training.scope_fit import fit_scope_from_shards  # the gate on the model's own features
-
-    print(fit_scope_from_shards(setup.out_dir, args.data, data.index)[1])
-    write_reports(scores, data.class_names, history, setup.out_dir)
-    tm = scores.test
+    scope, scope_line = finish_outputs(
+        setup.out_dir, args.data, data.index, scores, data.class_names, history
+    )
+    print(scope_line)
     summary = {
         "id": setup.card_id,
         "output": str(setup.out_dir),
@@ -558,19 +555,16 @@ def _finish(
         "train_seconds": progress.train_seconds,
         "total_seconds": time.perf_counter() - t_start,
         "images_per_s": float(np.mean([h["images_per_s"] for h in history])) if history else 0.0,
-        "test_accuracy": tm["accuracy"],
-        "test_f1_macro": tm["f1_macro"],
-        "test_auc": tm.get("roc_auc"),
+        **summary_scores(scores),
         "val_accuracy_best": next(
             (h["val_accuracy"] for h in history if h["epoch"] == progress.best_epoch), None
         ),
         "best_epoch": progress.best_epoch,
         "epochs": [h["epoch"] for h in history],
         "resumed_from": progress.resumed_from,
-        "temperature": scores.temperature,
-        "thresholds": summary_thresholds(scores),
         "lr": parts.lr,
         "global_batch": parts.global_batch,
+        "scope": scope,
     }
     report.write_json(summary, setup.run_dir / "summary.json")
     print(result_line(scores, setup.out_dir, saved.sha256))

@@ -19,7 +19,9 @@ that recipe train here; the result is served by the same app as the PyTorch mode
 * Output, like ``train/classify.py``: the best epoch's weights (validation loss), a temperature and
   thresholds fitted on validation (:mod:`.calibration`), test metrics (:mod:`.metrics`), written as
   ``model.keras`` + ``card.json`` (sha256 on the card) + report files in ``--output``, and
-  ``summary.json`` in ``--run-dir``.
+  ``summary.json`` in ``--run-dir``; then the learned scope gate on the model's own pooled features
+  (:func:`bonecls.training.scope_fit.fit_scope_from_shards`, as the PyTorch trainer: fitted on the
+  train split, threshold on val, in-scope rate on test, written on the card).
 """
 
 from __future__ import annotations
@@ -401,12 +403,12 @@ def _finish(
     from bonecls.training import report
     from bonecls.training.card import (
         calibrate_and_test,
-        card_fields,
+        finish_outputs,
         result_line,
-        summary_thresholds,
-        write_reports,
+        summary_scores,
+        trained_card,
     )
-    from bonecls.weights import ModelCard, Normalization, write_card
+    from bonecls.weights import Normalization, write_card
 
     args = setup.args
     scores = calibrate_and_test(
@@ -414,18 +416,16 @@ def _finish(
     )
     sha = _save_model(keras, model, setup.out_dir)
     mean, std = NORMALIZATION
-    card = ModelCard(
-        **card_fields(
-            scores,
-            args,
-            setup.index,
-            card_id=setup.card_id,
-            task=setup.task,
-            class_names=setup.class_names,
-            positive=setup.positive,
-            image_size=setup.image_size,
-            command=command_line(args),
-        ),
+    card = trained_card(
+        scores,
+        args,
+        setup.index,
+        card_id=setup.card_id,
+        task=setup.task,
+        class_names=setup.class_names,
+        positive=setup.positive,
+        image_size=setup.image_size,
+        command=command_line(args),
         framework="keras",
         architecture=args.model,
         head="dense_bn",
@@ -435,8 +435,9 @@ def _finish(
         extra=_card_extra(keras, setup, recipe),
     )
     write_card(card, setup.out_dir)
-    write_reports(scores, setup.class_names, history, setup.out_dir)
-    tm = scores.test
+    scope, scope_line = finish_outputs(
+        setup.out_dir, args.data, setup.index, scores, setup.class_names, history
+    )
     summary = {
         "id": setup.card_id,
         "output": str(setup.out_dir),
@@ -446,23 +447,15 @@ def _finish(
         "replicas": recipe["replicas"],
         "train_seconds": float(sum(r["epoch_seconds"] or 0.0 for r in history)),
         "total_seconds": time.perf_counter() - recipe["t_start"],
-        "test_accuracy": tm["accuracy"],
-        "test_f1_macro": tm["f1_macro"],
-        "test_auc": tm.get("roc_auc"),
+        **summary_scores(scores),
         "best_epoch": best_epoch,
         "epochs": [r["epoch"] for r in history],
-        "temperature": scores.temperature,
-        "thresholds": summary_thresholds(scores),
+        "scope": scope,
     }
     report.write_json(summary, setup.run_dir / "summary.json")
     print(result_line(scores, setup.out_dir, sha))
-    print(KERAS_SCOPE_LINE)
+    print(scope_line)
     return summary
-
-
-#: Keras models get no learned scope: the Keras predictor records no pooled features (bonecls.inference
-#: .keras_predictor); their answers get the declared scope's header rules and the image checks only.
-KERAS_SCOPE_LINE = "scope: learned part not fitted for Keras models; header rules and image checks only"
 
 
 def _card_extra(keras: Any, setup: _Setup, recipe: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 ``train/classify.py`` calls :func:`fit_scope_from_shards` after it has saved the weights and the
 card: the statistics are fitted on the model's own pooled features of (a deterministic sample of) the
 ``train`` split, the threshold is the score that ``in_scope_rate`` of the ``val`` split stays under,
-and the in-scope rate on the ``test`` split (which neither step saw) goes on the card. The shards
+and the in-scope rate on the ``test`` split (which neither step saw) goes on the card, with the declared
+scope its training split's labels name (:func:`bonecls.scope.declared.declared_from_labels`). The shards
 hold uint8 images at the prepared size, which :func:`bonecls.scope.features.preprocess_pixels`
 prepares exactly as the predictor prepares an image of that size, so the statistics describe what
 the model sees at answer time. The work is the same as :mod:`bonecls.scope.fit` (``python -m
@@ -17,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from bonecls.errors import BoneclsError, DataError
+from bonecls.scope.declared import declared_from_labels
 from bonecls.scope.fit import DEFAULT_IN_SCOPE_RATE, fit_scope_on
 from bonecls.training.shards import ShardDataset
-from bonecls.weights import ModelCard
+from bonecls.weights import ModelCard, load_card
 
 __all__ = ["MAX_FIT_IMAGES", "fit_scope_from_shards"]
 
@@ -58,13 +60,20 @@ def fit_scope_from_shards(
         held_out = _split_images(data_dir, "test", index, limit, seed=2)
     except DataError:  # a dataset without a test split: the held-out rate is simply not known
         held_out = None
+    declared = declared_from_labels(index, load_card(out_dir, verify=False)[0].task)
     fitted_on = (
         f"{len(fit)} images of the training split of {data_dir.name}; threshold on its "
         f"{len(threshold)} validation images; held-out rate on its test split"
     )
     try:
         card = fit_scope_on(
-            out_dir, fit, threshold, held_out, in_scope_rate=in_scope_rate, fitted_on=fitted_on
+            out_dir,
+            fit,
+            threshold,
+            held_out,
+            in_scope_rate=in_scope_rate,
+            fitted_on=fitted_on,
+            declared=declared,
         )
     except BoneclsError as exc:
         return None, f"scope: not fitted. {exc}"

@@ -148,6 +148,7 @@ def _model_card(entry: services.ModelEntry, expanded: bool = True) -> None:
                 f"- **Task:** {card.task} ({card.framework})\n"
                 f"- **Architecture:** {card.architecture}, head {card.head}, {card.input_size} px, "
                 f"{card.in_chans} channel(s)\n"
+                f"- **Trained scale:** {card.scale_summary}\n"
                 f"- **Classes:** {', '.join(card.class_names)} "
                 f"(finding: {', '.join(card.positive_classes)})\n"
                 f"- **Thresholds on suspicion:** negative below {card.thresholds.negative_below:.2f}, "
@@ -212,6 +213,7 @@ def _scope_section(card: Any) -> None:
         st.markdown(
             f"**Reads (declared scope).** {declared.description or 'not described'} "
             f"({codes}; age group {declared.age_group}). Images outside it get no result."
+            + (f" Scope {declared.derived_from}." if declared.derived_from else "")
         )
     if scope is None:
         st.caption(
