@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from bonecls.errors import BoneclsError
+from bonecls.phantom.varied import Variants
 from bonecls.weights import ModelCard, OperatingPoints, load_card, write_card
 
 __all__ = ["RECIPES", "Recipe", "choose_operating_points", "main", "measure_scores"]
@@ -75,18 +76,24 @@ def _encode(img8: np.ndarray, file_format: str) -> bytes:
     return buf.getvalue()
 
 
-def _phantoms(recipe: Recipe, n: int, seed: int) -> Iterator[tuple[Any, bool]]:
-    """(Radiograph, has a finding) for ``n`` independent phantoms (unpaired: one pose per image)."""
+def _phantoms(
+    recipe: Recipe, n: int, seed: int, variants: Variants | None = None
+) -> Iterator[tuple[Any, bool]]:
+    """(Radiograph, has a finding) for ``n`` independent phantoms (unpaired: one pose per image) of the
+    classic recipe, or of ``variants`` (a model trained on the varied recipe is measured on it)."""
     from bonecls.imaging import load_radiograph
     from bonecls.phantom import generate
 
-    for sample in generate(recipe.phantom_task, n, recipe.size, seed):
+    for sample in generate(recipe.phantom_task, n, recipe.size, seed, variants=variants):
         rg = load_radiograph(_encode(sample.to_uint8(), recipe.file_format))
         yield rg, sample.class_name in _FINDING_CLASSES
 
 
-def measure_scores(card_dir: str | Path, n: int, seed: int, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, has a finding) of the card's model on ``n`` held-out phantoms of dataset ``seed``."""
+def measure_scores(
+    card_dir: str | Path, n: int, seed: int, batch: int = 32, variants: Variants | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, has a finding) of the card's model on ``n`` held-out phantoms of dataset ``seed``
+    (``variants``: of the varied recipe; ``None``: classic)."""
     card, folder = load_card(card_dir)
     recipe = RECIPES[card.task]
     scores: list[float] = []
@@ -95,7 +102,7 @@ def measure_scores(card_dir: str | Path, n: int, seed: int, batch: int = 32) -> 
         from bonecls.detection.detector import OnnxDetector
 
         detector = OnnxDetector.from_card(folder)
-        for rg, positive in _phantoms(recipe, n, seed):
+        for rg, positive in _phantoms(recipe, n, seed, variants):
             boxes = detector.detect(rg, conf=0.01)
             scores.append(max((float(b.confidence) for b in boxes), default=0.0))
             truth.append(positive)
@@ -104,7 +111,7 @@ def measure_scores(card_dir: str | Path, n: int, seed: int, batch: int = 32) -> 
 
         predictor = load_classifier(folder, engine="native")
         pending: list[Any] = []
-        for rg, positive in _phantoms(recipe, n, seed):
+        for rg, positive in _phantoms(recipe, n, seed, variants):
             pending.append(rg)
             truth.append(positive)
             if len(pending) == batch:
@@ -204,6 +211,13 @@ def _parser() -> argparse.ArgumentParser:
         default=0.995,
         help="doubt cut's target when the classes separate",
     )
+    parser.add_argument(
+        "--exclude",
+        metavar="NAMES",
+        help="measure on the varied recipe (bonecls phantom --recipe varied) without these comma-separated "
+        "CTs, chains or lesion styles (a model trained on the varied recipe: its held-out variants); "
+        "default: the classic recipe",
+    )
     parser.add_argument("--write", action="store_true", help="write the cuts and figures into card.json")
     return parser
 
@@ -215,7 +229,14 @@ def main(argv: list[str] | None = None) -> int:
         if card.task not in RECIPES:
             raise BoneclsError(f"No phantom recipe is known for task '{card.task}'.")
         recipe = RECIPES[card.task]
-        score, positive = measure_scores(folder, args.n, args.seed)
+        variants = None
+        if args.exclude is not None:
+            names = tuple(n.strip() for n in args.exclude.split(",") if n.strip())
+            variants = Variants.varied().narrowed(exclude=names)
+        score, positive = measure_scores(folder, args.n, args.seed, variants=variants)
+    except ValueError as exc:
+        print(f"error: --exclude: {exc}", file=sys.stderr)
+        return 2
     except BoneclsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -230,10 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     measured_on = (
         f"{len(score)} held-out phantoms (bonecls phantom --task {recipe.phantom_task} "
         f"--layout {recipe.layout} "
-        f"--size {recipe.size} --seed {args.seed}, unpaired, read as {recipe.file_format} files); "
+        + (f"--recipe varied --exclude {args.exclude} " if args.exclude is not None else "")
+        + f"--size {recipe.size} --seed {args.seed}, unpaired, read as {recipe.file_format} files); "
         "no shipped model trained on this seed. Synthetic images, not patients."
     )
-    command = f"python -m bonecls.operating_points {args.card} --n {args.n} --seed {args.seed} --write"
+    varied = f" --exclude {args.exclude}" if args.exclude is not None else ""
+    command = f"python -m bonecls.operating_points {args.card} --n {args.n} --seed {args.seed}{varied}"
+    command += " --write"
     print(json.dumps({"card": card.id, **points}, indent=2))
     if args.write:
         updated = card_with_points(card, points, measured_on, command)

@@ -26,6 +26,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -324,30 +325,9 @@ def make_text() -> bytes:
 def make_dicom(
     pixels: np.ndarray | None = None,
     *,
-    photometric: str = "MONOCHROME2",
-    bits_stored: int | None = None,
-    signed: bool | None = None,
-    slope: float | None = None,
-    intercept: float | None = None,
-    window: tuple[float | Sequence[float], float | Sequence[float]] | None = None,
-    voi_function: str | None = None,
-    voi_lut: tuple[int, int, Sequence[int]] | None = None,
-    compress: str | None = None,
-    transfer_syntax: str | None = None,
     preamble: bool = True,
     file_meta: bool = True,
-    phi: bool = False,
-    garbage_high_bits: bool = False,
-    rows: int | None = None,
-    columns: int | None = None,
-    pixel_data: bytes | None = None,
-    include_pixels: bool = True,
-    sop_class: str = DX_FOR_PRESENTATION,
-    modality: str = "DX",
-    view: str | None = "PA",
-    body_part: str | None = "CHEST",
-    pixel_spacing: tuple[float, float] | None = (0.15, 0.15),
-    extra: dict[str, object] | None = None,
+    **options: Any,
 ) -> bytes:
     """DICOM Part 10 bytes for a radiograph.
 
@@ -361,33 +341,10 @@ def make_dicom(
     pixel data as is. ``preamble=False`` drops the 128-byte preamble and "DICM"; ``file_meta=False``
     writes a bare implicit-VR dataset (no meta group, as old archives do). ``rows``/``columns``
     override the header after the pixel data is built; ``pixel_data`` replaces it verbatim.
-    ``phi=True`` adds the :data:`PHI` identifiers.
+    ``phi=True`` adds the :data:`PHI` identifiers. Every option but ``preamble`` and ``file_meta`` is
+    :func:`make_dicom_dataset`'s (its signature lists them, with their defaults).
     """
-    ds = make_dicom_dataset(
-        pixels,
-        photometric=photometric,
-        bits_stored=bits_stored,
-        signed=signed,
-        slope=slope,
-        intercept=intercept,
-        window=window,
-        voi_function=voi_function,
-        voi_lut=voi_lut,
-        compress=compress,
-        transfer_syntax=transfer_syntax,
-        phi=phi,
-        garbage_high_bits=garbage_high_bits,
-        rows=rows,
-        columns=columns,
-        pixel_data=pixel_data,
-        include_pixels=include_pixels,
-        sop_class=sop_class,
-        modality=modality,
-        view=view,
-        body_part=body_part,
-        pixel_spacing=pixel_spacing,
-        extra=extra,
-    )
+    ds = make_dicom_dataset(pixels, **options)
     return dicom_bytes(ds, preamble=preamble, file_meta=file_meta)
 
 

@@ -91,8 +91,9 @@ def make_grazpedwri(root: Path, patients: int = 10) -> Path:
     return root
 
 
-def write_patient_dicom(path: Path, patient_id: str, study_uid: str, value: int = 1000) -> Path:
-    """A small MONOCHROME2 DICOM carrying PatientID and StudyInstanceUID."""
+def write_cr_dicom(path: Path, pixels: np.ndarray, **attributes: str) -> Path:
+    """A small 12-bit MONOCHROME2 CR DICOM of ``pixels`` (uint16 values), with extra header
+    ``attributes`` (e.g. ``PatientID``, ``StudyInstanceUID``), written to ``path``."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -104,14 +105,20 @@ def write_patient_dicom(path: Path, patient_id: str, study_uid: str, value: int 
     ds.file_meta = meta
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.PatientID = patient_id
-    ds.StudyInstanceUID = study_uid
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
     ds.Modality = "CR"
-    ds.Rows, ds.Columns = 16, 16
+    ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (np.full((16, 16), value, dtype=np.uint16)).tobytes()
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def write_patient_dicom(path: Path, patient_id: str, study_uid: str, value: int = 1000) -> Path:
+    """A small MONOCHROME2 DICOM carrying PatientID and StudyInstanceUID."""
+    pixels = np.full((16, 16), value, dtype=np.uint16)
+    return write_cr_dicom(path, pixels, PatientID=patient_id, StudyInstanceUID=study_uid)

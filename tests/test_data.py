@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from realdata import write_cr_dicom
 
 from bonecls.data import (
     FRACATLAS_COLUMNS,
@@ -42,26 +43,7 @@ def write_jpg(path: Path, h: int = 12, w: int = 16) -> Path:
 
 
 def write_dicom(path: Path, h: int = 20, w: int = 24) -> Path:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = h, w
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (np.arange(h * w, dtype=np.uint16).reshape(h, w) % 4096).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_cr_dicom(path, np.arange(h * w, dtype=np.uint16).reshape(h, w) % 4096)
 
 
 def make_kaggle(root: Path, per_class: int = 3) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from realdata import write_cr_dicom
 
 from bonecls.errors import DataError
 from bonecls.prepare import format_size_report, load_index, prepare, size_report
@@ -132,27 +133,6 @@ def test_auto_size_and_errors(dataset: Path, tmp_path: Path) -> None:
         prepare(dataset, tmp_path / "y", size=32, scheduler="bogus", progress=False, echo=lambda s: None)
 
 
-def _dicom(path: Path, arr: np.ndarray) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = arr.astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-
-
 def test_rsna_dicoms_decode_at_full_bit_depth(tmp_path: Path) -> None:
     """12-bit DICOMs whose values all lie above 255: an 8-bit path would saturate, ours keeps the ramp."""
     root = tmp_path / "rsna"
@@ -162,7 +142,7 @@ def test_rsna_dicoms_decode_at_full_bit_depth(tmp_path: Path) -> None:
         # each film its own vertical banding (rows stay ramps): identical films would be refused as copies
         bands = np.random.default_rng(i).uniform(0.7, 1.3, 5)
         ramp *= np.repeat(bands, 8)[:, None]
-        _dicom(root / "stage_2_train_images" / f"p{i}.dcm", ramp)
+        write_cr_dicom(root / "stage_2_train_images" / f"p{i}.dcm", ramp)
         rows.append(f"p{i},1,1,5,5,1" if i < 4 else f"p{i},,,,,0")
     (root / "stage_2_train_labels.csv").write_text("\n".join(rows) + "\n")
     res = prepare(root, tmp_path / "out", size=32, scheduler="sync", progress=False, echo=lambda s: None)

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from bonecls.errors import WeightsError
-from bonecls.pacs.results import OUT_OF_SCOPE, Box, ModelInfo, Status, rounded_probability
+from bonecls.pacs.results import OUT_OF_SCOPE, Box, ImageResult, ModelInfo, Status, rounded_probability
 from bonecls.weights import ModelCard, load_card, scan_cards
 
-__all__ = ["ModelOutput", "ModelReader", "ScopeVerdict", "load_readers", "scope_of"]
+__all__ = ["ModelOutput", "ModelReader", "ScopeVerdict", "image_result", "load_readers", "scope_of"]
 
 SERVED_FRAMEWORKS = ("pytorch", "keras", "ultralytics")
 
@@ -63,6 +63,27 @@ class ModelOutput:
     boxes: tuple[Box, ...]
     scope_reasons: tuple[str, ...]
     overlay: np.ndarray | None  # uint8 (H, W, 3) RGB heat map / boxes; None when out of scope or not asked
+
+
+def image_result(info: ModelInfo, out: ModelOutput, **uids: str) -> ImageResult:
+    """``out`` tied to the model that gave it and to the image's DICOM UIDs (``study_instance_uid``,
+    ``series_instance_uid``, ``sop_instance_uid``, ``sop_class_uid``; empty for a file that is not a
+    DICOM): the one record the PACS reader, the SR/SC writers and the sweep table all take."""
+    return ImageResult(
+        study_instance_uid=uids.get("study_instance_uid", ""),
+        series_instance_uid=uids.get("series_instance_uid", ""),
+        sop_instance_uid=uids.get("sop_instance_uid", ""),
+        sop_class_uid=uids.get("sop_class_uid", ""),
+        model_id=info.model_id,
+        model_sha256=info.sha256,
+        finding=info.finding,
+        status=out.status,
+        label=out.label,
+        suspicion=out.suspicion,
+        probabilities=out.probabilities,
+        boxes=out.boxes,
+        scope_reasons=out.scope_reasons,
+    )
 
 
 def model_info(card: ModelCard) -> ModelInfo:

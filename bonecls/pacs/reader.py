@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 
 from bonecls.errors import BoneclsError
 from bonecls.pacs.errors import DicomContentError
-from bonecls.pacs.models import ModelReader
+from bonecls.pacs.models import ModelReader, image_result
 from bonecls.pacs.results import ImageResult, StudyReading
 
 log = logging.getLogger(__name__)
@@ -121,27 +121,17 @@ def read_instance(
         rg = radiograph_of(ds)
     except BoneclsError as exc:
         raise DicomContentError(str(exc)) from exc
+    uids = {
+        "study_instance_uid": str(ds.StudyInstanceUID),
+        "series_instance_uid": str(ds.SeriesInstanceUID),
+        "sop_instance_uid": str(ds.SOPInstanceUID),
+        "sop_class_uid": str(ds.SOPClassUID),
+    }
     results: list[ImageResult] = []
     pictures: dict[tuple[str, str], np.ndarray] = {}
     for reader in readers:
         out = reader.read(rg, overlay=overlays)
-        results.append(
-            ImageResult(
-                study_instance_uid=str(ds.StudyInstanceUID),
-                series_instance_uid=str(ds.SeriesInstanceUID),
-                sop_instance_uid=str(ds.SOPInstanceUID),
-                sop_class_uid=str(ds.SOPClassUID),
-                model_id=reader.info.model_id,
-                model_sha256=reader.info.sha256,
-                finding=reader.info.finding,
-                status=out.status,
-                label=out.label,
-                suspicion=out.suspicion,
-                probabilities=out.probabilities,
-                boxes=out.boxes,
-                scope_reasons=out.scope_reasons,
-            )
-        )
+        results.append(image_result(reader.info, out, **uids))
         if out.overlay is not None:
             pictures[(str(ds.SOPInstanceUID), reader.info.model_id)] = out.overlay
     return results, pictures

@@ -34,7 +34,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from bonecls.errors import BoneclsError, WeightsError
 from bonecls.pacs.errors import DicomContentError, PacsError
-from bonecls.pacs.models import SERVED_FRAMEWORKS, ModelReader, load_readers, model_info
+from bonecls.pacs.models import SERVED_FRAMEWORKS, ModelReader, image_result, load_readers, model_info
 from bonecls.pacs.results import ModelInfo
 from bonecls.pacs.send import DEFAULT_CALLING_AET
 from bonecls.pacs.sweep_table import NOT_READ, ResultTable
@@ -211,25 +211,8 @@ def score_item(item: SweepItem, target: SweepTarget) -> list[dict[str, object]]:
         radiograph = load_radiograph(data)
     except BoneclsError as exc:
         return [_not_read(item, fmt, str(exc))]
-    rows = []
-    for reader in models.readers:
-        out = reader.read(radiograph)
-        rows.append(
-            _row(
-                item,
-                fmt,
-                model_id=reader.info.model_id,
-                model_sha256=reader.info.sha256,
-                finding=reader.info.finding,
-                status=out.status,
-                label=out.label,
-                suspicion=out.suspicion,
-                probabilities=dict(out.probabilities),
-                boxes=[_box(b) for b in out.boxes],
-                scope_reasons=list(out.scope_reasons),
-            )
-        )
-    return rows
+    answers = [image_result(reader.info, reader.read(radiograph)) for reader in models.readers]
+    return [_row(item, fmt, **answer.row()) for answer in answers]
 
 
 def _score_dataset(item: SweepItem, ds: Any, readers: Sequence[ModelReader], target: SweepTarget) -> list:
@@ -262,10 +245,6 @@ def _score_dataset(item: SweepItem, ds: Any, readers: Sequence[ModelReader], tar
             )
         )
     return [_row(item, "dicom", **r.row(), results_stored=stored) for r in results]
-
-
-def _box(box: Any) -> dict[str, object]:
-    return {k: getattr(box, k) for k in ("x0", "y0", "x1", "y1", "confidence", "label")}
 
 
 def _row(item: SweepItem, fmt: str, **values: object) -> dict[str, object]:

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from bonecls.phantom.render import marker_side
+
 # chain name -> parameter ranges (uniform unless said otherwise)
 CHAINS: dict[str, dict] = {
     # plain gamma display of a well-exposed 12-bit image, mild edge enhancement
@@ -71,13 +73,7 @@ class Acquisition:
 def sample_acquisition(chain: str, rng: np.random.Generator, view: str) -> Acquisition:
     """Random exposure and processing within ``chain``."""
     spec = CHAINS[chain]
-    side = (
-        "R"
-        if view.endswith("right")
-        else "L"
-        if view.endswith("left")
-        else ("R" if rng.random() < 0.7 else "L")
-    )
+    side = marker_side(view, rng)
     coll = tuple(float(rng.uniform(0.015, 0.1)) if rng.random() < 0.4 else 0.0 for _ in range(4))
     lut = spec["lut"]
     lut_param = {

@@ -25,16 +25,13 @@ import numpy as np
 
 from bonecls.phantom.lesions import (
     _REACH,
-    _SUB_OFFS,
     LesionPatch,
-    _box_from_patch,
     _norm,
     _rotation,
     _smooth_weight,
-    _sub_points,
-    bone_family,
+    bone_site,
+    break_patch,
     make_fracture,
-    splat_points,
 )
 from bonecls.phantom.volume import AttenuationVolume
 
@@ -93,30 +90,8 @@ def make_styled_fracture(
         patch.delta *= np.float32(bone_scale)
         patch.info["style"] = style
         return patch
-    cand = vol.candidates[int(candidate)]
-    bone = str(cand["bone"])
-    family = bone_family(bone)
-    center = np.asarray(cand["center"], dtype=np.float32)
-    axis = np.asarray(cand["axis"], dtype=np.float64)
-    axis /= np.linalg.norm(axis)
-    _dx, dy, dz = vol.spacing
-    ta, tb = np.tan(np.radians(tilt[0])), np.tan(np.radians(tilt[1]))
-    sec = float(np.sqrt(1 + ta * ta + tb * tb))
-    idx, emu = vol.bone_voxels[bone]
-    reach = _REACH[family] + 2.0
-    lo = np.floor((center - reach) / vol.spacing).astype(int)
-    hi = np.ceil((center + reach) / vol.spacing).astype(int)
-    near = np.nonzero(np.all((idx >= lo) & (idx <= hi), axis=1))[0]
-    rel_v = idx[near].astype(np.float32) * np.asarray(vol.spacing, dtype=np.float32) - center
-    near = near[_norm(rel_v) < reach + dz]
-    pts, tent = _sub_points(idx[near], vol.spacing)
-    w = np.repeat(emu[near], len(_SUB_OFFS)) * tent * np.float32(dy * sec * bone_scale)
-
-    n = axis.copy()
-    n[1] = 0.0
-    if np.linalg.norm(n) < 0.3:
-        n = np.array([1.0, 0.0, 0.0]) if abs(axis[0]) >= abs(axis[2]) else np.array([0.0, 0.0, 1.0])
-    n /= np.linalg.norm(n)
+    site = bone_site(vol, candidate, tilt, bone_scale)
+    bone, family, center, pts, n = site.bone, site.family, site.center, site.pts, site.normal
     n = (n * (1.0 if rng.random() < 0.5 else -1.0)).astype(np.float32)
     nb = _rotation(np.array([0.0, 1.0, 0.0]), np.radians(rng.uniform(-25, 25))) @ n
     across = np.array([-nb[2], 0.0, nb[0]], dtype=np.float32)
@@ -139,22 +114,6 @@ def make_styled_fracture(
         bump = np.exp(-0.5 * (sb / (params["width"] / 2)) ** 2) * region
         side = np.sign(rel @ across)
         new += (across[None, :] * (side * bump * params["bulge"])[:, None]).astype(np.float32)
-    changed = (~keep) | np.any(new != pts, axis=1)
-    old_pts, old_w = pts[changed], w[changed]
-    kept = keep[changed]
-    new_pts, new_w = new[changed][kept], w[changed][kept]
-    cr = np.concatenate([vol.project_points(old_pts, tilt), vol.project_points(new_pts, tilt)])
-    r0 = int(np.floor(cr[:, 1].min())) - 2
-    c0 = int(np.floor(cr[:, 0].min())) - 2
-    shape = (int(np.ceil(cr[:, 1].max())) - r0 + 3, int(np.ceil(cr[:, 0].max())) - c0 + 3)
-    delta = splat_points(vol, new_pts, new_w, tilt, (r0, c0), shape) - splat_points(
-        vol, old_pts, old_w, tilt, (r0, c0), shape
-    )
-    pv, pu = vol.pixel
-    box = _box_from_patch(delta, (r0, c0), 0.2, (2.0 / pv, 2.0 / pu))
-    if box is None:
-        c, r = vol.project_points(center[None], tilt)[0]
-        box = (c - 3, r - 3, c + 3, r + 3)
     info = {
         "kind": style,
         "style": style,
@@ -163,4 +122,4 @@ def make_styled_fracture(
         **{k: round(float(v), 2) for k, v in params.items()},
         "n_fragments": 2,
     }
-    return LesionPatch("fracture", bone, r0, c0, delta.astype(np.float32), box, info)
+    return break_patch(vol, site, new, keep, tilt, info)

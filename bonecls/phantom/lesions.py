@@ -158,16 +158,25 @@ def bone_family(bone: str) -> str:
 _REACH = {"rib": 20.0, "clavicle": 22.0, "scapula": 20.0, "humerus": 24.0}  # mm
 
 
-def make_fracture(
-    vol: AttenuationVolume,
-    candidate: np.void | int,
-    kind: str,
-    tilt: tuple[float, float],
-    rng: np.random.Generator,
-) -> LesionPatch:
-    """A simple or comminuted fracture at one candidate site, projected at ``tilt``."""
-    if kind not in FRACTURE_KINDS:
-        raise ValueError(f"unknown fracture kind {kind!r}; expected one of {FRACTURE_KINDS}")
+@dataclass
+class BoneSite:
+    """The bone points around one fracture site: where they are, how much each attenuates along the
+    beam (``weights``), and the break plane's base normal (the bone axis without its beam component).
+    Every fracture style starts here; they differ only in how they move the points."""
+
+    bone: str
+    family: str
+    center: np.ndarray
+    pts: np.ndarray
+    weights: np.ndarray
+    normal: np.ndarray
+
+
+def bone_site(
+    vol: AttenuationVolume, candidate: np.void | int, tilt: tuple[float, float], bone_scale: float = 1.0
+) -> BoneSite:
+    """The points of candidate site ``candidate`` within its family's reach, weighted for a beam at
+    ``tilt``; ``bone_scale`` scales their attenuation (the kVp's bone contrast). Draws no random numbers."""
     cand = vol.candidates[int(candidate)] if isinstance(candidate, int | np.integer) else candidate
     bone = str(cand["bone"])
     family = bone_family(bone)
@@ -186,7 +195,7 @@ def make_fracture(
     vox_rel = idx[near].astype(np.float32) * np.asarray(vol.spacing, dtype=np.float32) - center
     near = near[_norm(vox_rel) < reach + dz]  # voxels whose sub-slices can lie inside the sphere
     pts, tent = _sub_points(idx[near], vol.spacing)
-    w = np.repeat(emu[near], len(_SUB_OFFS)) * tent * np.float32(dy * sec)
+    w = np.repeat(emu[near], len(_SUB_OFFS)) * tent * np.float32(dy * sec * bone_scale)
 
     # break-plane normal: the bone axis with its beam (y) component removed, then an obliquity
     n = axis.copy()
@@ -194,6 +203,52 @@ def make_fracture(
     if np.linalg.norm(n) < 0.3:
         n = np.array([1.0, 0.0, 0.0]) if abs(axis[0]) >= abs(axis[2]) else np.array([0.0, 0.0, 1.0])
     n /= np.linalg.norm(n)
+    return BoneSite(bone, family, center, pts, w, n)
+
+
+def break_patch(
+    vol: AttenuationVolume,
+    site: BoneSite,
+    new: np.ndarray,
+    keep: np.ndarray,
+    tilt: tuple[float, float],
+    info: dict,
+) -> LesionPatch:
+    """The image change of moving ``site``'s points to ``new`` and removing those not in ``keep``:
+    the moved bone splatted in minus the original splatted out, over the smallest patch that holds
+    both, with the lesion box where the change is visible."""
+    pts, w, center = site.pts, site.weights, site.center
+    changed = (~keep) | np.any(new != pts, axis=1)
+    old_pts, old_w = pts[changed], w[changed]
+    kept = keep[changed]
+    new_pts, new_w = new[changed][kept], w[changed][kept]
+    cr = np.concatenate([vol.project_points(old_pts, tilt), vol.project_points(new_pts, tilt)])
+    r0 = int(np.floor(cr[:, 1].min())) - 2
+    c0 = int(np.floor(cr[:, 0].min())) - 2
+    shape = (int(np.ceil(cr[:, 1].max())) - r0 + 3, int(np.ceil(cr[:, 0].max())) - c0 + 3)
+    delta = splat_points(vol, new_pts, new_w, tilt, (r0, c0), shape) - splat_points(
+        vol, old_pts, old_w, tilt, (r0, c0), shape
+    )
+    pv, pu = vol.pixel
+    box = _box_from_patch(delta, (r0, c0), 0.2, (2.0 / pv, 2.0 / pu))
+    if box is None:  # degenerate (should not happen): a tiny box at the site
+        c, r = vol.project_points(center[None], tilt)[0]
+        box = (c - 3, r - 3, c + 3, r + 3)
+    return LesionPatch("fracture", site.bone, r0, c0, delta.astype(np.float32), box, info)
+
+
+def make_fracture(
+    vol: AttenuationVolume,
+    candidate: np.void | int,
+    kind: str,
+    tilt: tuple[float, float],
+    rng: np.random.Generator,
+) -> LesionPatch:
+    """A simple or comminuted fracture at one candidate site, projected at ``tilt``."""
+    if kind not in FRACTURE_KINDS:
+        raise ValueError(f"unknown fracture kind {kind!r}; expected one of {FRACTURE_KINDS}")
+    site = bone_site(vol, candidate, tilt)
+    bone, family, center, pts, n = site.bone, site.family, site.center, site.pts, site.normal
     across = np.array([-n[2], 0.0, n[0]], dtype=np.float32)  # in the image plane, perpendicular to n
     side = 1.0 if rng.random() < 0.5 else -1.0
     n = (n * side).astype(np.float32)
@@ -286,24 +341,8 @@ def make_fracture(
             distal_angle_deg=round(np.degrees(d_ang), 1),
         )
 
-    changed = (~keep) | np.any(new != pts, axis=1)
-    old_pts, old_w = pts[changed], w[changed]
-    kept = keep[changed]
-    new_pts, new_w = new[changed][kept], w[changed][kept]
-    cr = np.concatenate([vol.project_points(old_pts, tilt), vol.project_points(new_pts, tilt)])
-    r0 = int(np.floor(cr[:, 1].min())) - 2
-    c0 = int(np.floor(cr[:, 0].min())) - 2
-    shape = (int(np.ceil(cr[:, 1].max())) - r0 + 3, int(np.ceil(cr[:, 0].max())) - c0 + 3)
-    delta = splat_points(vol, new_pts, new_w, tilt, (r0, c0), shape) - splat_points(
-        vol, old_pts, old_w, tilt, (r0, c0), shape
-    )
-    pv, pu = vol.pixel
-    box = _box_from_patch(delta, (r0, c0), 0.2, (2.0 / pv, 2.0 / pu))
-    if box is None:  # degenerate (should not happen): a tiny box at the site
-        c, r = vol.project_points(center[None], tilt)[0]
-        box = (c - 3, r - 3, c + 3, r + 3)
     info["n_fragments"] = n_frag
-    return LesionPatch("fracture", bone, r0, c0, delta.astype(np.float32), box, info)
+    return break_patch(vol, site, new, keep, tilt, info)
 
 
 # --------------------------------------------------------------------------------------------
