@@ -178,6 +178,7 @@ def test_example_prediction_is_shown(env: Path, examples_dir: Path) -> None:
     assert len([t for t in viewer["data"] if t["type"] == "image"]) == (2 if shown else 1)
     assert any("Study:" in i.value for i in at.info)
     assert any("Answered in" in c.value for c in at.caption)
+    assert any(c.value.startswith("Read as: single read") for c in at.caption)  # how the film was scaled
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["Report (PDF)", "Image + overlay (PNG)", "Result (JSON)"]
     # the example went through the upload path: it is in the session store like any upload

@@ -224,6 +224,7 @@ def out_of_scope_panel(entry: services.ModelEntry, prediction: Any) -> None:
             "scope threshold": prediction.scope_threshold,
         }
     refusal_panel(entry, tuple(getattr(prediction, "scope_reasons", ()) or ()), raw)
+    reading_caption(prediction)
 
 
 def refusal_panel(entry: services.ModelEntry, reasons: tuple[str, ...], raw: dict | None) -> None:
@@ -245,6 +246,16 @@ def refusal_panel(entry: services.ModelEntry, reasons: tuple[str, ...], raw: dic
                 "for this image."
             )
             st.json(raw)
+
+
+def reading_caption(prediction: Any) -> None:
+    """How the film was read (issue 22, scale): single read or tiles at the model's trained mm per pixel,
+    and where the film's spacing came from; an assumed spacing (PNG/JPEG, a header that lies) is said
+    here, with the tile rule and, for a refused tiled film, how many tiles were in scope."""
+    reading = getattr(prediction, "reading", None)
+    if reading is None:
+        return
+    st.caption(f"Read as: {reading.summary}. " + " ".join(reading.notes))
 
 
 def _answer_panel(entry: services.ModelEntry, prediction: Any, greyed: bool) -> None:
@@ -271,6 +282,7 @@ def _answer_panel(entry: services.ModelEntry, prediction: Any, greyed: bool) -> 
             " ".join(operating_point_lines(card))
             + f" · model {entry.id} ({card.architecture}) · sha256 {entry.sha256[:12]}…"
         )
+        reading_caption(prediction)
     with cols[1]:
         fig = figures.probability_figure(
             prediction.probabilities,
