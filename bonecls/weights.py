@@ -103,7 +103,7 @@ class ModelCard(BaseModel):
         pattern=_ID_RE.pattern,
         description="Model id (usually its folder name): letters, digits, '.', '_', '-'; no leading '.'.",
     )
-    task: Literal["fracture", "threeclass", "pneumonia", "pneumonia-det", "abnormality"]
+    task: Literal["fracture", "threeclass", "pneumonia", "pneumonia-det", "fracture-det", "abnormality"]
     framework: Literal["pytorch", "ultralytics", "keras"] = "pytorch"
     architecture: str = Field(min_length=1)
     head: Literal["linear", "dense_bn"] = "linear"

@@ -53,6 +53,7 @@ DECLARED_SCOPES: dict[str, DeclaredScope] = {
 }
 DECLARED_SCOPES["threeclass"] = DECLARED_SCOPES["fracture"]
 DECLARED_SCOPES["pneumonia-det"] = DECLARED_SCOPES["pneumonia"]
+DECLARED_SCOPES["fracture-det"] = DECLARED_SCOPES["threeclass"]
 
 
 def normalise_body_part(value: str) -> str:
