@@ -560,7 +560,9 @@ class OnnxDetector:
     def features(self, image: Any) -> np.ndarray:
         """(1, D) pooled backbone features of ``image`` from the graph's ``features`` output."""
         if self._features_index is None:
-            raise WeightsError(f"The ONNX graph of model '{self.card.id}' has no feature output; export it again.")
+            raise WeightsError(
+                f"The ONNX graph of model '{self.card.id}' has no feature output; export it again."
+            )
         return self._run(image, None, 0.5, 1)[1]
 
     def detect_scoped(
@@ -575,7 +577,8 @@ class OnnxDetector:
         if gate is None:
             if self.card.scope is not None:
                 raise WeightsError(
-                    f"The ONNX graph of model '{self.card.id}' has no scope features; use the PyTorch detector."
+                    f"The ONNX graph of model '{self.card.id}' has no scope features; "
+                    "use the PyTorch detector."
                 )
             return detect_unfitted(self.card, image, lambda im: self.detect(im, conf, iou, max_det))
         reasons = gate.precheck(image)

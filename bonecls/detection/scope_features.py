@@ -96,6 +96,8 @@ def add_feature_output(proto: Any, layers: Sequence[int] = BACKBONE_LAYERS) -> A
         graph.node.append(helper.make_node("Flatten", [pool], [flat], name=f"/scope/flatten{i}", axis=1))
         pooled.append(flat)
     graph.node.append(helper.make_node("Concat", pooled, [FEATURES_OUTPUT], name="/scope/concat", axis=1))
-    graph.output.append(helper.make_tensor_value_info(FEATURES_OUTPUT, onnx.TensorProto.FLOAT, ["batch", "dim"]))
+    graph.output.append(
+        helper.make_tensor_value_info(FEATURES_OUTPUT, onnx.TensorProto.FLOAT, ["batch", "dim"])
+    )
     onnx.checker.check_model(proto)
     return proto
