@@ -51,6 +51,24 @@ class Recipe:
     layout: str
     size: int
     file_format: str  # "JPEG" (the kaggle layout, quality 93) or "PNG" (compress level 6)
+    varied_exclude: tuple[str, ...] | None = None  # --recipe varied --exclude these (None: classic)
+
+    def phantom_args(self) -> str:
+        """The ``bonecls phantom`` options that render this recipe (for the card's sentence)."""
+        args = f"--task {self.phantom_task} --layout {self.layout} --size {self.size}"
+        if self.varied_exclude is not None:
+            args += " --recipe varied" + (
+                f" --exclude {','.join(self.varied_exclude)}" if self.varied_exclude else ""
+            )
+        return args
+
+    def variants(self) -> Any:
+        """The varied recipe's :class:`~bonecls.phantom.varied.Variants`, or None for the classic one."""
+        if self.varied_exclude is None:
+            return None
+        from bonecls.phantom.varied import Variants
+
+        return Variants.varied().narrowed(exclude=self.varied_exclude)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -58,6 +76,8 @@ RECIPES: dict[str, Recipe] = {
     "threeclass": Recipe("threeclass", "threeclass", 256, "PNG"),
     "pneumonia": Recipe("pneumonia", "yolo", 256, "PNG"),
     "pneumonia-det": Recipe("pneumonia", "yolo", 256, "PNG"),
+    # the fracture detector's training recipe: varied phantoms without the held-out variants
+    "fracture-det": Recipe("threeclass", "yolo", 256, "PNG", ("lung1", "log", "buckle")),
 }
 _FINDING_CLASSES = ("fractured", "beyond_repair", "pneumonia")
 
@@ -80,7 +100,7 @@ def _phantoms(recipe: Recipe, n: int, seed: int) -> Iterator[tuple[Any, bool]]:
     from bonecls.imaging import load_radiograph
     from bonecls.phantom import generate
 
-    for sample in generate(recipe.phantom_task, n, recipe.size, seed):
+    for sample in generate(recipe.phantom_task, n, recipe.size, seed, variants=recipe.variants()):
         rg = load_radiograph(_encode(sample.to_uint8(), recipe.file_format))
         yield rg, sample.class_name in _FINDING_CLASSES
 
@@ -228,9 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     points.update(target_sensitivity=args.sensitivity, target_specificity=args.specificity)
     measured_on = (
-        f"{len(score)} held-out phantoms (bonecls phantom --task {recipe.phantom_task} "
-        f"--layout {recipe.layout} "
-        f"--size {recipe.size} --seed {args.seed}, unpaired, read as {recipe.file_format} files); "
+        f"{len(score)} held-out phantoms (bonecls phantom {recipe.phantom_args()} --seed {args.seed}, "
+        f"unpaired, read as {recipe.file_format} files); "
         "no shipped model trained on this seed. Synthetic images, not patients."
     )
     command = f"python -m bonecls.operating_points {args.card} --n {args.n} --seed {args.seed} --write"
