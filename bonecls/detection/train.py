@@ -129,6 +129,7 @@ class _Checkpoint:
     sha256: str
     size: int
     seconds: float
+    epochs_run: int  # epochs trained (fewer than asked under a time budget or early stopping)
     start: str  # "trained from scratch" or "fine-tuned from weights sha256 ..."
 
 
@@ -285,10 +286,13 @@ def _train_checkpoint(
             raise WeightsError(f"The trained weights are {size / 2**20:.1f} MB, over the 25 MB limit.")
         sha = sha256_file(dst)
         train_seconds = time.time() - t0
+        epochs_run = int(getattr(trainer, "epoch", -1)) + 1
     finally:
         if not keep_run:
             shutil.rmtree(run_parent, ignore_errors=True)
-    return _Checkpoint(path=dst, sha256=sha, size=size, seconds=train_seconds, start=start_desc)
+    return _Checkpoint(
+        path=dst, sha256=sha, size=size, seconds=train_seconds, epochs_run=epochs_run, start=start_desc
+    )
 
 
 def _draft_card(
@@ -364,6 +368,7 @@ def _calibrated_card(
         extra={
             "start": checkpoint.start,
             **run_record,
+            "epochs_run": checkpoint.epochs_run,
             "train_seconds": round(checkpoint.seconds, 1),
             "ultralytics_version": import_ultralytics().__version__,
             "weights_bytes": checkpoint.size,
