@@ -146,11 +146,22 @@ def test_tiny_fracture_det_card_and_held_out_evaluation(tiny_fracture_det, tmp_p
     card, _ = load_card(tiny_fracture_det)
     assert (card.task, card.id, card.framework) == ("fracture-det", "fracture-det", "ultralytics")
     assert card.class_names == ["fracture", "comminuted"]
-    assert "fracture boxes" in card.intended_use and (tiny_fracture_det / "model.pt").stat().st_size <= 25 * 2**20
+    assert (
+        "fracture boxes" in card.intended_use
+        and (tiny_fracture_det / "model.pt").stat().st_size <= 25 * 2**20
+    )
     weights_sha = sha256_file(tiny_fracture_det / "model.pt")
 
     report = tmp_path / "held.json"
-    args = ["--held-out", "--card", str(tiny_fracture_det), "--pairs", "2", "--sets-dir", str(tmp_path / "sets")]
+    args = [
+        "--held-out",
+        "--card",
+        str(tiny_fracture_det),
+        "--pairs",
+        "2",
+        "--sets-dir",
+        str(tmp_path / "sets"),
+    ]
     assert evaluate([*args, "--no-progress", "--write-card", "--json", str(report)]) == 0
     held = json.loads(report.read_text())[0]["held_out_variants"]
     assert set(held["sets"]) == {"ct=lung1", "chain=log", "style=buckle"}
@@ -219,7 +230,10 @@ def test_old_onnx_graph_without_features_keeps_the_gate_on_pytorch(tmp_path):
         del proto.graph.output[1:]
         onnx.save(proto, str(card_dir / "model.onnx"))
         card, _ = load_card(card_dir)
-        card.extra = {**card.extra, "onnx": {**card.extra["onnx"], "sha256": sha256_file(card_dir / "model.onnx")}}
+        card.extra = {
+            **card.extra,
+            "onnx": {**card.extra["onnx"], "sha256": sha256_file(card_dir / "model.onnx")},
+        }
         write_card(card, card_dir)
     fast = OnnxDetector.from_card(card_dir)
     assert not fast.scope_ready
