@@ -42,6 +42,22 @@ def film_png(side: int) -> bytes:
     return buf.getvalue()
 
 
+def phantom_png(side: int) -> bytes:
+    """A pneumonia phantom (classic recipe, dataset seed 4242, no model trained on it) rendered at 1024 px
+    and enlarged to ``side``², so the image is one the models answer rather than refuse: the answered
+    path (prediction, heat map, overlay) is what is measured."""
+    import cv2
+
+    sys.path.insert(0, str(ROOT))
+    from bonecls.phantom import generate
+
+    sample = next(iter(generate("pneumonia", 2, 1024, 4242)))
+    big = cv2.resize(sample.to_uint8(), (side, side), interpolation=cv2.INTER_LINEAR)
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def rss_mb(pid: int) -> float:
     proc = psutil.Process(pid)
     return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
@@ -99,10 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--side", type=int, default=8000, help="image side in pixels (default 8000)")
     parser.add_argument("--page", default="Pneumonia", help="reading page to open: Fracture, Pneumonia ...")
+    parser.add_argument(
+        "--phantom",
+        action="store_true",
+        help="an enlarged pneumonia phantom (answered) instead of bands (refused)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         image = Path(tmp) / f"film-{args.side}.png"
-        image.write_bytes(film_png(args.side))
+        image.write_bytes(phantom_png(args.side) if args.phantom else film_png(args.side))
         size_mb = image.stat().st_size / 2**20
         result = run(Path(tmp), image, args.page)
     print(f"Machine: {os.cpu_count()} CPUs, load average {load_average()}")

@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import sys
@@ -52,6 +53,24 @@ class Recipe:
     layout: str
     size: int
     file_format: str  # "JPEG" (the kaggle layout, quality 93) or "PNG" (compress level 6)
+    varied_exclude: tuple[str, ...] | None = None  # --recipe varied --exclude these (None: classic)
+
+    def phantom_args(self) -> str:
+        """The ``bonecls phantom`` options that render this recipe (for the card's sentence)."""
+        args = f"--task {self.phantom_task} --layout {self.layout} --size {self.size}"
+        if self.varied_exclude is not None:
+            args += " --recipe varied" + (
+                f" --exclude {','.join(self.varied_exclude)}" if self.varied_exclude else ""
+            )
+        return args
+
+    def variants(self) -> Any:
+        """The varied recipe's :class:`~bonecls.phantom.varied.Variants`, or None for the classic one."""
+        if self.varied_exclude is None:
+            return None
+        from bonecls.phantom.varied import Variants
+
+        return Variants.varied().narrowed(exclude=self.varied_exclude)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -59,6 +78,8 @@ RECIPES: dict[str, Recipe] = {
     "threeclass": Recipe("threeclass", "threeclass", 256, "PNG"),
     "pneumonia": Recipe("pneumonia", "yolo", 256, "PNG"),
     "pneumonia-det": Recipe("pneumonia", "yolo", 256, "PNG"),
+    # the fracture detector's training recipe: varied phantoms without the held-out variants
+    "fracture-det": Recipe("threeclass", "yolo", 256, "PNG", ("lung1", "log", "buckle")),
 }
 _FINDING_CLASSES = ("fractured", "beyond_repair", "pneumonia")
 
@@ -84,7 +105,8 @@ def _phantoms(
     from bonecls.imaging import load_radiograph
     from bonecls.phantom import generate
 
-    for sample in generate(recipe.phantom_task, n, recipe.size, seed, variants=variants):
+    chosen = variants if variants is not None else recipe.variants()
+    for sample in generate(recipe.phantom_task, n, recipe.size, seed, variants=chosen):
         rg = load_radiograph(_encode(sample.to_uint8(), recipe.file_format))
         yield rg, sample.class_name in _FINDING_CLASSES
 
@@ -233,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.exclude is not None:
             names = tuple(n.strip() for n in args.exclude.split(",") if n.strip())
             variants = Variants.varied().narrowed(exclude=names)
+            recipe = dataclasses.replace(recipe, varied_exclude=names)
         score, positive = measure_scores(folder, args.n, args.seed, variants=variants)
     except ValueError as exc:
         print(f"error: --exclude: {exc}", file=sys.stderr)
@@ -249,10 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     points.update(target_sensitivity=args.sensitivity, target_specificity=args.specificity)
     measured_on = (
-        f"{len(score)} held-out phantoms (bonecls phantom --task {recipe.phantom_task} "
-        f"--layout {recipe.layout} "
-        + (f"--recipe varied --exclude {args.exclude} " if args.exclude is not None else "")
-        + f"--size {recipe.size} --seed {args.seed}, unpaired, read as {recipe.file_format} files); "
+        f"{len(score)} held-out phantoms (bonecls phantom {recipe.phantom_args()} --seed {args.seed}, "
+        f"unpaired, read as {recipe.file_format} files); "
         "no shipped model trained on this seed. Synthetic images, not patients."
     )
     varied = f" --exclude {args.exclude}" if args.exclude is not None else ""

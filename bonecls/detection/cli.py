@@ -19,6 +19,8 @@ import argparse
 import shlex
 import sys
 
+from bonecls.detection.detector import DETECTOR_TASKS
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The options of train/detect.py (defaults as in :func:`~bonecls.detection.train.train_detector`)."""
@@ -31,13 +33,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default="yolov8n", help="Ultralytics model YAML stem (default yolov8n)")
     p.add_argument("--weights", default=None, help="start from a model card (id, folder, card.json) or a .pt")
     p.add_argument("--weights-sha256", default=None, help="expected sha256 of a --weights .pt without a card")
+    p.add_argument(
+        "--task",
+        choices=DETECTOR_TASKS,
+        default="pneumonia-det",
+        help="card task: pneumonia-det (opacity boxes) or fracture-det (fracture/comminuted boxes)",
+    )
     p.add_argument("--epochs", type=int, default=50)
+    p.add_argument(
+        "--time",
+        type=float,
+        default=None,
+        help="training budget in hours; overrides --epochs (Ultralytics fits the schedule to it)",
+    )
     p.add_argument("--imgsz", type=int, default=512, help="square input size (default 512)")
     p.add_argument("--batch", type=int, default=16, help="total batch size (split across GPUs)")
     p.add_argument("--device", default="cpu", help='"cpu", "0", or "0,1" for multi-GPU DDP')
     p.add_argument("--workers", type=int, default=2, help="dataloader workers per process")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--patience", type=int, default=50, help="early-stopping patience in epochs")
+    p.add_argument("--training-data", default=None, help="the card's training_data sentence")
     p.add_argument("--keep-run", action="store_true", help="keep Ultralytics' run folder as <output>/run")
     p.add_argument("--plots", action="store_true", help="let Ultralytics draw plots (needs --keep-run)")
     return p
@@ -65,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             patience=args.patience,
             model_id=args.model_id,
+            task=args.task,
             command=command,
+            training_data=args.training_data,
+            train_kwargs={"time": args.time} if args.time else None,
             keep_run=args.keep_run,
             plots=args.plots and args.keep_run,
         )

@@ -446,10 +446,27 @@ class Detector:
 # --------------------------------------------------------------------------------------------------------
 
 
+def _scope_layer_indices(card: ModelCard, card_dir: Path) -> tuple[int, ...]:
+    """The backbone stages the card's scope gate reads (``model.4`` -> 4), else the default ones."""
+    from bonecls.detection.scope_features import BACKBONE_LAYERS
+
+    if card.scope is None:
+        return BACKBONE_LAYERS
+    from bonecls.scope.gate import ScopeGate
+
+    return tuple(int(str(name).split(".")[-1]) for name in ScopeGate.from_card(card, card_dir).layers)
+
+
 def export_onnx(path_or_id: str | os.PathLike, opset: int | None = None) -> Path:
     """Export the card's verified model.pt to ``model.onnx`` (static 1x3xSxS, fp32, no NMS inside) beside it
-    and record ``extra["onnx"] = {file, sha256, opset, input_size, output}`` in card.json."""
-    det = Detector.from_card(path_or_id)
+    and record ``extra["onnx"] = {file, sha256, opset, input_size, output, feature_layers}`` in card.json.
+
+    The graph has a second output, ``features``: the pooled backbone features of the scope gate's
+    stages (:func:`bonecls.detection.scope_features.add_feature_output`), so the ONNX fast path answers
+    through the gate too (:meth:`OnnxDetector.detect_scoped`)."""
+    from bonecls.detection.scope_features import add_feature_output, layer_names
+
+    det = Detector.from_card(path_or_id, scope=False)
     card, card_dir = det.card, det.card_dir
     with det._lock, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer / exporter deprecation chatter
@@ -469,7 +486,9 @@ def export_onnx(path_or_id: str | os.PathLike, opset: int | None = None) -> Path
         shutil.move(str(src), dst)
     import onnx
 
-    proto = onnx.load(str(dst), load_external_data=False)
+    layers = _scope_layer_indices(card, card_dir)
+    proto = add_feature_output(onnx.load(str(dst), load_external_data=False), layers)
+    onnx.save(proto, str(dst))
     out_shape = [d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
     info = {
         "file": ONNX_FILE,
@@ -477,6 +496,7 @@ def export_onnx(path_or_id: str | os.PathLike, opset: int | None = None) -> Path
         "opset": int(max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))),
         "input_size": det.input_size,
         "output": out_shape,
+        "feature_layers": list(layer_names(layers)),
         "exported": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     _write_card(updated_card(card, extra={**card.extra, "onnx": info}), card_dir)
@@ -484,7 +504,11 @@ def export_onnx(path_or_id: str | os.PathLike, opset: int | None = None) -> Path
 
 
 class OnnxDetector:
-    """ONNX Runtime detector: our letterbox + Ultralytics-equivalent NMS; boxes match :class:`Detector`."""
+    """ONNX Runtime detector: our letterbox + Ultralytics-equivalent NMS; boxes match :class:`Detector`.
+
+    A graph exported with the ``features`` output (:func:`export_onnx`) also answers through the card's
+    learned scope gate (:meth:`detect_scoped`) from the same run; an older graph cannot
+    (``scope_ready`` is False) and the caller keeps the PyTorch :class:`Detector` for the gate."""
 
     def __init__(self, session, card: ModelCard, card_dir: Path):
         self._session = session
@@ -492,6 +516,22 @@ class OnnxDetector:
         self.card = card
         self.card_dir = Path(card_dir)
         self.class_names = list(card.class_names)
+        self.scope_gate = None
+        outputs = [o.name for o in session.get_outputs()]
+        feature_layers = tuple(dict(card.extra).get("onnx", {}).get("feature_layers") or ())
+        if card.scope is not None and "features" in outputs:
+            from bonecls.scope.gate import ScopeGate
+
+            gate = ScopeGate.from_card(card, card_dir)
+            if tuple(gate.layers) == feature_layers:
+                self.scope_gate = gate
+        self._features_index = outputs.index("features") if "features" in outputs else None
+
+    @property
+    def scope_ready(self) -> bool:
+        """True when this graph gives the card's learned scope gate its features (or the card has no
+        learned scope, so the header rules and image checks are the whole gate)."""
+        return self.card.scope is None or self.scope_gate is not None
 
     @classmethod
     def from_card(
@@ -529,10 +569,48 @@ class OnnxDetector:
     def detect(
         self, image: Any, conf: float | None = None, iou: float = 0.5, max_det: int = 100
     ) -> list[DetBox]:
+        return self._run(image, conf, iou, max_det)[0]
+
+    def features(self, image: Any) -> np.ndarray:
+        """(1, D) pooled backbone features of ``image`` from the graph's ``features`` output."""
+        if self._features_index is None:
+            raise WeightsError(
+                f"The ONNX graph of model '{self.card.id}' has no feature output; export it again."
+            )
+        return self._run(image, None, 0.5, 1)[1]
+
+    def detect_scoped(
+        self, image: Any, conf: float | None = None, iou: float = 0.5, max_det: int = 100
+    ) -> ScopedBoxes:
+        """:meth:`Detector.detect_scoped` on ONNX Runtime: header rules and image checks first, then the
+        learned score on the ``features`` output of the same run. Raises ``WeightsError`` when the card
+        has a learned scope that this graph cannot feed (see :attr:`scope_ready`)."""
+        from bonecls.scope.gate import ScopeVerdict
+
+        gate = self.scope_gate
+        if gate is None:
+            if self.card.scope is not None:
+                raise WeightsError(
+                    f"The ONNX graph of model '{self.card.id}' has no scope features; "
+                    "use the PyTorch detector."
+                )
+            return detect_unfitted(self.card, image, lambda im: self.detect(im, conf, iou, max_det))
+        reasons = gate.precheck(image)
+        if reasons:
+            return ScopedBoxes([], ScopeVerdict(False, None, gate.threshold, reasons), [])
+        boxes, features = self._run(image, conf, iou, max_det)
+        verdict = gate.verdict_from_score(float(gate.stats.score(features)[0]))
+        return ScopedBoxes(boxes if verdict.in_scope else [], verdict, [] if verdict.in_scope else boxes)
+
+    def _run(
+        self, image: Any, conf: float | None, iou: float, max_det: int
+    ) -> tuple[list[DetBox], np.ndarray | None]:
+        """Boxes and, when the graph has them, the (1, D) scope features of one ONNX Runtime run."""
         img, factors = film_at_card_scale(image, self.card, self.input_size)
         conf = self.default_conf() if conf is None else float(conf)
         lb, gain, pad = letterbox(img, self.input_size)
         x = np.ascontiguousarray(lb[..., ::-1].transpose(2, 0, 1), dtype=np.float32)[None] / 255.0
-        raw = self._session.run(None, {self._input: x})[0][0]
-        boxes, scores, cls = postprocess(raw, conf, iou, max_det, gain, pad, img.shape[:2])
-        return boxes_on_film(to_detboxes(boxes, scores, cls, self.class_names), factors)
+        outputs = self._session.run(None, {self._input: x})
+        boxes, scores, cls = postprocess(outputs[0][0], conf, iou, max_det, gain, pad, img.shape[:2])
+        features = None if self._features_index is None else outputs[self._features_index]
+        return boxes_on_film(to_detboxes(boxes, scores, cls, self.class_names), factors), features

@@ -1,4 +1,4 @@
-"""Detection metrics in plain numpy: IoU, average precision, mAP and the RSNA Pneumonia score.
+"""Detection metrics in plain numpy: IoU, average precision, mAP, the RSNA Pneumonia score and FROC.
 
 Conventions (all functions):
 
@@ -44,9 +44,11 @@ from typing import Literal
 import numpy as np
 
 __all__ = [
+    "FROC_FP_RATES",
     "RSNA_IOU_THRESHOLDS",
     "average_precision",
     "box_iou",
+    "froc",
     "match_predictions",
     "mean_average_precision",
     "precision_recall_counts",
@@ -296,3 +298,58 @@ def rsna_score(
     ]
     kept = [x for x in scores if x is not None]
     return float(np.mean(kept)) if kept else float("nan")
+
+
+#: False positives per image at which :func:`froc` reports the lesion sensitivity (LUNA16's seven rates).
+FROC_FP_RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def froc(
+    pred_boxes: Sequence,
+    pred_scores: Sequence,
+    gt_boxes: Sequence,
+    iou_threshold: float = 0.5,
+    fp_rates: Sequence[float] = FROC_FP_RATES,
+) -> dict:
+    """Lesion-level FROC over a dataset: the share of ground-truth boxes found against the false-positive
+    boxes per image, as the confidence cut falls.
+
+    Matching is :func:`match_predictions` per image, class-agnostic (a lesion is found when any box
+    overlaps it by ``IoU >= iou_threshold``; a second box on a found lesion is a false positive). The
+    curve is evaluated only between distinct confidences (boxes of equal confidence enter together).
+    Returns ``sensitivity`` at each rate of ``fp_rates`` (the best reached with at most that many false
+    positives per image), the confidence cut that reaches it (``cut``; None where nothing is kept),
+    ``cpm`` (their mean), and the counts. A dataset without lesions has sensitivities None.
+    """
+    _check_dataset(pred_boxes, pred_scores, gt_boxes)
+    n_images = len(gt_boxes)
+    n_lesions = int(sum(len(_as_boxes(g)) for g in gt_boxes))
+    scores, hits = [], []
+    for p, s, g in zip(pred_boxes, pred_scores, gt_boxes, strict=True):
+        order, is_tp = match_predictions(p, s, g, iou_threshold)
+        scores.append(_as_scores(s, len(_as_boxes(p)))[order])
+        hits.append(is_tp)
+    score = np.concatenate(scores) if scores else np.zeros(0)
+    tp = np.concatenate(hits) if hits else np.zeros(0, dtype=bool)
+    order = np.argsort(-score, kind="stable")
+    score, tp = score[order], tp[order]
+    last_of_tie = np.r_[score[1:] != score[:-1], True] if len(score) else np.zeros(0, dtype=bool)
+    sens_curve = np.r_[0.0, np.cumsum(tp)[last_of_tie] / max(n_lesions, 1)]
+    fp_curve = np.r_[0.0, np.cumsum(~tp)[last_of_tie] / max(n_images, 1)]
+    cuts = np.r_[np.inf, score[last_of_tie]]
+    out: dict = {
+        "iou_threshold": float(iou_threshold),
+        "n_images": n_images,
+        "n_lesions": n_lesions,
+        "sensitivity": {},
+        "cut": {},
+    }
+    for rate in fp_rates:
+        ok = np.flatnonzero(fp_curve <= rate + 1e-12)  # fp_curve rises, so ok is a prefix
+        k = int(ok[-1])
+        key = f"{rate:g}"
+        out["sensitivity"][key] = float(sens_curve[k]) if n_lesions else None
+        out["cut"][key] = None if not np.isfinite(cuts[k]) else float(cuts[k])
+    values = [v for v in out["sensitivity"].values() if v is not None]
+    out["cpm"] = float(np.mean(values)) if values else None
+    return out

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BACKBONE_LAYERS", "detector_features", "layer_names"]
+__all__ = ["BACKBONE_LAYERS", "FEATURES_OUTPUT", "add_feature_output", "detector_features", "layer_names"]
 
 #: Backbone stages of a YOLOv8 DetectionModel whose outputs are pooled (P3 C2f, P4 C2f, P5 SPPF).
 BACKBONE_LAYERS = (4, 6, 9)
@@ -67,3 +67,40 @@ def detector_features(
         for handle in handles:
             handle.remove()
     return torch.cat(rows).numpy().astype(np.float32)
+
+
+#: Name of the ONNX graph output that holds the pooled backbone features (N, D).
+FEATURES_OUTPUT = "features"
+
+
+def add_feature_output(proto: Any, layers: Sequence[int] = BACKBONE_LAYERS) -> Any:
+    """``proto`` (an exported YOLOv8 ``onnx.ModelProto``) with a second output ``features``: the spatial
+    means of the outputs of ``model.<i>`` for ``layers``, concatenated as :func:`detector_features` does,
+    so ONNX Runtime computes the scope gate's input in the same run as the boxes.
+
+    A stage's output is found by the exporter's node scopes (``/model.4/...``): the one tensor that a
+    node of the stage produces and a node outside it reads. Raises ``ValueError`` when that is not one
+    tensor (an unexpected graph); the export then has no fast path with the gate."""
+    import onnx
+    from onnx import helper
+
+    graph = proto.graph
+    pooled = []
+    for i in layers:
+        scope = f"/model.{i}/"
+        inside = [n for n in graph.node if n.name.startswith(scope)]
+        produced = {t for n in inside for t in n.output}
+        read_outside = {t for n in graph.node if not n.name.startswith(scope) for t in n.input}
+        outputs = sorted(produced & read_outside)
+        if len(outputs) != 1:
+            raise ValueError(f"stage model.{i} of the ONNX graph has {len(outputs)} outputs, expected one")
+        pool, flat = f"scope_pool_{i}", f"scope_flat_{i}"
+        graph.node.append(helper.make_node("GlobalAveragePool", [outputs[0]], [pool], name=f"/scope/pool{i}"))
+        graph.node.append(helper.make_node("Flatten", [pool], [flat], name=f"/scope/flatten{i}", axis=1))
+        pooled.append(flat)
+    graph.node.append(helper.make_node("Concat", pooled, [FEATURES_OUTPUT], name="/scope/concat", axis=1))
+    graph.output.append(
+        helper.make_tensor_value_info(FEATURES_OUTPUT, onnx.TensorProto.FLOAT, ["batch", "dim"])
+    )
+    onnx.checker.check_model(proto)
+    return proto

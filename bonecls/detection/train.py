@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from bonecls.detection.detector import (
     DEFAULT_CONF,
+    DETECTOR_TASKS,
     FRAMEWORK,
     TASK,
     WEIGHTS_FILE,
@@ -50,14 +51,22 @@ __all__ = ["DEFAULT_IMAGE_SIZE", "describe_card", "train_detector"]
 DEFAULT_IMAGE_SIZE = 512
 MAX_WEIGHTS_BYTES = 25 * 2**20
 
-INTENDED_USE = (
-    "Reading aid that draws candidate lung-opacity boxes on a frontal chest radiograph for a clinician "
-    "to review. It does not diagnose pneumonia and must not be used to rule it out."
-)
-LIMITATIONS = (
-    "Trained on synthetic phantoms (digitally reconstructed radiographs from one CT with simulated "
-    "opacities), not on patient images; performance on real radiographs is unknown. Not for clinical use."
-)
+# What each detector task's card says it is for and where it stops (the card's own words)
+INTENDED_USE = {
+    "pneumonia-det": "Reading aid that draws candidate lung-opacity boxes on a frontal chest radiograph "
+    "for a clinician to review. It does not diagnose pneumonia and must not be used to rule it out.",
+    "fracture-det": "Reading aid that draws candidate fracture boxes (simple fracture or comminuted) on a "
+    "frontal radiograph of the hemithorax or shoulder for a clinician to review. It does not diagnose a "
+    "fracture and must not be used to rule one out.",
+}
+LIMITATIONS = {
+    "pneumonia-det": "Trained on synthetic phantoms (digitally reconstructed radiographs from one CT with "
+    "simulated opacities), not on patient images; performance on real radiographs is unknown. Not for "
+    "clinical use.",
+    "fracture-det": "Trained on synthetic phantoms (digitally reconstructed radiographs from one CT with "
+    "simulated fractures, varied processing and fracture styles), not on patient images; performance on "
+    "real radiographs is unknown. Not for clinical use.",
+}
 
 # GPUs on which Ultralytics' own check_amp turns AMP off (the pattern is copied from it)
 _BAD_AMP_GPU = r"(nvidia|geforce|quadro|tesla).*?(1660|1650|1630|t400|t550|t600|t1000|t1200|t2000|k40m)"
@@ -120,6 +129,7 @@ class _Checkpoint:
     sha256: str
     size: int
     seconds: float
+    epochs_run: int  # epochs trained (fewer than asked under a time budget or early stopping)
     start: str  # "trained from scratch" or "fine-tuned from weights sha256 ..."
 
 
@@ -138,6 +148,7 @@ def train_detector(
     seed: int = 0,
     patience: int = 50,
     model_id: str | None = None,
+    task: str = TASK,
     command: str = "",
     training_data: str | None = None,
     keep_run: bool = False,
@@ -147,12 +158,15 @@ def train_detector(
     """Train YOLOv8 on a YOLO dataset, evaluate on its test split, write ``model.pt`` + ``card.json``.
 
     From ``{arch}.yaml`` (scratch, no download) unless ``weights`` (a card, or a .pt with its sha256) is
-    given. Ultralytics' run directory is a temporary directory (``output/run`` with ``keep_run``). The
+    given; ``task`` is the card's task (``pneumonia-det`` or ``fracture-det``). Ultralytics' run
+    directory is a temporary directory (``output/run`` with ``keep_run``). The
     confidence threshold is chosen on the validation split (best RSNA score) and stored as both
     ``thresholds.negative_below`` and ``thresholds.positive_at``; test metrics use it.
     """
     from bonecls.weights import write_card
 
+    if task not in DETECTOR_TASKS:
+        raise DataError(f"Unknown detector task {task!r}; expected one of {', '.join(DETECTOR_TASKS)}.")
     configure_offline()
     out = Path(output)
     cfg = read_data_yaml(data)
@@ -184,6 +198,7 @@ def train_detector(
         cfg,
         counts,
         model_id=model_id or out.name,
+        task=task,
         arch=arch,
         imgsz=imgsz,
         sha256=checkpoint.sha256,
@@ -271,10 +286,13 @@ def _train_checkpoint(
             raise WeightsError(f"The trained weights are {size / 2**20:.1f} MB, over the 25 MB limit.")
         sha = sha256_file(dst)
         train_seconds = time.time() - t0
+        epochs_run = int(getattr(trainer, "epoch", -1)) + 1
     finally:
         if not keep_run:
             shutil.rmtree(run_parent, ignore_errors=True)
-    return _Checkpoint(path=dst, sha256=sha, size=size, seconds=train_seconds, start=start_desc)
+    return _Checkpoint(
+        path=dst, sha256=sha, size=size, seconds=train_seconds, epochs_run=epochs_run, start=start_desc
+    )
 
 
 def _draft_card(
@@ -282,6 +300,7 @@ def _draft_card(
     counts: dict[str, int],
     *,
     model_id: str,
+    task: str,
     arch: str,
     imgsz: int,
     sha256: str,
@@ -293,7 +312,7 @@ def _draft_card(
 
     return ModelCard(
         id=model_id,
-        task=TASK,
+        task=task,
         framework=FRAMEWORK,
         architecture=arch,
         class_names=list(cfg["names"]),
@@ -312,8 +331,8 @@ def _draft_card(
         ),
         test_metrics={},
         command=command,
-        intended_use=INTENDED_USE,
-        limitations=LIMITATIONS,
+        intended_use=INTENDED_USE[task],
+        limitations=LIMITATIONS[task],
         created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         extra={},
     )
@@ -349,6 +368,7 @@ def _calibrated_card(
         extra={
             "start": checkpoint.start,
             **run_record,
+            "epochs_run": checkpoint.epochs_run,
             "train_seconds": round(checkpoint.seconds, 1),
             "ultralytics_version": import_ultralytics().__version__,
             "weights_bytes": checkpoint.size,

@@ -24,6 +24,7 @@ FINDING_BY_TASK = {
     "threeclass": "fracture",
     "pneumonia": "pneumonia",
     "pneumonia-det": "pneumonia",
+    "fracture-det": "fracture",
 }
 PROBABILITY_DECIMALS = 6
 COORDINATE_DECIMALS = 2

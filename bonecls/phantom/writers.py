@@ -15,8 +15,8 @@ Layouts (``write_dataset(task, layout, out, n, ...)``):
   de-identified fake headers), ``stage_2_train_labels.csv`` (``patientId,x,y,width,height,Target``,
   one row per box, empty box fields for negatives), ``stage_2_detailed_class_info.csv``.
   Default size 1024. No split.
-* ``yolo`` - ``images/{train,val,test}/*.png``, ``labels/{train,val,test}/*.txt``, ``data.yaml``
-  (class 0 = ``opacity`` for pneumonia, ``fracture`` for the fracture tasks).
+* ``yolo`` - ``images/{train,val,test}/*.png``, ``labels/{train,val,test}/*.txt``, ``data.yaml`` (box classes:
+  ``YOLO_CLASS_NAMES``; threeclass: 0 fracture, 1 comminuted)
 
 **Splits never share a sample**: sample ``i`` has seed ``derive_seed(seed, i)`` (its pose, its
 appearance and its lesion all come from that seed) and the split is decided by index blocks:
@@ -42,6 +42,13 @@ from bonecls.phantom.render import TASK_CLASSES, PhantomSample
 from bonecls.phantom.samples import generate
 
 LAYOUTS = ("kaggle", "threeclass", "fracatlas", "rsna", "yolo")
+# Box classes of the yolo layout per task; threeclass boxes a simple fracture (fractured) as class 0
+# and a comminuted one (beyond repair) as class 1, so a detector's boxes can give the three-class answer.
+YOLO_CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "pneumonia": ("opacity",),
+    "fracture": ("fracture",),
+    "threeclass": ("fracture", "comminuted"),
+}
 LAYOUT_TASKS = {
     "kaggle": ("fracture", "threeclass"),
     "threeclass": ("threeclass",),
@@ -442,25 +449,28 @@ class _YoloWriter(_Writer):
         for sp in SPLITS:
             (out / "images" / sp).mkdir(parents=True, exist_ok=True)
             (out / "labels" / sp).mkdir(parents=True, exist_ok=True)
-        self.name = "opacity" if task == "pneumonia" else "fracture"
+        self.names = YOLO_CLASS_NAMES[task]
 
     def add(self, s, split):
         stem = f"phantom_{s.meta['index']:06d}"
         path = self.out / "images" / split / f"{stem}.png"
         _png(path, s.to_uint8())
         h, w = s.image.shape
-        lines = [" ".join(["0", *(f"{v:.6f}" for v in b.yolo(w, h))]) for b in s.boxes]
+        # three-class: a comminuted fracture (beyond repair) is its own box class
+        cls = "1" if self.task == "threeclass" and s.meta.get("fracture_kind") == "comminuted" else "0"
+        lines = [" ".join([cls, *(f"{v:.6f}" for v in b.yolo(w, h))]) for b in s.boxes]
         (self.out / "labels" / split / f"{stem}.txt").write_text(
             "\n".join(lines) + ("\n" if lines else ""), encoding="utf-8"
         )
         return _sample_record(s, path.relative_to(self.out).as_posix(), split)
 
     def close(self):
+        classes = ", ".join(f"{i} = {n}" for i, n in enumerate(self.names))
         text = (
-            f"# bonecls phantom ({self.task}); class 0 = {self.name}\n"
+            f"# bonecls phantom ({self.task}); class {classes}\n"
             f"path: {self.out.resolve().as_posix()}\n"
             "train: images/train\nval: images/val\ntest: images/test\n"
-            f"names:\n  0: {self.name}\n"
+            "names:\n" + "".join(f"  {i}: {n}\n" for i, n in enumerate(self.names))
         )
         (self.out / "data.yaml").write_text(text, encoding="utf-8")
 

@@ -225,29 +225,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def held_out_for_card(card: str | os.PathLike, args: argparse.Namespace) -> dict[str, Any]:
-    """``--held-out`` for one card: the figures, printed per set and pooled, optionally on the card."""
-    from bonecls.inference.predictor import Predictor
+    """``--held-out`` for one card: the figures, printed per set and pooled, optionally on the card.
+    A detector card (Ultralytics) is scored on the same sets by its boxes
+    (:mod:`bonecls.detection.held_out`: FROC, mAP@0.5, top-box ROC-AUC, lift)."""
     from bonecls.paths import cache_root
     from bonecls.training.held_out import EVAL_SEED, HeldOut, figure_line, held_out_report
     from bonecls.weights import load_card, write_card
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    predictor = Predictor.from_card(card)
-    c = predictor.card
-    held_out = HeldOut.for_task(c.task, args.held_out_ct, args.held_out_chain, args.held_out_style)
+    c, _ = load_card(card)
     sets_dir = Path(args.sets_dir) if args.sets_dir else cache_root() / "held-out"
     log = (lambda m: None) if args.no_progress else (lambda m: print(m, file=sys.stderr, flush=True))
+    seed = EVAL_SEED if args.seed is None else args.seed
     try:
-        report = held_out_report(
-            predictor,
-            held_out,
-            args.pairs,
-            seed=EVAL_SEED if args.seed is None else args.seed,
-            cache_dir=sets_dir,
-            cams=args.cams,
-            log=log,
-        )
+        if c.framework == "ultralytics":
+            from bonecls.detection.detector import Detector
+            from bonecls.detection.held_out import PAIR_TASK, detector_figure_line, detector_held_out_report
+
+            held_out = HeldOut.for_task(
+                PAIR_TASK[c.task], args.held_out_ct, args.held_out_chain, args.held_out_style
+            )
+            detector = Detector.from_card(card, scope=False)
+            report = detector_held_out_report(
+                detector, held_out, args.pairs, seed=seed, cache_dir=sets_dir, log=log
+            )
+            figure_line = detector_figure_line
+        else:
+            from bonecls.inference.predictor import Predictor
+
+            predictor = Predictor.from_card(card)
+            c = predictor.card
+            held_out = HeldOut.for_task(c.task, args.held_out_ct, args.held_out_chain, args.held_out_style)
+            report = held_out_report(
+                predictor, held_out, args.pairs, seed=seed, cache_dir=sets_dir, cams=args.cams, log=log
+            )
     except ValueError as exc:
         raise DataError(f"Cannot score '{c.id}' on held-out variants: {exc}") from exc
     for name, figures in report["sets"].items():

@@ -520,17 +520,15 @@ def detect(entry: ModelEntry, rg: Any, floor: float = 0.05) -> list[Any]:
 
 def detect_scoped(entry: ModelEntry, rg: Any, floor: float = 0.05) -> Any:
     """Boxes through the detector's scope gate (``bonecls.detection.detector.ScopedBoxes``), computed at
-    most once. A card with a learned scope runs on the PyTorch detector, whose backbone features the
-    gate reads during the same pass (the ONNX graph has no such output); other cards keep the fast path
-    behind the header rules and image checks."""
+    most once, on :func:`box_detector`'s engine: ONNX Runtime when its graph carries the scope-feature
+    output (``scope_ready``), which the gate reads from the same run, else the PyTorch detector (an old
+    export of a card with a learned scope)."""
 
     def compute() -> Any:
-        from bonecls.detection.detector import detect_unfitted
-
-        if entry.card.scope is not None:
-            return detector(str(entry.path), entry.sha256).detect_scoped(rg, conf=floor)
         engine = box_detector(str(entry.path), entry.sha256)
-        return detect_unfitted(entry.card, rg, lambda image: engine.detect(image, conf=floor))
+        if entry.card.scope is not None and not getattr(engine, "scope_ready", True):
+            engine = detector(str(entry.path), entry.sha256)
+        return engine.detect_scoped(rg, conf=floor)
 
     return _cached(_DETECTIONS, (rg.sha256, entry.sha256, floor), "detect", compute)
 
