@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 
 from bonecls.errors import BoneclsError
-from bonecls.phantom.varied import Variants
 from bonecls.weights import ModelCard, OperatingPoints, load_card, write_card
 
 __all__ = ["RECIPES", "Recipe", "choose_operating_points", "main", "measure_scores"]
@@ -97,34 +96,31 @@ def _encode(img8: np.ndarray, file_format: str) -> bytes:
     return buf.getvalue()
 
 
-def _phantoms(
-    recipe: Recipe, n: int, seed: int, variants: Variants | None = None
-) -> Iterator[tuple[Any, bool]]:
-    """(Radiograph, has a finding) for ``n`` independent phantoms (unpaired: one pose per image) of the
-    classic recipe, or of ``variants`` (a model trained on the varied recipe is measured on it)."""
+def _phantoms(recipe: Recipe, n: int, seed: int) -> Iterator[tuple[Any, bool]]:
+    """(Radiograph, has a finding) for ``n`` independent phantoms (unpaired: one pose per image) of
+    ``recipe``: classic, or varied without its ``varied_exclude`` (a varied-recipe model's own)."""
     from bonecls.imaging import load_radiograph
     from bonecls.phantom import generate
 
-    chosen = variants if variants is not None else recipe.variants()
-    for sample in generate(recipe.phantom_task, n, recipe.size, seed, variants=chosen):
+    for sample in generate(recipe.phantom_task, n, recipe.size, seed, variants=recipe.variants()):
         rg = load_radiograph(_encode(sample.to_uint8(), recipe.file_format))
         yield rg, sample.class_name in _FINDING_CLASSES
 
 
 def measure_scores(
-    card_dir: str | Path, n: int, seed: int, batch: int = 32, variants: Variants | None = None
+    card_dir: str | Path, n: int, seed: int, batch: int = 32, recipe: Recipe | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, has a finding) of the card's model on ``n`` held-out phantoms of dataset ``seed``
-    (``variants``: of the varied recipe; ``None``: classic)."""
+    """(scores, has a finding) of the card's model on ``n`` held-out phantoms of dataset ``seed``,
+    rendered by ``recipe`` (default: the card task's entry in :data:`RECIPES`)."""
     card, folder = load_card(card_dir)
-    recipe = RECIPES[card.task]
+    recipe = recipe or RECIPES[card.task]
     scores: list[float] = []
     truth: list[bool] = []
     if card.framework == "ultralytics":
         from bonecls.detection.detector import OnnxDetector
 
         detector = OnnxDetector.from_card(folder)
-        for rg, positive in _phantoms(recipe, n, seed, variants):
+        for rg, positive in _phantoms(recipe, n, seed):
             boxes = detector.detect(rg, conf=0.01)
             scores.append(max((float(b.confidence) for b in boxes), default=0.0))
             truth.append(positive)
@@ -133,7 +129,7 @@ def measure_scores(
 
         predictor = load_classifier(folder, engine="native")
         pending: list[Any] = []
-        for rg, positive in _phantoms(recipe, n, seed, variants):
+        for rg, positive in _phantoms(recipe, n, seed):
             pending.append(rg)
             truth.append(positive)
             if len(pending) == batch:
@@ -251,12 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         if card.task not in RECIPES:
             raise BoneclsError(f"No phantom recipe is known for task '{card.task}'.")
         recipe = RECIPES[card.task]
-        variants = None
         if args.exclude is not None:
             names = tuple(n.strip() for n in args.exclude.split(",") if n.strip())
-            variants = Variants.varied().narrowed(exclude=names)
             recipe = dataclasses.replace(recipe, varied_exclude=names)
-        score, positive = measure_scores(folder, args.n, args.seed, variants=variants)
+            recipe.variants()  # an unknown name raises ValueError here, before any phantom is drawn
+        score, positive = measure_scores(folder, args.n, args.seed, recipe=recipe)
     except ValueError as exc:
         print(f"error: --exclude: {exc}", file=sys.stderr)
         return 2

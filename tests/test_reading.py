@@ -129,11 +129,12 @@ def test_boxes_and_legend_are_burned_into_png_and_pdf() -> None:
 def test_operating_points_draw_the_varied_recipe_without_the_excluded_variants() -> None:
     """--exclude measures a varied-recipe model on its own recipe: the phantoms drawn are the varied
     recipe's (not the classic images of the same seed), both classes balanced."""
-    from bonecls.operating_points import RECIPES, _phantoms
-    from bonecls.phantom.varied import Variants
+    import dataclasses
 
-    variants = Variants.varied().narrowed(exclude=("lung1", "log"))
-    drawn = list(_phantoms(RECIPES["pneumonia"], 4, 4242, variants))
+    from bonecls.operating_points import RECIPES, _phantoms
+
+    varied = dataclasses.replace(RECIPES["pneumonia"], varied_exclude=("lung1", "log"))
+    drawn = list(_phantoms(varied, 4, 4242))
     assert len(drawn) == 4 and {positive for _, positive in drawn} == {True, False}
     classic = [rg.pixels for rg, _ in _phantoms(RECIPES["pneumonia"], 4, 4242)]
     assert any(not np.array_equal(a, b) for a, b in zip(classic, [rg.pixels for rg, _ in drawn], strict=True))
