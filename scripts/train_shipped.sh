@@ -309,3 +309,11 @@ cp -rl data/pneu-varied/images/val data/pneu-scope-thr/varied && cp -rl data/sco
   --layers model.4 model.6 model.9 --in-scope-rate 0.985 --fitted-on "both stages of its training: its varied training split (1920) and 800 classic pneumonia phantoms (seed 101, the recipe of its first stage and of the app's demo phantoms); threshold on its varied val split (240) and 500 classic phantoms (seed 2101); held-out rate on its varied test split (240)"
 cp runs/pneumonia-det-v2/{model.pt,model.onnx,card.json,scope.safetensors} weights/pneumonia-det/
 "$PY" bench/bench_scope.py --phantoms data/scope --models pneumonia-det
+
+# --- tried, not shipped (2026-12-06, session 10): three-class v4, 20 more epochs from v2 on 7200 new varied
+# paired phantoms (seed 331). Held-out pooled macro-F1 0.597 against v2's 0.600 (ROC-AUC 0.787 / 0.769, lift
+# 0.870 / 0.853, pointing 0.603 / 0.593; lung1 macro-F1 0.373 / 0.409): no gain on the answer, so v2 stays.
+# phantom --task threeclass --layout threeclass --n 9000 --size 256 --seed 331 --paired --recipe varied \
+#   --exclude lung1,log,buckle,sigmoid_eq data/three-varied-9k
+# "$PY" train/classify.py "${three_v2[@]}" --data data/prep-three-varied-9k --patience 20 --epochs 20 \
+#   --init-from weights/threeclass --output runs/out-threeclass-v4 --run-dir runs/threeclass-v4
