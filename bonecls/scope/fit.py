@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from bonecls.card_limitations import real_films_current, refresh_limitations
 from bonecls.errors import BoneclsError
 from bonecls.scope.declared import DECLARED_SCOPES, FROM_RECIPE
 from bonecls.scope.extract import ModelFeatures, image_files, load_images
@@ -42,7 +43,7 @@ from bonecls.weights import (
     write_card,
 )
 
-__all__ = ["fit_scope", "fit_scope_on", "main"]
+__all__ = ["fit_scope", "fit_scope_on", "main", "record_real_films"]
 
 DEFAULT_IN_SCOPE_RATE = 0.975
 
@@ -152,13 +153,31 @@ def _write_scope_on_card(card_dir: Path, section: ScopeSection) -> ModelCard:
     original = path.read_text(encoding="utf-8")
     data = json.loads(original)
     dumps_style = json.dumps(data, indent=2) + "\n" == original
+    previous = ((data.get("scope") or {}).get("metrics") or {}).get("real_films")
+    if previous and "real_films" not in section.metrics:
+        # kept, not dropped: bonecls.card_limitations reads it as out of date once the gate changed
+        section = section.model_copy(update={"metrics": {**section.metrics, "real_films": previous}})
     data["scope"] = section.model_dump(mode="json")
-    updated = ModelCard.model_validate(data)
+    updated = refresh_limitations(ModelCard.model_validate(data))
+    data["limitations"] = updated.limitations
     if dumps_style:
         _atomic_write(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
     else:
         write_card(updated, card_dir)
     return updated
+
+
+def record_real_films(card_path: str | Path, entry: dict[str, Any]) -> ModelCard:
+    """Write ``entry`` (bench/bench_scope.py --write-card: the real films tried, how many were refused,
+    the answers given) as ``scope.metrics.real_films``, stamped with the gate it was measured with (its
+    statistics sha256 and threshold, so a later refit marks it out of date), and recompose the card's
+    limitations from it. Raises :class:`BoneclsError` on a card without a scope gate."""
+    card, card_dir = load_card(card_path)
+    if card.scope is None:
+        raise BoneclsError(f"'{card.id}' has no scope gate; fit one (python -m bonecls.scope.fit) first.")
+    stamped = {**entry, "scope_sha256": card.scope.sha256, "threshold": card.scope.threshold}
+    section = card.scope.model_copy(update={"metrics": {**card.scope.metrics, "real_films": stamped}})
+    return _write_scope_on_card(card_dir, section)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,8 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     assert scope is not None
     print(
         f"{card.id}: scope fitted in {time.perf_counter() - t0:.1f} s; threshold {scope.threshold:.6g} "
-        f"at {scope.in_scope_rate:.1%} in scope; {scope.metrics}"
+        f"at {scope.in_scope_rate:.1%} in scope; n_fit {scope.metrics['n_fit']}, "
+        f"held-out in scope {scope.metrics.get('heldout_in_scope_rate', 'not measured')}"
     )
+    if "real_films" in scope.metrics and not real_films_current(card):
+        print(
+            f"note: the card's real-film results are out of date now; re-measure them with "
+            f"bench/bench_scope.py --models {card.id} --write-card"
+        )
     return 0
 
 

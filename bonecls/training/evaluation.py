@@ -228,6 +228,7 @@ def held_out_for_card(card: str | os.PathLike, args: argparse.Namespace) -> dict
     """``--held-out`` for one card: the figures, printed per set and pooled, optionally on the card.
     A detector card (Ultralytics) is scored on the same sets by its boxes
     (:mod:`bonecls.detection.held_out`: FROC, mAP@0.5, top-box ROC-AUC, lift)."""
+    from bonecls.card_limitations import refresh_limitations
     from bonecls.paths import cache_root
     from bonecls.training.held_out import EVAL_SEED, HeldOut, figure_line, held_out_report
     from bonecls.weights import load_card, write_card
@@ -268,7 +269,7 @@ def held_out_for_card(card: str | os.PathLike, args: argparse.Namespace) -> dict
     if args.write_card:
         saved, card_dir = load_card(card)
         saved.evaluation = {**saved.evaluation, "held_out_variants": report}
-        write_card(saved, card_dir)
+        write_card(refresh_limitations(saved), card_dir)  # the sentence follows the new figures
     return {"model": c.id, "sha256": c.sha256, "held_out_variants": report}
 
 

@@ -1,0 +1,109 @@
+"""A card's limitations are composed from the evidence on the card (bonecls.card_limitations): the
+held-out figures, the targets they miss, and the real films tried with the card's present gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bonecls.card_limitations import compose_limitations, real_films_current, refresh_limitations
+from bonecls.weights import ModelCard, load_card, weights_root
+
+SHIPPED = ("fracture", "threeclass", "pneumonia-cls", "pneumonia-det")
+
+
+def _card(**fields) -> ModelCard:
+    base = {
+        "id": "c",
+        "task": "fracture",
+        "architecture": "simple_cnn",
+        "class_names": ["not fractured", "fractured"],
+        "positive_classes": ["fractured"],
+        "input_size": 64,
+        "normalization": {"mean": [0.5], "std": [0.25]},
+        "training_data": "Synthetic phantom radiographs (test)",
+    }
+    return ModelCard(**{**base, **fields})
+
+
+def _held_out(auc: float, lift: float, pointing: float, ct_auc: float, ct_spec: float) -> dict:
+    sets = {
+        "ct=lung1": {"roc_auc": ct_auc, "f1_macro": 0.5, "at_positive_at": {"specificity": ct_spec}},
+        "chain=log": {"roc_auc": auc + 0.01, "f1_macro": 0.9, "at_positive_at": {"specificity": 0.9}},
+    }
+    pooled = {"roc_auc_mean": auc, "f1_macro_mean": 0.7, "lift": lift, "pointing": pointing}
+    return {"held_out_variants": {"sets": sets, "pooled": pooled}}
+
+
+@pytest.mark.parametrize("model_id", SHIPPED)
+def test_each_shipped_card_states_its_own_evidence(model_id: str, monkeypatch) -> None:
+    """The sentence on the card is the composed one, and its real-film results were measured with the
+    gate the card has now (a refit without re-measuring fails here)."""
+    monkeypatch.delenv("BONECLS_WEIGHTS", raising=False)
+    card, _ = load_card(weights_root() / model_id)
+    assert card.limitations == compose_limitations(card)
+    assert real_films_current(card), f"re-measure: bench/bench_scope.py --models {model_id} --write-card"
+    films = card.scope.metrics["real_films"]
+    assert films["n"] == films["refused"] + len(films["answered"]) and films["n"] >= 9
+
+
+def test_an_unscored_phantom_model_says_so() -> None:
+    text = compose_limitations(_card())
+    assert "Not yet scored on held-out rendering variants" in text
+    assert "no scope gate: it answers every image" in text and "not for clinical use" in text
+
+
+def test_missed_targets_and_the_weakest_set_are_named() -> None:
+    text = compose_limitations(_card(evaluation=_held_out(0.80, 0.85, 0.75, 0.70, 0.5)))
+    assert "ROC-AUC 0.800 pooled (0.700 on the other CT)" in text
+    assert "It misses its held-out targets (ROC-AUC ≥ 0.93, lift ≥ 90%)" in text
+    assert "weakest on the other CT, where its specificity at the card's positive cut is 0.50" in text
+    met = compose_limitations(_card(evaluation=_held_out(0.95, 0.95, 0.75, 0.94, 0.9)))
+    assert "It meets its held-out targets; weakest on the other CT." in met and "specificity" not in met
+
+
+def test_three_class_is_judged_by_macro_f1() -> None:
+    card = _card(
+        task="threeclass",
+        class_names=["healthy", "fractured", "beyond repair"],
+        positive_classes=["fractured", "beyond repair"],
+        evaluation=_held_out(0.95, 0.95, 0.75, 0.94, 0.9),
+    )
+    text = refresh_limitations(card).limitations
+    assert "macro-F1 0.700 pooled (0.500 on the other CT)" in text and "(macro-F1 ≥ 0.85)" in text
+
+
+def _images(folder: Path, count: int, seed: int) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray((rng.random((48, 48)) * 120 + 60).astype(np.uint8)).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def test_real_films_follow_the_gate_they_were_measured_with(tiny_card_dir: Path, tmp_path: Path) -> None:
+    """Recorded real films count while the gate is the same; a refit keeps them but marks them out of
+    date in the sentence, until they are measured again."""
+    from bonecls.scope.fit import main, record_real_films
+
+    fit, thr = _images(tmp_path / "fit", 150, 0), _images(tmp_path / "thr", 40, 1)
+    assert main(["--card", str(tiny_card_dir), "--fit-images", str(fit), "--threshold-images", str(thr)]) == 0
+    card, _ = load_card(tiny_card_dir)
+    assert "has not been tried on real radiographs yet" in card.limitations
+    ratios = {"RG1": [2.0, 2.0, 1.9], "RG3": [2.5] * 3, "cat": [1.8] * 3}
+    entry = {"films": "RG1, RG3, cat; each as dicom, png, crop", "n": 9, "refused": 8, "raw_positive": 4}
+    entry["score_over_threshold"] = ratios
+    card = record_real_films(tiny_card_dir, {**entry, "answered": {"RG1 (crop)": "negative"}})
+    assert real_films_current(card) and load_card(tiny_card_dir)[0] == card
+    assert "answers 1 of 3 real films as 9 images" in card.limitations
+    assert "Without the gate it would call 4 of those 9 images positive." in card.limitations
+    argv = ["--card", str(tiny_card_dir), "--fit-images", str(fit), "--threshold-images", str(thr)]
+    assert main([*argv, "--in-scope-rate", "0.9"]) == 0
+    refit, _ = load_card(tiny_card_dir)
+    assert refit.scope.metrics["real_films"]["n"] == 9 and not real_films_current(refit)
+    assert "real-film results on this card are out of date" in refit.limitations
+    again = record_real_films(tiny_card_dir, {**entry, "refused": 9, "answered": {}})
+    assert "refuses every real radiograph it was tried on: 3 real films as 9 images" in again.limitations
