@@ -544,3 +544,30 @@ def test_ultralytics_does_not_hijack_pil_open_for_unreadable_uploads() -> None:
         PIL.Image.open(io.BytesIO(b"not an image at all" * 8))
     with pytest.raises(ImageError):
         load_radiograph(b"II*\x00" + b"\xff" * 64)  # a TIFF header with garbage after it
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_from_the_given_weights(card_copy, yolo_data, tmp_path, offline_env, no_network):
+    """--weights must load the checkpoint's weights, not only its architecture: with a learning rate of 0
+    the fine-tuned backbone is the starting one. (Until 2026-12-06 pretrained=False made every
+    "fine-tune" a scratch run of the same YAML: a random start differs everywhere.)"""
+    import torch
+
+    from bonecls.detection.detector import open_yolo
+    from bonecls.detection.train import train_detector
+    from bonecls.weights import load_card
+
+    start_card, _ = load_card(card_copy)
+    card, out = train_detector(
+        yolo_data, tmp_path / "ft", weights=card_copy, epochs=1, imgsz=64, batch=4, workers=0,
+        train_kwargs={"optimizer": "SGD", "lr0": 0.0, "warmup_epochs": 0, "weight_decay": 0.0},
+    )  # fmt: skip
+    start = open_yolo(card_copy / "model.pt", start_card.sha256).model.state_dict()
+    tuned = open_yolo(out / "model.pt", card.sha256).model.state_dict()
+    convs = [
+        k for k in start if k.endswith("conv.weight") and k.startswith(("model.0.", "model.4.", "model.9."))
+    ]
+    assert convs
+    for key in convs:
+        torch.testing.assert_close(tuned[key].float(), start[key].float(), atol=1e-3, rtol=0, msg=key)
+    assert card.extra["start"] == f"fine-tuned from weights sha256 {start_card.sha256}"

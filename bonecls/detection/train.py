@@ -179,7 +179,10 @@ def train_detector(
         patience=int(patience),
         plots=bool(plots),
         verbose=False,
-        pretrained=False,
+        # Ultralytics loads the starting checkpoint's weights into the new model only when pretrained is
+        # true; with False a "fine-tune" silently trains the checkpoint's architecture from scratch. From a
+        # YAML there is nothing to load (and nothing is fetched either way: the YOLO object is built here).
+        pretrained=weights is not None,
     )
     ultralytics_args.update(train_kwargs or {})
     checkpoint = _train_checkpoint(
