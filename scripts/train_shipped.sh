@@ -320,3 +320,13 @@ cp runs/pneumonia-det-v2/{model.pt,model.onnx,card.json,scope.safetensors} weigh
 #   --exclude lung1,log,buckle,sigmoid_eq data/three-varied-9k
 # "$PY" train/classify.py "${three_v2[@]}" --data data/prep-three-varied-9k --patience 20 --epochs 20 \
 #   --init-from weights/threeclass --output runs/out-threeclass-v4 --run-dir runs/threeclass-v4
+# --- tried, not shipped (2026-12-06, session 11): fracture v4, 24 more epochs from v3 on 6400 new varied paired
+# phantoms (seed 311), lr 5e-4. Own varied test ROC-AUC 0.877 (v3 0.871), but held-out pooled ROC-AUC 0.798
+# against v3's 0.806 (lift 0.840 / 0.850, pointing 0.663 / 0.660; lung1 0.687 / 0.697), so v3 stays.
+# phantom --task fracture --layout kaggle --n 8000 --size 256 --seed 311 --paired --recipe varied \
+#   --exclude lung1,log,buckle,sigmoid_eq data/frac-varied-311
+# "$PY" train/prepare.py --source data/frac-varied-311 --out data/prep-frac-varied-311 --size 256
+# "$PY" train/classify.py --data data/prep-frac-varied-311 --val-data data/prep-frac-select --preset fracture \
+#   --model custom_v2_lse --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
+#   --no-lr-scaling --lr 5e-4 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from weights/fracture \
+#   --threads 2 --workers 0 --output runs/out-fracture-v4 --run-dir runs/fracture-v4 --epochs 24
