@@ -209,6 +209,11 @@ fracdet_data="Synthetic phantom radiographs of the hemithorax and shoulder (DRRs
 OMP_NUM_THREADS=2 "$PY" train/detect.py --data data/fracdet-yolo/data.yaml --output runs/fracture-det \
   --id fracture-det --task fracture-det --training-data "$fracdet_data" --epochs 40 --time 1.1 --imgsz 256 \
   --batch 32 --device cpu --workers 1 --seed 0 --patience 40
+# fracture-det v2 (2026-12-06, session 11), also NOT SHIPPED: the same data, fine-tuned for real (c60c088) from
+# pneumonia-det v2 for 0.6 h (15 epochs, quiet): held-out pooled FROC 0.217, mAP@0.5 0.169, ROC-AUC 0.643, lift 0.70.
+# OMP_NUM_THREADS=2 "$PY" train/detect.py --data data/fracdet-yolo/data.yaml --output runs/fracture-det-v2 \
+#   --id fracture-det --task fracture-det --weights weights/pneumonia-det --training-data "$fracdet_data" \
+#   --epochs 40 --time 0.6 --imgsz 256 --batch 32 --device cpu --workers 1 --seed 0 --patience 40
 # ONNX with the pooled-feature output (the scope gate answers on ONNX Runtime), for both detectors;
 # pneumonia-det's model.pt and sha256 are untouched (card.json's extra.onnx changes)
 "$PY" -c "from bonecls.detection.detector import export_onnx; export_onnx('runs/fracture-det')"
