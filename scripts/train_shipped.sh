@@ -335,3 +335,11 @@ cp runs/pneumonia-det-v2/{model.pt,model.onnx,card.json,scope.safetensors} weigh
 #   --model custom_v2_lse --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
 #   --no-lr-scaling --lr 5e-4 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from weights/fracture \
 #   --threads 2 --workers 0 --output runs/out-fracture-v4 --run-dir runs/fracture-v4 --epochs 24
+# --- tried, not shipped (2026-12-06, session 11): pneumonia-det v3, v2 fine-tuned for real (c60c088) for 0.4 h
+# (22 epochs) on 1920 new varied phantoms (seed 113). Held-out pooled mAP@0.5 0.678 against v2's 0.685 (lung1
+# 0.428 / 0.509, log 0.758 / 0.685), FROC 0.673 / 0.668, lift 0.987 / 0.973: no gain on the target, so v2 stays.
+# phantom --task pneumonia --layout yolo --n 2400 --size 256 --seed 113 --paired --recipe varied \
+#   --exclude lung1,log,bronchogram,sigmoid_eq data/pneu-varied-113
+# OMP_NUM_THREADS=2 "$PY" train/detect.py --data data/pneu-varied-113/data.yaml --output runs/pneumonia-det-v3 \
+#   --id pneumonia-det --task pneumonia-det --weights weights/pneumonia-det --training-data "$pdet_data" \
+#   --epochs 40 --time 0.4 --imgsz 192 --batch 32 --device cpu --workers 1 --seed 0 --patience 40
