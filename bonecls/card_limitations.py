@@ -102,9 +102,10 @@ def _held_out_sentence(card: ModelCard, report: dict[str, Any]) -> str:
     label = {"map50": "mAP@0.5", "f1_macro_mean": "macro-F1", "roc_auc_mean": "ROC-AUC"}[key]
     ct = next((f for name, f in sets.items() if name.startswith("ct=")), None)
     other_ct = f" ({ct[set_key]:.3f} on the other CT)" if ct and ct.get(set_key) is not None else ""
+    value = "not measured" if pooled.get(key) is None else f"{pooled[key]:.3f}"
     head = (
         f"On rendering variants it never saw (another CT, another processing chain, another {lesion} style) "
-        f"it reaches {label} {pooled[key]:.3f} pooled{other_ct}"
+        f"it reaches {label} {value} pooled{other_ct}"
     )
     if detector:
         found = pooled.get("froc_sensitivity_at_0.5_fp")

@@ -65,6 +65,13 @@ def test_missed_targets_and_the_weakest_set_are_named() -> None:
     assert "It meets its held-out targets; weakest on the other CT." in met and "specificity" not in met
 
 
+def test_a_missing_pooled_figure_is_said_not_measured() -> None:
+    evaluation = _held_out(0.80, 0.85, 0.75, 0.70, 0.9)
+    evaluation["held_out_variants"]["pooled"]["roc_auc_mean"] = None
+    text = compose_limitations(_card(evaluation=evaluation))
+    assert "ROC-AUC not measured pooled" in text and "(ROC-AUC ≥ 0.93, lift ≥ 90%)" in text
+
+
 def test_three_class_is_judged_by_macro_f1() -> None:
     card = _card(
         task="threeclass",
