@@ -128,7 +128,7 @@ def trained_card(
     from bonecls.card_limitations import refresh_limitations
     from bonecls.weights import ModelCard, Thresholds
 
-    training_data, _ = training_data_sentence(index, args)
+    training_data = training_data_sentence(index, args)
     th = scores.thresholds
     card = ModelCard(
         id=card_id,
@@ -221,16 +221,15 @@ def _headline_lines(scores: CardScores) -> str:
     return out
 
 
-def training_data_sentence(index: dict, args: argparse.Namespace) -> tuple[str, bool]:
-    """(card sentence, is phantom). Phantom datasets are recognized by the writer's marker file."""
+def training_data_sentence(index: dict, args: argparse.Namespace) -> str:
+    """The card's training-data sentence. Phantom datasets are recognized by the writer's marker file
+    and say so ("phantom"), which is what bonecls.card_limitations reads from the card."""
     if args.training_data:
-        return args.training_data, "phantom" in args.training_data.lower()
+        return args.training_data
     src = Path(index.get("source", ""))
-    phantom = any(
-        (src / name).exists() for name in ("phantom.json", "PHANTOM.json", "PHANTOM", "phantom_meta.json")
-    )
-    if phantom:
-        return PHANTOM_TRAINING_DATA, True
+    markers = ("phantom.json", "PHANTOM.json", "PHANTOM", "phantom_meta.json")
+    if any((src / name).exists() for name in markers):
+        return PHANTOM_TRAINING_DATA
     n = len(index["items"])
     sentence = (
         f"{n} images prepared from {src.name or src} ({index.get('layout')} layout), "
@@ -244,7 +243,7 @@ def training_data_sentence(index: dict, args: argparse.Namespace) -> tuple[str, 
             " Warning: the test split copies training/validation images or shares their patients "
             "(prepared with --allow-leakage); its figures are optimistic."
         )
-    return sentence, False
+    return sentence
 
 
 def _split_desc(index: dict) -> str:
