@@ -146,7 +146,7 @@ def bench_model(
     )
     if phantoms is not None:
         _phantoms_and_corpus(
-            model_id, gate, features, phantoms / EVAL_DIRS[model_id], ood_images, n_ood_total, runs
+            card.class_names, gate, features, phantoms / EVAL_DIRS[model_id], ood_images, n_ood_total, runs
         )
     entry = real_films(features, gate)
     if write_card:
@@ -155,7 +155,7 @@ def bench_model(
 
 
 def _phantoms_and_corpus(
-    model_id: str,
+    class_names: list[str],
     gate: ScopeGate,
     features: ModelFeatures,
     folder: Path,
@@ -165,7 +165,6 @@ def _phantoms_and_corpus(
 ) -> None:
     """In-scope rates on the held-out phantoms of ``folder`` and two unseen processing chains, the
     out-of-scope corpus, AURC and the gate's added time."""
-    class_names = load_card(model_id)[0].class_names
     paths = image_files(folder)
     images = load_images(paths)
     feats, _, logits = features(images)
@@ -212,7 +211,8 @@ def real_films(features: ModelFeatures, gate: ScopeGate) -> dict:
     raw_positive = 0
     ratios: dict[str, list[float]] = {}
     n = 0
-    for name, path in real_film_paths().items():
+    films = real_film_paths()
+    for name, path in films.items():
         forms = three_forms(path)
         imgs = [forms[f] for f in FORMS]
         feats, _, logits = features(imgs)
@@ -230,7 +230,7 @@ def real_films(features: ModelFeatures, gate: ScopeGate) -> dict:
             first = verdict.reasons[0][:70] + "..." if verdict.reasons else "in scope"
             print(f"| {name} | {form} | {first} | {ratio:.2f} | {answer} | {'yes' if right else '**NO**'} |")
     return {
-        "films": ", ".join(real_film_paths()) + f"; each as {', '.join(FORMS)}",
+        "films": ", ".join(films) + f"; each as {', '.join(FORMS)}",
         "n": n,
         "refused": n - len(answered),
         "answered": answered,
