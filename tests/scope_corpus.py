@@ -44,6 +44,9 @@ OOD_DICOM_FILES = (
     "vlut_04.dcm",
     "mlut_18.dcm",
 )
+# The shipped models (weights/<id>): each must refuse every real film, and its card must record that it did
+# (tests/test_scope.py, tests/test_card_limitations.py).
+SHIPPED = ("fracture", "threeclass", "pneumonia-cls", "pneumonia-det")
 OOD_PYDICOM_TEST_FILES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "rtdose.dcm")
 
 

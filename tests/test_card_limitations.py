@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scope_corpus import SHIPPED
 
 from bonecls.card_limitations import compose_limitations, real_films_current, refresh_limitations
 from bonecls.weights import ModelCard, load_card, weights_root
-
-SHIPPED = ("fracture", "threeclass", "pneumonia-cls", "pneumonia-det")
 
 
 def _card(**fields) -> ModelCard:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from scope_corpus import FORMS, real_film_paths, three_forms
+from scope_corpus import FORMS, SHIPPED, real_film_paths, three_forms
 
 from bonecls.errors import WeightsError
 from bonecls.scope import ScopeGate, ScopeVerdict
@@ -23,8 +23,6 @@ from bonecls.scope.evaluation import aurc, risk_coverage
 from bonecls.scope.features import PENULTIMATE, FeatureTap, classifier_features, preprocess_pixels
 from bonecls.scope.stats import choose_threshold, fit_stats, load_stats, save_stats
 from bonecls.weights import ModelCard, ScopeSection, load_card, load_pytorch, sha256_file, weights_root
-
-SHIPPED = ("fracture", "threeclass", "pneumonia-cls", "pneumonia-det")
 
 
 def _two_blobs(n: int = 400, dim: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
