@@ -368,3 +368,15 @@ cp -rl data/three-varied-9k/val data/three-scope-thr/varied && cp -rl data/scope
 "$PY" -m bonecls.operating_points weights/threeclass --n 2000 --seed 4242 --exclude lung1,log,buckle,sigmoid_eq --write
 "$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --write-card --card weights/threeclass
 "$PY" bench/bench_scope.py --phantoms data/scope --models threeclass --write-card  # real films and limitations onto the card
+# --- tried, not shipped (2026-12-06, session 12): three-class v6, 12 more epochs from v5 on 7200 new varied paired
+# phantoms (seed 341), lr 4e-4, best epoch 8 on sigmoid_eq (val macro-F1 0.718); own test split macro-F1 0.753.
+# Held out pooled: macro-F1 0.619 (v5 0.618), ROC-AUC 0.809 (0.801), lift 0.897 (0.887), pointing 0.660 (0.663):
+# a tie with v5 within the noise of 300 pairs, so v5 stays shipped (BENCHMARKS, tried and not shipped).
+# phantom --task threeclass --layout threeclass --n 9000 --size 256 --seed 341 --paired --recipe varied \
+#   --exclude lung1,log,buckle,sigmoid_eq data/three-varied-341
+# "$PY" train/prepare.py --source data/three-varied-341 --out data/prep-three-varied-341 --size 256 --no-progress
+# "$PY" train/classify.py --preset threeclass --model custom_v2_lse --image-size 256 --box-loss 1 --pair-loss 1 \
+#   --pair-margin 2 --batch-size 30 --no-lr-scaling --lr 4e-4 --warmup-epochs 1 --monitor f1_macro \
+#   --val-data data/prep-three-select --threads 2 --workers 0 --no-progress --id threeclass \
+#   --data data/prep-three-varied-341 --patience 15 --epochs 12 --init-from weights/threeclass \
+#   --output runs/out-threeclass-v6 --run-dir runs/threeclass-v6
