@@ -214,6 +214,11 @@ OMP_NUM_THREADS=2 "$PY" train/detect.py --data data/fracdet-yolo/data.yaml --out
 # OMP_NUM_THREADS=2 "$PY" train/detect.py --data data/fracdet-yolo/data.yaml --output runs/fracture-det-v2 \
 #   --id fracture-det --task fracture-det --weights weights/pneumonia-det --training-data "$fracdet_data" \
 #   --epochs 40 --time 0.6 --imgsz 256 --batch 32 --device cpu --workers 1 --seed 0 --patience 40
+# fracture-det v3 (2026-12-06, session 12), NOT SHIPPED: v2 continued on the same data for 0.9 h (23 epochs, quiet):
+# held-out pooled FROC 0.283, mAP@0.5 0.204, ROC-AUC 0.692, lift 0.76 (the bar to ship was FROC >= 0.5, lift >= 0.8).
+# OMP_NUM_THREADS=2 "$PY" train/detect.py --data data/fracdet-yolo/data.yaml --output runs/fracture-det-v3 \
+#   --id fracture-det --task fracture-det --weights runs/fracture-det-v2 --training-data "$fracdet_data" \
+#   --epochs 40 --time 0.9 --imgsz 256 --batch 32 --device cpu --workers 1 --seed 0 --patience 40
 # ONNX with the pooled-feature output (the scope gate answers on ONNX Runtime), for both detectors;
 # pneumonia-det's model.pt and sha256 are untouched (card.json's extra.onnx changes)
 "$PY" -c "from bonecls.detection.detector import export_onnx; export_onnx('runs/fracture-det')"
