@@ -385,3 +385,11 @@ cp -rl data/three-varied-9k/val data/three-scope-thr/varied && cp -rl data/scope
 #   --val-data data/prep-three-select --threads 2 --workers 0 --no-progress --id threeclass \
 #   --data data/prep-three-varied-341 --patience 15 --epochs 12 --init-from weights/threeclass \
 #   --output runs/out-threeclass-v6 --run-dir runs/threeclass-v6
+# --- tried, not shipped (2026-12-07, session 12): fracture v5, the fracture head on three-class v5's backbone, 24 epochs
+# on the 6400 varied paired phantoms of seed 311 (v4's set), lr 1e-3, best epoch 20 on sigmoid_eq (val ROC-AUC 0.861);
+# own test split ROC-AUC 0.878. Held out pooled: ROC-AUC 0.798 (v3 0.806), macro-F1 0.665 (0.697), lift 0.837 (0.850),
+# pointing 0.647 (0.660): v3 stays shipped.
+# "$PY" train/classify.py --data data/prep-frac-varied-311 --val-data data/prep-frac-select --preset fracture \
+#   --model custom_v2_lse --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
+#   --no-lr-scaling --lr 1e-3 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from weights/threeclass \
+#   --threads 2 --workers 0 --no-progress --output runs/out-fracture-v5 --id fracture --run-dir runs/fracture-v5 --epochs 24
