@@ -393,3 +393,13 @@ cp -rl data/three-varied-9k/val data/three-scope-thr/varied && cp -rl data/scope
 #   --model custom_v2_lse --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
 #   --no-lr-scaling --lr 1e-3 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from weights/threeclass \
 #   --threads 2 --workers 0 --no-progress --output runs/out-fracture-v5 --id fracture --run-dir runs/fracture-v5 --epochs 24
+# --- tried, not shipped (2026-12-07, session 12): fracture on both CTs, v3 continued 16 epochs on 6400 varied paired
+# phantoms that draw lung1 too (only log and buckle held out), lr 5e-4, best epoch 15 on sigmoid_eq. Held out: log ROC-AUC
+# 0.883 (v3 0.877), buckle 0.835 (0.844); lung1, now trained on: 0.791 (v3 0.697). A wash on what it never saw.
+# phantom --task fracture --layout kaggle --n 8000 --size 256 --seed 511 --paired --recipe varied \
+#   --exclude log,buckle,sigmoid_eq data/frac-2ct
+# "$PY" train/prepare.py --source data/frac-2ct --out data/prep-frac-2ct --size 256 --no-progress
+# "$PY" train/classify.py --data data/prep-frac-2ct --val-data data/prep-frac-select --preset fracture \
+#   --model custom_v2_lse --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
+#   --no-lr-scaling --lr 5e-4 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from weights/fracture \
+#   --threads 2 --workers 0 --no-progress --output runs/out-fracture-2ct --id fracture --run-dir runs/fracture-2ct --epochs 16
