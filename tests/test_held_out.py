@@ -11,8 +11,11 @@ import pytest
 import torch
 
 from bonecls.training.held_out import (
+    VISIBILITY_FLOOR,
     HeldOut,
     PairSet,
+    figure_line,
+    lesion_visibility,
     paired_lift,
     pointing_game,
     pooled_figures,
@@ -114,6 +117,42 @@ def test_a_constant_model_scores_no_lift() -> None:
     figures = set_figures(tiny_predictor(False), synthetic_pairs(6), margin=1)
     assert figures["lift"] == 0.0 and figures["median_logit_rise"] == 0.0
     assert figures["roc_auc"] == 0.5
+
+
+def faint_and_bright_pairs(n_bright: int, n_faint: int) -> PairSet:
+    """``synthetic_pairs`` whose last ``n_faint`` lesions only add one grey level to the top row of their
+    6x6 box (a third of a grey level over any 3x3 window)."""
+    ps = synthetic_pairs(n_bright + n_faint)
+    for g in range(n_bright, n_bright + n_faint):
+        x0, y0, x1, _y1 = (int(v) for v in ps.boxes[2 * g + 1][0])
+        lesion = ps.images[2 * g].copy()
+        lesion[y0, x0 : x1 + 1] += 1
+        ps.images[2 * g + 1] = lesion
+    return ps
+
+
+def test_lesion_visibility_is_the_box_difference_over_the_image_contrast() -> None:
+    ps = faint_and_bright_pairs(3, 2)
+    vis = lesion_visibility(ps, negative=[0])
+    assert np.isnan(vis[0::2]).all()  # lesion-free images have none
+    base = ps.images[8].astype(float)
+    assert vis[9] == pytest.approx((3 / 9) / base.std())  # a one-level line fills a third of a 3x3 window
+    assert (vis[1:6:2] > 1.0).all() and (vis[7::2] < VISIBILITY_FLOOR).all()
+
+
+@pytest.mark.filterwarnings("ignore:The heat map is empty")  # a faint lesion's image: nothing to show
+def test_visible_figures_leave_out_the_faint_lesions_and_keep_every_negative() -> None:
+    figures = set_figures(tiny_predictor(True), faint_and_bright_pairs(6, 3), margin=1)
+    assert figures["pairs"] == 9 and figures["lift"] == pytest.approx(6 / 9)  # a faint lesion: no rise
+    visible = figures["visible"]
+    assert visible["floor"] == VISIBILITY_FLOOR
+    assert visible["n"] == 15 and visible["n_lesions"] == 6  # 9 negatives + 6 bright lesions
+    assert visible["pairs"] == 6 and visible["lift"] == 1.0 and visible["roc_auc"] == 1.0
+    assert visible["images"] == 6 and visible["pointing"] == 1.0
+    assert figures["roc_auc"] < 1.0
+    pooled = pooled_figures({"a": figures, "b": figures})
+    assert pooled["visible"]["lift"] == 1.0 and pooled["visible"]["pairs"] == 12
+    assert f"visible lesions only (visibility >= {VISIBILITY_FLOOR:g})" in figure_line(pooled)
 
 
 def test_pooled_figures_weigh_by_count_and_keep_the_worst_auc() -> None:
