@@ -264,8 +264,11 @@ class CustomV2(nn.Module):
     a fracture gap covers a few of the 256 cells of a 256-px image, and averaging dilutes its feature
     by the ~250 cells of intact bone around it, while the maximum keeps it whole. ``pool="lse"``
     (``custom_v2_lse``, with ``standardize``: :class:`ImageStandardize` first) is log-sum-exp pooling,
-    which a single spurious cell cannot win. The pooling and standardisation have no weights, so the
-    three variants load each other's state dicts.
+    which a single spurious cell cannot win. ``stride=8`` (``custom_v2_lse_os8``) drops the last
+    max-pool, so the last stage (the Grad-CAM layer) works at an eighth of the input instead of a
+    sixteenth: a 32x32 heat map at 256 px, 8-px cells for a 20-40 px fracture box instead of 16-px ones,
+    for about twice the compute. The pooling, standardisation and stride have no weights, so the
+    variants load each other's state dicts.
     """
 
     def __init__(
@@ -276,17 +279,21 @@ class CustomV2(nn.Module):
         dropout: float = 0.3,
         pool: str = "avg",
         standardize: bool = False,
+        stride: int = 16,
     ):
         super().__init__()
         if pool not in ("avg", "max", "lse"):
             raise ValueError(f"pool must be 'avg', 'max' or 'lse'; got {pool!r}.")
+        if stride not in (8, 16):
+            raise ValueError(f"stride must be 8 or 16; got {stride!r}.")
+        last_pool = nn.MaxPool2d(2) if stride == 16 else nn.Identity()  # no weights: same state dict
         self.standardize = ImageStandardize() if standardize else nn.Identity()
         self.features = nn.Sequential(
             OrderedDict(
                 [
                     ("block1", nn.Sequential(*_conv_bn(in_chans, 16, 7, stride=2), nn.MaxPool2d(2))),
                     ("block2", nn.Sequential(*_conv_bn(16, 32, 5), nn.MaxPool2d(2))),
-                    ("block3", nn.Sequential(*_conv_bn(32, 64, 3), *_conv_bn(64, 64, 3), nn.MaxPool2d(2))),
+                    ("block3", nn.Sequential(*_conv_bn(32, 64, 3), *_conv_bn(64, 64, 3), last_pool)),
                     ("block4", nn.Sequential(*_conv_bn(64, 128, 3), *_conv_bn(128, 128, 3))),
                 ]
             )
@@ -473,6 +480,14 @@ def _register() -> dict[str, _Entry]:
         ),
         _build_custom(CustomV2, pool="lse", standardize=True),
     )  # fmt: skip
+    add(
+        ModelSpec(
+            "custom_v2_lse_os8", "custom", 256, "features.block4", "features.block1.0", "head",
+            min_image_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+            pretrained_available=False, source="bonecls",
+        ),
+        _build_custom(CustomV2, pool="lse", standardize=True, stride=8),
+    )  # fmt: skip
     for name in ("resnet18", "resnet50"):
         add(ModelSpec(name, "resnet", 224, "layer4", "conv1", "fc"), _build_torchvision)
     add(
@@ -581,7 +596,7 @@ def head_module(model: nn.Module, name: str) -> nn.Module:
 
 # Architectures that differ only in parameter-free parts (pooling, standardisation): one's weights load
 # into the other, so --init-from may cross between them.
-WEIGHT_FAMILIES = (frozenset({"custom_v2", "custom_v2_max", "custom_v2_lse"}),)
+WEIGHT_FAMILIES = (frozenset({"custom_v2", "custom_v2_max", "custom_v2_lse", "custom_v2_lse_os8"}),)
 
 
 def weights_compatible(a: str, b: str) -> bool:

@@ -26,6 +26,7 @@ EXPECTED = [
     "custom_v2",
     "custom_v2_max",
     "custom_v2_lse",
+    "custom_v2_lse_os8",
     "resnet18",
     "resnet50",
     "densenet121",

@@ -80,6 +80,30 @@ def test_lse_model_ignores_brightness_and_contrast_and_pools_between_mean_and_ma
     assert not weights_compatible("resnet18", "custom_v2_lse")
 
 
+def test_os8_variant_loads_the_same_weights_with_a_twice_finer_cam_layer() -> None:
+    from bonecls.models import create_model, target_layers, weights_compatible
+
+    torch.manual_seed(0)
+    coarse = create_model("custom_v2_lse", 2, 1).eval()
+    fine = create_model("custom_v2_lse_os8", 2, 1).eval()
+    fine.load_state_dict(coarse.state_dict())  # strict: not one weight added or missing
+    assert weights_compatible("custom_v2_lse", "custom_v2_lse_os8")
+    shapes = {}
+    for name, model in (("coarse", coarse), ("fine", fine)):
+        layer = target_layers(model, "custom_v2_lse" if name == "coarse" else "custom_v2_lse_os8")[0]
+        handle = layer.register_forward_hook(
+            lambda _m, _a, out, name=name: shapes.__setitem__(name, out.shape)
+        )
+        with torch.no_grad():
+            model(torch.rand(1, 1, 256, 256))
+        handle.remove()
+    assert tuple(shapes["coarse"][-2:]) == (16, 16) and tuple(shapes["fine"][-2:]) == (32, 32)
+    with pytest.raises(ValueError, match="stride must be 8 or 16"):
+        from bonecls.models import CustomV2
+
+        CustomV2(2, stride=4)
+
+
 @pytest.fixture(scope="module")
 def paired_prep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Paired fracture phantoms (classic recipe, 64 px) prepared at 32 px, and a second paired set."""
