@@ -224,3 +224,31 @@ def test_evaluate_needs_data_or_held_out() -> None:
 
     with pytest.raises(SystemExit):
         evaluation.main(["--card", "tiny"])
+
+
+def test_visibility_sheet_draws_one_row_per_set_lowest_visibility_first(tmp_path: Path, monkeypatch) -> None:
+    import importlib.util
+
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location(
+        "visibility_sheet", Path(__file__).resolve().parents[1] / "scripts" / "visibility_sheet.py"
+    )
+    sheet = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sheet)
+    sets = [faint_and_bright_pairs(3, 3), faint_and_bright_pairs(4, 2)]
+    monkeypatch.setattr(sheet, "pair_sets", lambda *a, **k: sets)
+    out = tmp_path / "vis.png"
+    assert sheet.main(["--out", str(out), "--cols", "4", "--span", "1"]) == 0
+    image = Image.open(out)
+    tile_w, tile_h = 2 * sheet.CROP * sheet.ZOOM + 6, sheet.CROP * sheet.ZOOM + sheet.LABEL_H
+    assert image.size == (4 * tile_w, 2 * (tile_h + sheet.LABEL_H))
+    # tiles run from the faintest pair (one grey row added) to the brightest (a white 6x6 square)
+    grey = np.asarray(image.convert("L")).astype(int)
+    side = sheet.CROP * sheet.ZOOM
+
+    def changed(col: int) -> float:
+        tile = grey[sheet.LABEL_H : sheet.LABEL_H + side, col * tile_w : col * tile_w + tile_w]
+        return float(np.mean(np.abs(tile[:, :side] - tile[:, side + 6 : 2 * side + 6]) > 20))
+
+    assert changed(0) < 0.001 < 0.005 < changed(3)

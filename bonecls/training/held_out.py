@@ -53,8 +53,10 @@ RENDER_SIZE = 256  # the phantoms' side, as every training set was rendered; the
 POINTING_MARGIN = 8.0  # px at RENDER_SIZE added around each box (bench/bench_cam_pointing.py)
 SET_FORMAT = 1  # bump when the stored pair sets change meaning
 # Strongest 3x3-averaged |with - without| in the box over the lesion-free image's std. Looked at side by side
-# (the cached held-out fracture sets, 2026-12-07), lesions below about 0.2 cannot be told from their twin
-# and thin lines from 0.3 up can; 0.25 leaves out about a fifth to a third of the held-out fracture lesions.
+# (scripts/visibility_sheet.py, docs/visibility.png), most pairs below about 0.2 look identical and most from
+# 0.3 up show the lesion; around the floor eye and measure disagree both ways (a gap at 0.15 is seen, pairs at
+# 0.27 and 0.34 are not): a rough filter, not a reader study. 0.25 leaves out a fifth to a third of the
+# held-out fracture lesions.
 VISIBILITY_FLOOR = 0.25
 VISIBILITY_WINDOW = 3  # px: the difference is averaged over this square before its maximum is taken
 
