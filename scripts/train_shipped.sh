@@ -403,3 +403,15 @@ cp -rl data/three-varied-9k/val data/three-scope-thr/varied && cp -rl data/scope
 #   --model custom_v2_lse --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
 #   --no-lr-scaling --lr 5e-4 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from weights/fracture \
 #   --threads 2 --workers 0 --no-progress --output runs/out-fracture-2ct --id fracture --run-dir runs/fracture-2ct --epochs 16
+# --- tried, not shipped (2026-12-07, session 13): fracture on visible pairs only, v4's run exactly (24 epochs from v3
+# on the seed-311 pairs, lr 5e-4) without the 778 training pairs whose lesion changes its box by a mean of < 0.04 of
+# the image's grey-level std (4844 of 6400 images). Held out pooled: ROC-AUC 0.798 (v3 0.806, v4 0.798), lift 0.850
+# (0.850), pointing 0.663 (0.660); visible lesions: 0.850 / 0.895 / 0.772 (v3 0.848 / 0.904 / 0.750). No change.
+# (The run used an ad-hoc copy of this filter that counted the box's edge pixels out: 1556 images dropped; the
+# script drops 1708.)
+# "$PY" scripts/drop_faint_pairs.py data/frac-varied-311 data/frac-vis --floor 0.04 --measure mean
+# "$PY" train/prepare.py --source data/frac-vis --out data/prep-frac-vis --size 256 --no-progress
+# "$PY" train/classify.py --data data/prep-frac-vis --val-data data/prep-frac-select --preset fracture \
+#   --model custom_v2_lse --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
+#   --no-lr-scaling --lr 5e-4 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from weights/fracture \
+#   --threads 2 --workers 0 --no-progress --output runs/out-fracture-vis --id fracture --run-dir runs/fracture-vis --epochs 24

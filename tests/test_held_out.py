@@ -252,3 +252,49 @@ def test_visibility_sheet_draws_one_row_per_set_lowest_visibility_first(tmp_path
         return float(np.mean(np.abs(tile[:, :side] - tile[:, side + 6 : 2 * side + 6]) > 20))
 
     assert changed(0) < 0.001 < 0.005 < changed(3)
+
+
+def _drop_faint_pairs():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "drop_faint_pairs", Path(__file__).resolve().parents[1] / "scripts" / "drop_faint_pairs.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+def test_drop_faint_pairs_leaves_out_an_invisible_training_lesion_only(
+    tmp_path: Path, per_image: bool
+) -> None:
+    import csv
+    import shutil
+
+    from bonecls.phantom import write_dataset
+
+    src = write_dataset(
+        "fracture", "kaggle", tmp_path / "src", 10, 64, 3, split=(0.6, 0.2, 0.2), progress=False, paired=True
+    )
+    rows = list(csv.DictReader((src / "variants.csv").open()))
+    clear, hidden = rows[2]["file"], rows[3]["file"]  # one training set: its lesion made invisible
+    assert rows[2]["seed"] == rows[3]["seed"] and rows[3]["lesion_style"] != "none"
+    shutil.copy(src / clear, src / hidden)
+    script = _drop_faint_pairs()
+    drop, seen = script.faint_files(src, 0.25, "peak", per_image)
+    assert len(seen) == 3 and min(seen) == 0.0  # three training lesions scored; val and test never
+    assert hidden in drop and (clear in drop) == (not per_image)
+    flags = ["--floor", "0.25", "--measure", "peak"] + (["--per-image"] if per_image else [])
+    assert script.main([str(src), str(tmp_path / "dst"), *flags]) == 0
+    dst = tmp_path / "dst"
+    kept = list(csv.DictReader((dst / "variants.csv").open()))
+    assert {r["file"] for r in kept} == {r["file"] for r in rows} - drop
+    assert all((dst / r["file"]).is_file() for r in kept) and not (dst / hidden).exists()
+    assert sum(r["split"] != "train" for r in kept) == 4  # val and test whole
+    manifest = json.loads((dst / "manifest.json").read_text())
+    assert manifest["faint_lesions_dropped"]["train_images_dropped"] == len(drop)
+    assert manifest["split_counts"]["train"] == 6 - len(drop)
+    assert hidden not in {r["file"] for r in csv.DictReader((dst / "boxes.csv").open())}
+    assert script.main([str(tmp_path / "dst"), str(tmp_path / "dst")]) == 2  # not empty: refused
+    assert script.main([str(tmp_path), str(tmp_path / "other")]) == 2  # not a phantom folder

@@ -240,23 +240,42 @@ def pointing_game(
     return {"images": len(hits), "pointing": float(np.mean(hits)), "chance": float(np.mean(chance))}
 
 
-def lesion_visibility(ps: PairSet, negative: Sequence[int]) -> np.ndarray:
-    """Per image of ``ps``: the largest |with - without| (averaged over
-    :data:`VISIBILITY_WINDOW` px squares) inside its lesion boxes, divided by the grey-level standard
-    deviation of its group's lesion-free image (``negative`` classes); NaN for a lesion-free image and for
-    a lesion image without a box or a lesion-free partner."""
+def pair_visibility(
+    with_lesion: np.ndarray,
+    without: np.ndarray,
+    boxes: Sequence[Sequence[float]],
+    measure: str = "peak",
+) -> float:
+    """How visible a lesion is: the |with - without| difference inside ``boxes`` over the grey-level
+    standard deviation of ``without``. ``measure="peak"`` (the cards') takes the largest difference
+    averaged over :data:`VISIBILITY_WINDOW` px squares, so a thin crisp line counts as much as a broad
+    one; ``"mean"`` averages it over the boxes, which ranks thin lines below faint broad shadows."""
+    if measure not in ("peak", "mean"):
+        raise ValueError(f"measure must be 'peak' or 'mean'; got {measure!r}")
     from scipy.ndimage import uniform_filter
 
+    base = np.asarray(without, dtype=np.float64)
+    diff = np.abs(np.asarray(with_lesion, dtype=np.float64) - base)
+    covered = box_cover(base.shape, boxes, 0.0)
+    if not covered.any():
+        raise ValueError("the lesion boxes cover no pixel of the image")
+    value = (
+        uniform_filter(diff, VISIBILITY_WINDOW)[covered].max() if measure == "peak" else diff[covered].mean()
+    )
+    return float(value) / max(float(base.std()), 1e-6)
+
+
+def lesion_visibility(ps: PairSet, negative: Sequence[int]) -> np.ndarray:
+    """Per image of ``ps``: :func:`pair_visibility` (peak) of its lesion against its group's lesion-free
+    image (``negative`` classes); NaN for a lesion-free image and for a lesion image without a box or a
+    lesion-free partner."""
     neg = np.isin(ps.labels, list(negative))
     base = {int(g): i for i, g in enumerate(ps.groups) if neg[i]}
     out = np.full(len(ps.labels), np.nan)
     for i, g in enumerate(ps.groups):
         if neg[i] or not ps.boxes[i] or int(g) not in base:
             continue
-        without = ps.images[base[int(g)]].astype(np.float64)
-        covered = box_cover(without.shape, ps.boxes[i], 0.0)
-        diff = uniform_filter(np.abs(ps.images[i].astype(np.float64) - without), VISIBILITY_WINDOW)
-        out[i] = float(diff[covered].max()) / max(float(without.std()), 1e-6)
+        out[i] = pair_visibility(ps.images[i], ps.images[base[int(g)]], ps.boxes[i])
     return out
 
 
