@@ -415,3 +415,15 @@ cp -rl data/three-varied-9k/val data/three-scope-thr/varied && cp -rl data/scope
 #   --model custom_v2_lse --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
 #   --no-lr-scaling --lr 5e-4 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from weights/fracture \
 #   --threads 2 --workers 0 --no-progress --output runs/out-fracture-vis --id fracture --run-dir runs/fracture-vis --epochs 24
+# --- tried, not shipped (2026-12-07, session 13): fracture at output stride 8 (custom_v2_lse_os8: block3's max-pool
+# dropped, a 32x32 heat map at 256 px), v3's weights loaded unchanged, then v4's data: 14 epochs at lr 5e-4 and 10
+# more at 3e-4. Held out pooled: ROC-AUC 0.805 (v3 0.806), lift 0.863 (0.850), pointing 0.653 (0.660). Finer cells
+# did not move the pointing game; a tie at twice the compute.
+# "$PY" train/classify.py --data data/prep-frac-varied-311 --val-data data/prep-frac-select --preset fracture \
+#   --model custom_v2_lse_os8 --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
+#   --no-lr-scaling --lr 5e-4 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from weights/fracture \
+#   --threads 2 --workers 0 --no-progress --id fracture --output runs/out-fracture-os8 --run-dir runs/fracture-os8 --epochs 14
+# "$PY" train/classify.py --data data/prep-frac-varied-311 --val-data data/prep-frac-select --preset fracture \
+#   --model custom_v2_lse_os8 --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
+#   --no-lr-scaling --lr 3e-4 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from runs/out-fracture-os8 \
+#   --threads 2 --workers 0 --no-progress --id fracture --output runs/out-fracture-os8b --run-dir runs/fracture-os8b --epochs 10
