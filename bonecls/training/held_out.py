@@ -30,6 +30,9 @@ else equal. Per set this module reports
   A thin crisp line scores as high as a broad one, which a mean over the box would not. The lesions below
   :data:`VISIBILITY_FLOOR` (and their pairs) are left out of ``visible``; every negative stays. The
   headline figures above keep every lesion, and the issue's targets are on those.
+
+:func:`held_out_report` runs all of it for one predictor; ``train/evaluate.py --held-out`` is its
+command line and can write the figures onto the card (``evaluation.held_out_variants``).
 """
 
 from __future__ import annotations
