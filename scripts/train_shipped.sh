@@ -427,3 +427,11 @@ cp -rl data/three-varied-9k/val data/three-scope-thr/varied && cp -rl data/scope
 #   --model custom_v2_lse_os8 --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
 #   --no-lr-scaling --lr 3e-4 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from runs/out-fracture-os8 \
 #   --threads 2 --workers 0 --no-progress --id fracture --output runs/out-fracture-os8b --run-dir runs/fracture-os8b --epochs 10
+# --- tried, not shipped (2026-12-07, session 13): three-class with a heavier pair loss, v6's run exactly with
+# --pair-loss 3. Held out pooled: lift 0.917 (v5 0.887, passes 0.90) but macro-F1 0.590 (0.618), ROC-AUC 0.791 (0.801),
+# pointing 0.647 (0.663). The rule set before the run (lift >= 0.90 and no loss elsewhere) was not met: v5 stays.
+# "$PY" train/classify.py --preset threeclass --model custom_v2_lse --image-size 256 --box-loss 1 --pair-loss 3 \
+#   --pair-margin 2 --batch-size 30 --no-lr-scaling --lr 4e-4 --warmup-epochs 1 --monitor f1_macro \
+#   --val-data data/prep-three-select --threads 2 --workers 0 --no-progress --id threeclass \
+#   --data data/prep-three-varied-341 --patience 15 --epochs 12 --init-from weights/threeclass \
+#   --output runs/out-threeclass-pair3 --run-dir runs/threeclass-pair3
