@@ -30,6 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bonecls.data import read_dataset  # noqa: E402
 from bonecls.training.held_out import pair_visibility  # noqa: E402
 
 
@@ -55,9 +56,12 @@ def _grey(path: Path) -> np.ndarray:
 def faint_files(src: Path, floor: float, measure: str, per_image: bool) -> tuple[set[str], list[float]]:
     """The files of ``src``'s train split to leave out, and every train lesion's visibility."""
     rows = _read_csv(src / "variants.csv")
-    boxes: dict[str, list[list[float]]] = {}
-    for r in _read_csv(src / "boxes.csv"):
-        boxes.setdefault(r["file"], []).append([float(r[k]) for k in ("x0", "y0", "x1", "y1")])
+    dataset = read_dataset(src, verify=False, split=False)  # the project's reader: boxes.csv checked
+    boxes = {
+        rec.path.relative_to(dataset.root).as_posix(): [(b.x0, b.y0, b.x1, b.y1) for b in rec.boxes]
+        for rec in dataset.records
+        if rec.boxes
+    }
     sets: dict[str, list[dict[str, str]]] = {}
     for r in rows:
         if r["split"] == "train":

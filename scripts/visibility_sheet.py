@@ -57,9 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     sheet = Image.new("RGB", (args.cols * tile_w, len(sets) * (tile_h + LABEL_H)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     for row, ps in enumerate(sets):
-        negative = [i for i, c in enumerate(ps.class_names) if c in ("healthy", "normal", "not fractured")]
-        vis = lesion_visibility(ps, negative)
-        base = {int(g): i for i, g in enumerate(ps.groups) if ps.labels[i] in negative}
+        vis = lesion_visibility(ps, ps.negative)
+        base = ps.lesion_free_twins(ps.negative)
         order = [int(i) for i in np.argsort(vis) if not np.isnan(vis[i])]
         picks = [order[int(k)] for k in np.linspace(0, args.span * (len(order) - 1), args.cols)]
         top = row * (tile_h + LABEL_H)

@@ -226,16 +226,22 @@ def test_evaluate_needs_data_or_held_out() -> None:
         evaluation.main(["--card", "tiny"])
 
 
-def test_visibility_sheet_draws_one_row_per_set_lowest_visibility_first(tmp_path: Path, monkeypatch) -> None:
+def _script(name: str):
+    """scripts/<name>.py loaded as a module (the scripts are commands, not a package)."""
     import importlib.util
 
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_visibility_sheet_draws_one_row_per_set_lowest_visibility_first(tmp_path: Path, monkeypatch) -> None:
     from PIL import Image
 
-    spec = importlib.util.spec_from_file_location(
-        "visibility_sheet", Path(__file__).resolve().parents[1] / "scripts" / "visibility_sheet.py"
-    )
-    sheet = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sheet)
+    sheet = _script("visibility_sheet")
     sets = [faint_and_bright_pairs(3, 3), faint_and_bright_pairs(4, 2)]
     monkeypatch.setattr(sheet, "pair_sets", lambda *a, **k: sets)
     out = tmp_path / "vis.png"
@@ -254,17 +260,6 @@ def test_visibility_sheet_draws_one_row_per_set_lowest_visibility_first(tmp_path
     assert changed(0) < 0.001 < 0.005 < changed(3)
 
 
-def _drop_faint_pairs():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "drop_faint_pairs", Path(__file__).resolve().parents[1] / "scripts" / "drop_faint_pairs.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("per_image", [False, True])
 def test_drop_faint_pairs_leaves_out_an_invisible_training_lesion_only(
     tmp_path: Path, per_image: bool
@@ -281,7 +276,7 @@ def test_drop_faint_pairs_leaves_out_an_invisible_training_lesion_only(
     clear, hidden = rows[2]["file"], rows[3]["file"]  # one training set: its lesion made invisible
     assert rows[2]["seed"] == rows[3]["seed"] and rows[3]["lesion_style"] != "none"
     shutil.copy(src / clear, src / hidden)
-    script = _drop_faint_pairs()
+    script = _script("drop_faint_pairs")
     drop, seen = script.faint_files(src, 0.25, "peak", per_image)
     assert len(seen) == 3 and min(seen) == 0.0  # three training lesions scored; val and test never
     assert hidden in drop and (clear in drop) == (not per_image)

@@ -93,7 +93,7 @@ def detector_set_figures(detector: Any, ps: PairSet) -> tuple[dict, dict]:
     names = list(card.class_names)
     pb, pscore, pl = _detections(lambda im: detector.detect(im, conf=_FLOOR, max_det=100), ps.images, names)
     gb, gl = _ground_truth(ps, names)
-    negative = [i for i, c in enumerate(ps.class_names) if c in ("healthy", "normal", "not fractured")]
+    negative = ps.negative
     pos = ~np.isin(ps.labels, negative)
     top = _top_scores(pscore)
     cuts = card.thresholds

@@ -55,6 +55,7 @@ EVAL_SEED = 9101  # no training set of the project uses it (they use 101, 201, 3
 RENDER_SIZE = 256  # the phantoms' side, as every training set was rendered; the card resizes
 POINTING_MARGIN = 8.0  # px at RENDER_SIZE added around each box (bench/bench_cam_pointing.py)
 SET_FORMAT = 1  # bump when the stored pair sets change meaning
+LESION_FREE_CLASSES = ("not fractured", "healthy", "normal")  # the phantom tasks' classes without a lesion
 # Strongest 3x3-averaged |with - without| in the box over the lesion-free image's std. Looked at side by side
 # (scripts/visibility_sheet.py, docs/visibility.png), most pairs below about 0.2 look identical and most from
 # 0.3 up show the lesion; around the floor eye and measure disagree both ways (a gap at 0.15 is seen, pairs at
@@ -114,6 +115,15 @@ class PairSet:
     labels: np.ndarray
     groups: np.ndarray
     boxes: list[list[tuple[float, float, float, float]]]
+
+    @property
+    def negative(self) -> list[int]:
+        """Indices of the lesion-free classes among ``class_names`` (:data:`LESION_FREE_CLASSES`)."""
+        return [i for i, c in enumerate(self.class_names) if c in LESION_FREE_CLASSES]
+
+    def lesion_free_twins(self, negative: Sequence[int]) -> dict[int, int]:
+        """Group id -> index of the group's lesion-free image (a class of ``negative``)."""
+        return {int(g): i for i, g in enumerate(self.groups) if self.labels[i] in negative}
 
     def save(self, path: Path) -> None:
         flat = [(i, *b) for i, bs in enumerate(self.boxes) for b in bs]
@@ -273,7 +283,7 @@ def lesion_visibility(ps: PairSet, negative: Sequence[int]) -> np.ndarray:
     image (``negative`` classes); NaN for a lesion-free image and for a lesion image without a box or a
     lesion-free partner."""
     neg = np.isin(ps.labels, list(negative))
-    base = {int(g): i for i, g in enumerate(ps.groups) if neg[i]}
+    base = ps.lesion_free_twins(negative)
     out = np.full(len(ps.labels), np.nan)
     for i, g in enumerate(ps.groups):
         if neg[i] or not ps.boxes[i] or int(g) not in base:
