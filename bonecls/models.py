@@ -31,7 +31,6 @@ Conventions shared by all architectures:
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -42,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bonecls.errors import WeightsError
+from bonecls.layers import ImageStandardize, LocalStandardize, LogSumExpPool2d
 
 __all__ = [
     "DENSE_HIDDEN",
@@ -224,38 +224,6 @@ def _conv_bn(cin: int, cout: int, k: int, stride: int = 1) -> list[nn.Module]:
     ]
 
 
-class LogSumExpPool2d(nn.Module):
-    """Global log-sum-exp pooling, ``(1/r) log mean exp(r x)`` over the cells of each feature map.
-
-    Between the mean (r -> 0) and the maximum (r -> inf): a lesion of a few cells still dominates, but
-    one spurious cell cannot decide the image alone the way it does under a global maximum, and every
-    cell gets a share of the gradient (Pinheiro and Collobert, CVPR 2015; Wang et al., ChestX-ray8).
-    """
-
-    def __init__(self, r: float = 5.0):
-        super().__init__()
-        self.r = float(r)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.flatten(2) * self.r
-        lse = torch.logsumexp(flat, dim=2) - math.log(flat.shape[2])
-        return (lse / self.r)[:, :, None, None]
-
-
-class ImageStandardize(nn.Module):
-    """Each image to zero mean and unit variance (over its pixels and channels) before the network.
-
-    Part of the model, not of the preprocessing, so the app, ONNX and every trainer apply it alike: a
-    radiograph's overall brightness and contrast (processing curves, exposure, equalisation) then tell
-    the network nothing, which leaves the lesion as the thing to learn.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        std = x.std(dim=(1, 2, 3), keepdim=True)
-        return (x - mean) / (std + 1e-5)
-
-
 class CustomV2(nn.Module):
     """Seed 004 v2: a few large kernels first (7x7, 5x5), then more, smaller 3x3 filters, with BN.
 
@@ -263,12 +231,14 @@ class CustomV2(nn.Module):
     ``custom_v2_max``) pools each feature map by its maximum, as weakly supervised lesion detectors do:
     a fracture gap covers a few of the 256 cells of a 256-px image, and averaging dilutes its feature
     by the ~250 cells of intact bone around it, while the maximum keeps it whole. ``pool="lse"``
-    (``custom_v2_lse``, with ``standardize``: :class:`ImageStandardize` first) is log-sum-exp pooling,
+    (``custom_v2_lse``, with ``standardize="image"``: :class:`ImageStandardize` first) is log-sum-exp pooling,
     which a single spurious cell cannot win. ``stride=8`` (``custom_v2_lse_os8``) drops the last
     max-pool, so the last stage (the Grad-CAM layer) works at an eighth of the input instead of a
     sixteenth: a 32x32 heat map at 256 px, 8-px cells for a 20-40 px fracture box instead of 16-px ones,
-    for about twice the compute. The pooling, standardisation and stride have no weights, so the
-    variants load each other's state dicts.
+    for about twice the compute. ``standardize="local"`` (``custom_v2_lse_lcn``) puts
+    :class:`~bonecls.layers.LocalStandardize` first instead, so the network sees local contrast only,
+    not the anatomy's and the processing chain's slow grey levels. The pooling, standardisation and
+    stride have no weights, so the variants load each other's state dicts.
     """
 
     def __init__(
@@ -278,7 +248,7 @@ class CustomV2(nn.Module):
         head: str = "linear",
         dropout: float = 0.3,
         pool: str = "avg",
-        standardize: bool = False,
+        standardize: str = "none",
         stride: int = 16,
     ):
         super().__init__()
@@ -287,7 +257,10 @@ class CustomV2(nn.Module):
         if stride not in (8, 16):
             raise ValueError(f"stride must be 8 or 16; got {stride!r}.")
         last_pool = nn.MaxPool2d(2) if stride == 16 else nn.Identity()  # no weights: same state dict
-        self.standardize = ImageStandardize() if standardize else nn.Identity()
+        norms = {"none": nn.Identity, "image": ImageStandardize, "local": LocalStandardize}
+        if standardize not in norms:
+            raise ValueError(f"standardize must be 'none', 'image' or 'local'; got {standardize!r}.")
+        self.standardize = norms[standardize]()
         self.features = nn.Sequential(
             OrderedDict(
                 [
@@ -464,30 +437,22 @@ def _register() -> dict[str, _Entry]:
         ),
         _build_custom(CustomV2),
     )  # fmt: skip
-    add(
-        ModelSpec(
-            "custom_v2_max", "custom", 256, "features.block4", "features.block1.0", "head",
-            min_image_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
-            pretrained_available=False, source="bonecls",
-        ),
-        _build_custom(CustomV2, pool="max"),
-    )  # fmt: skip
-    add(
-        ModelSpec(
-            "custom_v2_lse", "custom", 256, "features.block4", "features.block1.0", "head",
-            min_image_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
-            pretrained_available=False, source="bonecls",
-        ),
-        _build_custom(CustomV2, pool="lse", standardize=True),
-    )  # fmt: skip
-    add(
-        ModelSpec(
-            "custom_v2_lse_os8", "custom", 256, "features.block4", "features.block1.0", "head",
-            min_image_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
-            pretrained_available=False, source="bonecls",
-        ),
-        _build_custom(CustomV2, pool="lse", standardize=True, stride=8),
-    )  # fmt: skip
+    # CustomV2 variants that differ only in parameter-free parts (see WEIGHT_FAMILIES), at 256 px
+    variants = {
+        "custom_v2_max": {"pool": "max"},
+        "custom_v2_lse": {"pool": "lse", "standardize": "image"},
+        "custom_v2_lse_os8": {"pool": "lse", "standardize": "image", "stride": 8},
+        "custom_v2_lse_lcn": {"pool": "lse", "standardize": "local"},
+    }
+    for name, kwargs in variants.items():
+        add(
+            ModelSpec(
+                name, "custom", 256, "features.block4", "features.block1.0", "head",
+                min_image_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                pretrained_available=False, source="bonecls",
+            ),
+            _build_custom(CustomV2, **kwargs),
+        )  # fmt: skip
     for name in ("resnet18", "resnet50"):
         add(ModelSpec(name, "resnet", 224, "layer4", "conv1", "fc"), _build_torchvision)
     add(
@@ -596,7 +561,9 @@ def head_module(model: nn.Module, name: str) -> nn.Module:
 
 # Architectures that differ only in parameter-free parts (pooling, standardisation): one's weights load
 # into the other, so --init-from may cross between them.
-WEIGHT_FAMILIES = (frozenset({"custom_v2", "custom_v2_max", "custom_v2_lse", "custom_v2_lse_os8"}),)
+WEIGHT_FAMILIES = (
+    frozenset({"custom_v2", "custom_v2_max", "custom_v2_lse", "custom_v2_lse_os8", "custom_v2_lse_lcn"}),
+)
 
 
 def weights_compatible(a: str, b: str) -> bool:

@@ -427,6 +427,13 @@ cp -rl data/three-varied-9k/val data/three-scope-thr/varied && cp -rl data/scope
 #   --model custom_v2_lse_os8 --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
 #   --no-lr-scaling --lr 3e-4 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from runs/out-fracture-os8 \
 #   --threads 2 --workers 0 --no-progress --id fracture --output runs/out-fracture-os8b --run-dir runs/fracture-os8b --epochs 10
+# --- tried, not shipped (2026-12-07, session 14): fracture with local contrast normalisation first
+# (custom_v2_lse_lcn), v3's weights loaded unchanged, then v4's data. Held out pooled: ROC-AUC 0.797 (v3 0.806),
+# lift 0.850 (0.850), pointing 0.683 (0.660); lung1 0.692 (0.697). The rule set before the run was not met.
+# "$PY" train/classify.py --data data/prep-frac-varied-311 --val-data data/prep-frac-select --preset fracture \
+#   --model custom_v2_lse_lcn --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
+#   --no-lr-scaling --lr 1e-3 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from weights/fracture \
+#   --threads 2 --workers 0 --no-progress --id fracture --output runs/out-fracture-lcn --run-dir runs/fracture-lcn --epochs 24
 # --- tried, not shipped (2026-12-07, session 13): three-class with a heavier pair loss, v6's run exactly with
 # --pair-loss 3. Held out pooled: lift 0.917 (v5 0.887, passes 0.90) but macro-F1 0.590 (0.618), ROC-AUC 0.791 (0.801),
 # pointing 0.647 (0.663). The rule set before the run (lift >= 0.90 and no loss elsewhere) was not met: v5 stays.

@@ -104,6 +104,35 @@ def test_os8_variant_loads_the_same_weights_with_a_twice_finer_cam_layer() -> No
         CustomV2(2, stride=4)
 
 
+def test_lcn_variant_ignores_slow_grey_levels_but_keeps_a_gap() -> None:
+    from bonecls.layers import ImageStandardize, LocalStandardize
+    from bonecls.models import CustomV2, create_model, weights_compatible
+
+    torch.manual_seed(0)
+    plain = create_model("custom_v2_lse", 2, 1).eval()
+    local = create_model("custom_v2_lse_lcn", 2, 1).eval()
+    local.load_state_dict(plain.state_dict())  # strict: the Gaussian kernel is not in the state dict
+    assert weights_compatible("custom_v2_lse", "custom_v2_lse_lcn")
+    norm = LocalStandardize(sigma=4.0)
+    rows, cols = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    texture = 0.05 * torch.rand(1, 1, 64, 64)
+    bone = ((rows - 32).abs() < 6).float()[None, None] * 0.3 + texture
+    slow = 0.4 * (cols / 63)[None, None] + 0.2 * torch.sin(rows / 20)[None, None]  # a thicker body, a curve
+    inner = (slice(None), slice(None), slice(16, 48), slice(16, 48))  # away from the padded border
+    assert torch.allclose(norm(bone)[inner], norm(bone + slow)[inner], atol=0.15)
+    whole = ImageStandardize()  # custom_v2_lse's image-wide standardisation keeps the slow part
+    assert not torch.allclose(whole(bone)[inner], whole(bone + slow)[inner], atol=0.15)
+    broken = bone.clone()
+    broken[..., 26:39, 30:33] = texture[..., 26:39, 30:33]  # a 3-px gap across the bone
+    assert (norm(broken) - norm(bone))[..., 26:39, 30:33].abs().mean() > 1.0
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        LocalStandardize(sigma=0)
+    with pytest.raises(ValueError, match="standardize must be"):
+        CustomV2(2, standardize="global")
+    with torch.no_grad():
+        assert local(torch.rand(1, 1, 16, 16)).shape == (1, 2)  # replicate padding: small inputs work
+
+
 @pytest.fixture(scope="module")
 def paired_prep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Paired fracture phantoms (classic recipe, 64 px) prepared at 32 px, and a second paired set."""
