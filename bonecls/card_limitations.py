@@ -90,7 +90,9 @@ def _lesion(card: ModelCard) -> str:
 
 
 def _pct(v: float) -> str:
-    return f"{round(100 * v)}%"
+    """A share to one decimal: whole percents would print a pointing of 0.697 as "70%" beside "misses
+    pointing >= 0.70"."""
+    return f"{100 * v:.1f}%"
 
 
 def _held_out_sentence(card: ModelCard, report: dict[str, Any]) -> str:

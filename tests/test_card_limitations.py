@@ -60,6 +60,8 @@ def test_missed_targets_and_the_weakest_set_are_named() -> None:
     assert "ROC-AUC 0.800 pooled (0.700 on the other CT)" in text
     assert "It misses its held-out targets (ROC-AUC ≥ 0.93, lift ≥ 90%)" in text
     assert "weakest on the other CT, where its specificity at the card's positive cut is 0.50" in text
+    near = compose_limitations(_card(evaluation=_held_out(0.95, 0.95, 0.697, 0.94, 0.9)))
+    assert "lands on the fracture in 69.7%" in near and "targets (pointing ≥ 0.70)" in near  # not "70%"
     met = compose_limitations(_card(evaluation=_held_out(0.95, 0.95, 0.75, 0.94, 0.9)))
     assert "It meets its held-out targets; weakest on the other CT." in met and "specificity" not in met
 

@@ -216,7 +216,7 @@ def test_evaluate_held_out_writes_the_card_section(tmp_path: Path, capsys, monke
     assert json.loads(out.read_text())[0]["held_out_variants"]["sets"].keys() == section["sets"].keys()
     # the card's limitations now state the new figures (bonecls.card_limitations)
     roc = f"ROC-AUC {section['pooled']['roc_auc_mean']:.3f} pooled"
-    assert roc in card.limitations and "fracture raises its suspicion in 100%" in card.limitations
+    assert roc in card.limitations and "fracture raises its suspicion in 100.0%" in card.limitations
 
 
 def test_evaluate_needs_data_or_held_out() -> None:

@@ -353,6 +353,23 @@ def test_every_chain_and_style_renders_with_its_tags() -> None:
         assert s.meta["lesion_style"] == style and s.boxes and all(b.kind == "opacity" for b in s.boxes)
 
 
+def test_lung1_slab_steps_are_smoothed_along_the_body_axis_only(monkeypatch) -> None:
+    import bonecls.phantom.lung1 as lung1
+
+    slabs = np.array([0.0, 400.0, 0.0, 400.0, 0.0, 400.0, 0.0])  # 5 mm slabs that alternate
+    ct = np.broadcast_to(slabs, (4, 3, slabs.size)).astype(np.float32).copy()
+    ct[:, 1, :] = 1000.0  # a structure constant along the body axis
+    up = lung1.upsample_slices(ct, 2)
+    smooth = lung1.smooth_along_body_axis(up, lung1.SLAB_SIGMA)
+    steps = lambda v: np.abs(np.diff(v[0, 0, 2:-2])).max()  # noqa: E731
+    assert steps(smooth) < 0.1 * steps(up)  # the slab-to-slab jumps all but vanish
+    assert np.allclose(smooth[:, 1, :], 1000.0)  # nothing moves across the body axis
+    assert lung1.smooth_along_body_axis(up, 0) is up
+    key = volume_mod.cache_key(ct="lung1")
+    monkeypatch.setattr(lung1, "SLAB_SIGMA", 0.0)
+    assert volume_mod.cache_key(ct="lung1") != key  # a cached lung1 volume is rebuilt when it changes
+
+
 def test_lung1_loads_and_renders_a_plausible_radiograph() -> None:
     pytest.importorskip("nrrd")
     lung1 = volume_mod.load_volume(ct="lung1")

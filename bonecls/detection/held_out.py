@@ -28,7 +28,15 @@ from typing import Any
 import numpy as np
 
 from bonecls.detection import metrics as dm
-from bonecls.training.held_out import EVAL_SEED, RENDER_SIZE, HeldOut, PairSet, pair_sets, paired_lift
+from bonecls.training.held_out import (
+    EVAL_SEED,
+    RENDER_SIZE,
+    SET_FORMAT,
+    HeldOut,
+    PairSet,
+    pair_sets,
+    paired_lift,
+)
 from bonecls.training.metrics import binary_rates, macro_f1, rank_auc
 
 __all__ = [
@@ -176,6 +184,7 @@ def detector_held_out_report(
     return {
         "held_out": {"ct": held_out.ct, "chain": held_out.chain, "lesion_style": held_out.style},
         "recipe": f"bonecls phantom --task {task} --recipe varied --paired, one held-out variant per set",
+        "set_format": SET_FORMAT,
         "seed": seed,
         "render_size": RENDER_SIZE,
         "scores": "boxes at confidence > 0.001 (NMS IoU 0.5, 100 per image); an image's score is its top box",

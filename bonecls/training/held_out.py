@@ -54,7 +54,7 @@ from bonecls.training.metrics import binary_rates, classification_metrics, is_po
 EVAL_SEED = 9101  # no training set of the project uses it (they use 101, 201, 301 and 4xx)
 RENDER_SIZE = 256  # the phantoms' side, as every training set was rendered; the card resizes
 POINTING_MARGIN = 8.0  # px at RENDER_SIZE added around each box (bench/bench_cam_pointing.py)
-SET_FORMAT = 1  # bump when the stored pair sets change meaning
+SET_FORMAT = 2  # bump when the stored pair sets change meaning (2: lung1 smoothed along the body axis)
 LESION_FREE_CLASSES = ("not fractured", "healthy", "normal")  # the phantom tasks' classes without a lesion
 # Strongest 3x3-averaged |with - without| in the box over the lesion-free image's std. Looked at side by side
 # (scripts/visibility_sheet.py, docs/visibility.png), most pairs below about 0.2 look identical and most from
@@ -408,6 +408,7 @@ def held_out_report(
     return {
         "held_out": {"ct": held_out.ct, "chain": held_out.chain, "lesion_style": held_out.style},
         "recipe": "bonecls phantom --recipe varied --paired, one held-out variant per set",
+        "set_format": SET_FORMAT,
         "seed": seed,
         "render_size": RENDER_SIZE,
         "pointing_margin_px": POINTING_MARGIN,
