@@ -1,6 +1,6 @@
 """Parameter-free layers of bonecls' own networks: pooling and input standardisation.
 
-They hold no weights (the Gaussian kernel of :class:`LocalStandardize` is a non-persistent buffer),
+They hold no weights (the Gaussian kernels of :class:`LocalStandardize` are non-persistent buffers),
 so architectures that differ only in these layers load each other's state dicts unchanged
 (``bonecls.models.WEIGHT_FAMILIES``), and they export to ONNX as ordinary operators.
 """
@@ -69,14 +69,17 @@ class LocalStandardize(nn.Module):
         radius = max(1, math.ceil(3 * self.sigma))
         taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
         kernel = torch.exp(-0.5 * (taps / self.sigma) ** 2)
-        self.register_buffer("kernel", kernel / kernel.sum(), persistent=False)
+        kernel = kernel / kernel.sum()
+        self.register_buffer("row", kernel.view(1, 1, 1, -1), persistent=False)
+        self.register_buffer("column", kernel.view(1, 1, -1, 1), persistent=False)
 
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
-        channels, radius = x.shape[1], self.kernel.numel() // 2
-        k = self.kernel.to(x.dtype)
-        x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-        x = F.conv2d(x, k.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-        return F.conv2d(x, k.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+        # every channel as its own one-channel image: fixed kernel shapes, which the ONNX exporter needs
+        n, c, h, w = x.shape
+        radius = self.row.shape[-1] // 2
+        x = F.pad(x.reshape(n * c, 1, h, w), (radius, radius, radius, radius), mode="replicate")
+        x = F.conv2d(F.conv2d(x, self.row.to(x.dtype)), self.column.to(x.dtype))
+        return x.reshape(n, c, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centred = x - self._blur(x)
