@@ -434,6 +434,15 @@ cp -rl data/three-varied-9k/val data/three-scope-thr/varied && cp -rl data/scope
 #   --model custom_v2_lse_lcn --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
 #   --no-lr-scaling --lr 1e-3 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from weights/fracture \
 #   --threads 2 --workers 0 --no-progress --id fracture --output runs/out-fracture-lcn --run-dir runs/fracture-lcn --epochs 24
+# --- tried, not shipped (2026-12-07, session 14): three-class with local contrast normalisation, v5's run exactly
+# from the fracture local-contrast model's backbone. Held-out set 2 pooled: macro-F1 0.663 (v5 0.659), ROC-AUC 0.843
+# (0.852), lift 0.930 (0.913), pointing 0.760 (0.747). The rule set before the run (macro-F1 >= 0.679, the rest not
+# below v5) was not met.
+# "$PY" train/classify.py --preset threeclass --model custom_v2_lse_lcn --image-size 256 --box-loss 1 --pair-loss 1 \
+#   --pair-margin 2 --batch-size 30 --no-lr-scaling --lr 1e-3 --warmup-epochs 1 --monitor f1_macro \
+#   --val-data data/prep-three-select --threads 2 --workers 0 --no-progress --id threeclass \
+#   --data data/prep-three-varied-9k --patience 15 --epochs 14 --init-from runs/out-fracture-lcn \
+#   --output runs/out-threeclass-lcn --run-dir runs/threeclass-lcn
 # --- tried, not shipped (2026-12-07, session 13): three-class with a heavier pair loss, v6's run exactly with
 # --pair-loss 3. Held out pooled: lift 0.917 (v5 0.887, passes 0.90) but macro-F1 0.590 (0.618), ROC-AUC 0.791 (0.801),
 # pointing 0.647 (0.663). The rule set before the run (lift >= 0.90 and no loss elsewhere) was not met: v5 stays.
