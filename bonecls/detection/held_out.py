@@ -28,15 +28,7 @@ from typing import Any
 import numpy as np
 
 from bonecls.detection import metrics as dm
-from bonecls.training.held_out import (
-    EVAL_SEED,
-    RENDER_SIZE,
-    SET_FORMAT,
-    HeldOut,
-    PairSet,
-    pair_sets,
-    paired_lift,
-)
+from bonecls.training.held_out import EVAL_SEED, HeldOut, PairSet, pair_sets, paired_lift
 from bonecls.training.metrics import binary_rates, macro_f1, rank_auc
 
 __all__ = [
@@ -181,12 +173,9 @@ def detector_held_out_report(
         per_set[ps.name], raw = detector_set_figures(detector, ps)
         raws.append(raw)
         log(f"{card.id} {ps.name}: {detector_figure_line(per_set[ps.name])}")
+    recipe = f"bonecls phantom --task {task} --recipe varied --paired, one held-out variant per set"
     return {
-        "held_out": {"ct": held_out.ct, "chain": held_out.chain, "lesion_style": held_out.style},
-        "recipe": f"bonecls phantom --task {task} --recipe varied --paired, one held-out variant per set",
-        "set_format": SET_FORMAT,
-        "seed": seed,
-        "render_size": RENDER_SIZE,
+        **held_out.report_basis(recipe, seed),
         "scores": "boxes at confidence > 0.001 (NMS IoU 0.5, 100 per image); an image's score is its top box",
         "froc_match": "class-agnostic, IoU >= 0.5, greedy in descending confidence",
         "sets": per_set,

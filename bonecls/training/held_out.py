@@ -86,6 +86,16 @@ class HeldOut:
         """The ``bonecls phantom --exclude`` value of a training set that never sees these variants."""
         return ",".join((*self.names, *more))
 
+    def report_basis(self, recipe: str, seed: int) -> dict[str, Any]:
+        """What every card section scored on these sets states about them (classifier and detector alike)."""
+        return {
+            "held_out": {"ct": self.ct, "chain": self.chain, "lesion_style": self.style},
+            "recipe": recipe,
+            "set_format": SET_FORMAT,
+            "seed": seed,
+            "render_size": RENDER_SIZE,
+        }
+
     def variant_sets(self, task: str) -> dict[str, Variants]:
         """One :class:`Variants` per held-out factor; the other factors are the training pool's."""
         pool = Variants.varied().narrowed(exclude=self.names)
@@ -405,12 +415,9 @@ def held_out_report(
     for ps in pair_sets(task, held_out, n_pairs, seed, cache_dir, log):
         per_set[ps.name] = set_figures(predictor, ps, cams=cams)
         log(f"{predictor.card.id} {ps.name}: {figure_line(per_set[ps.name])}")
+    recipe = "bonecls phantom --recipe varied --paired, one held-out variant per set"
     return {
-        "held_out": {"ct": held_out.ct, "chain": held_out.chain, "lesion_style": held_out.style},
-        "recipe": "bonecls phantom --recipe varied --paired, one held-out variant per set",
-        "set_format": SET_FORMAT,
-        "seed": seed,
-        "render_size": RENDER_SIZE,
+        **held_out.report_basis(recipe, seed),
         "pointing_margin_px": POINTING_MARGIN,
         "cam": "gradcam, true class",
         "sets": per_set,
