@@ -1,6 +1,6 @@
 """Parameter-free layers of bonecls' own networks: pooling and input standardisation.
 
-They hold no weights (the Gaussian kernels of :class:`LocalStandardize` are non-persistent buffers),
+They hold no weights (:class:`LocalStandardize` keeps its Gaussian as a plain array),
 so architectures that differ only in these layers load each other's state dicts unchanged
 (``bonecls.models.WEIGHT_FAMILIES``), and they export to ONNX as ordinary operators.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ImageStandardize", "LocalStandardize", "LogSumExpPool2d"]
@@ -67,19 +67,34 @@ class LocalStandardize(nn.Module):
             raise ValueError(f"sigma must be positive; got {sigma!r}.")
         self.sigma = float(sigma)
         radius = max(1, math.ceil(3 * self.sigma))
-        taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        kernel = torch.exp(-0.5 * (taps / self.sigma) ** 2)
-        kernel = kernel / kernel.sum()
-        self.register_buffer("row", kernel.view(1, 1, 1, -1), persistent=False)
-        self.register_buffer("column", kernel.view(1, 1, -1, 1), persistent=False)
+        taps = np.arange(-radius, radius + 1, dtype=np.float64)
+        kernel = np.exp(-0.5 * (taps / self.sigma) ** 2)
+        self.kernel = kernel / kernel.sum()
+        self._bands: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def band(self, n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """``(n, n)`` matrix ``B`` with ``B @ v`` the Gaussian blur of a length-``n`` vector ``v`` under
+        replicate padding (the padded taps folded onto the edge rows).
+
+        Why a matrix and not a convolution: a one-channel 49-tap convolution is the slowest kind oneDNN
+        runs (about 7 ms per 256-px image at batch 32, one thread), while the same blur as two small
+        matrix products takes about 0.45 ms, with the same sums in another order (max difference 5e-7).
+        Built with NumPy from the image size, so the ONNX tracer records a constant, not how it was made.
+        """
+        key = (int(n), device, dtype)
+        if key not in self._bands:
+            radius = len(self.kernel) // 2
+            rows = np.repeat(np.arange(key[0]), len(self.kernel))
+            cols = np.clip(np.arange(key[0])[:, None] + np.arange(-radius, radius + 1), 0, key[0] - 1).ravel()
+            matrix = np.zeros((key[0], key[0]))
+            np.add.at(matrix, (rows, cols), np.tile(self.kernel, key[0]))
+            self._bands[key] = torch.from_numpy(matrix).to(device=device, dtype=dtype)
+        return self._bands[key]
 
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
-        # every channel as its own one-channel image: fixed kernel shapes, which the ONNX exporter needs
-        n, c, h, w = x.shape
-        radius = self.row.shape[-1] // 2
-        x = F.pad(x.reshape(n * c, 1, h, w), (radius, radius, radius, radius), mode="replicate")
-        x = F.conv2d(F.conv2d(x, self.row.to(x.dtype)), self.column.to(x.dtype))
-        return x.reshape(n, c, h, w)
+        rows = self.band(x.shape[-2], x.device, x.dtype)
+        columns = self.band(x.shape[-1], x.device, x.dtype)
+        return torch.matmul(torch.matmul(rows, x), columns.T)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centred = x - self._blur(x)

@@ -133,6 +133,29 @@ def test_lcn_variant_ignores_slow_grey_levels_but_keeps_a_gap() -> None:
         assert local(torch.rand(1, 1, 16, 16)).shape == (1, 2)  # replicate padding: small inputs work
 
 
+def test_lcn_blur_as_matrices_is_the_replicate_padded_gaussian() -> None:
+    """The band matrices must give exactly the Gaussian convolution with replicate padding, also on
+    images smaller than the kernel and on non-square ones, in every channel alike."""
+    import torch.nn.functional as F
+
+    from bonecls.layers import LocalStandardize
+
+    norm = LocalStandardize(sigma=3.0)
+    kernel = torch.tensor(norm.kernel, dtype=torch.float32)
+    radius = kernel.numel() // 2
+    assert radius == 9 and abs(float(kernel.sum()) - 1.0) < 1e-6
+    torch.manual_seed(1)
+    for shape in [(2, 1, 32, 32), (1, 3, 12, 40), (1, 1, 4, 7)]:
+        x = torch.rand(*shape)
+        n, c, h, w = shape
+        padded = F.pad(x.reshape(n * c, 1, h, w), (radius,) * 4, mode="replicate")
+        reference = F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
+        assert torch.allclose(norm._blur(x), reference.reshape(shape), atol=1e-6)
+    band = norm.band(5, torch.device("cpu"), torch.float32)
+    assert torch.allclose(band.sum(dim=1), torch.ones(5))  # every row keeps the grey level
+    assert band[0, 0] > band[2, 2]  # the edge row holds the taps that fell off the image
+
+
 def test_lcn_variant_exports_to_onnx_with_a_dynamic_batch() -> None:
     """The app's fast path exports the model; the local blur must trace with fixed kernel shapes."""
     import io

@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 
 CACHE_DIRNAME = "onnx-classifiers"
 OPSET = 17
-FORMAT_VERSION = 1  # bump when the export recipe changes: old cache entries are then ignored
+FORMAT_VERSION = 2  # bump when the export recipe changes: old cache entries are then ignored
+# (2: LocalStandardize blurs with band matrices instead of one-channel convolutions)
 PARITY_TOL = 1e-4  # max |p_onnx - p_torch| on the probe batch
 _PROBE_BATCH = 2
 _EXPORT_LOCK = threading.Lock()
