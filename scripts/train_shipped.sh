@@ -485,3 +485,12 @@ cp -rl data/frac-varied-311/val data/frac-scope-thr/varied && cp -rl data/scope/
 "$PY" -m bonecls.operating_points weights/fracture --n 2000 --seed 4242 --exclude lung1,log,buckle,sigmoid_eq --write
 "$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --write-card --card weights/fracture
 "$PY" bench/bench_scope.py --phantoms data/scope --models fracture --write-card  # real films and limitations onto the card
+
+# --- tried, not shipped (2026-12-07, session 15): fracture v7, v6 continued 12 epochs on v3's seed-211 pairs with
+# --pair-loss 2, lr 4e-4. Set 2: ROC-AUC 0.830 (v6 0.827), lift 0.897 (0.890), pointing 0.727; seed 9102: 0.838 (0.834),
+# lift 0.897 (0.920), pointing 0.740. The rule set before the run (lift >= 0.90 on both exams, the rest not below v6)
+# was missed on lift: v6 stays.
+# "$PY" train/classify.py --data data/prep-frac-varied --val-data data/prep-frac-select --preset fracture \
+#   --model custom_v2_lse_lcn --image-size 256 --box-loss 1 --pair-loss 2 --pair-margin 2 --batch-size 32 \
+#   --no-lr-scaling --lr 4e-4 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from weights/fracture \
+#   --threads 2 --workers 0 --no-progress --id fracture --output runs/out-fracture-v7 --run-dir runs/fracture-v7 --epochs 12
