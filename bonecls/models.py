@@ -352,6 +352,17 @@ def _torchvision_model(name: str, pretrained: bool) -> nn.Module:
         raise
 
 
+# CustomV2 variants registered at 256 px, each with the CustomV2 arguments that make it. They differ
+# from custom_v2 only in parameter-free parts (pooling, standardisation, stride), so they form one weight
+# family (WEIGHT_FAMILIES) built from this table rather than listed twice.
+CUSTOM_V2_VARIANTS: dict[str, dict[str, str | int]] = {
+    "custom_v2_max": {"pool": "max"},
+    "custom_v2_lse": {"pool": "lse", "standardize": "image"},
+    "custom_v2_lse_os8": {"pool": "lse", "standardize": "image", "stride": 8},
+    "custom_v2_lse_lcn": {"pool": "lse", "standardize": "local"},
+}
+
+
 def _build_custom(cls: type, **options) -> Callable:
     def build(spec: ModelSpec, num_classes, in_chans, pretrained, head, dropout) -> nn.Module:
         if pretrained:
@@ -437,14 +448,7 @@ def _register() -> dict[str, _Entry]:
         ),
         _build_custom(CustomV2),
     )  # fmt: skip
-    # CustomV2 variants that differ only in parameter-free parts (see WEIGHT_FAMILIES), at 256 px
-    variants = {
-        "custom_v2_max": {"pool": "max"},
-        "custom_v2_lse": {"pool": "lse", "standardize": "image"},
-        "custom_v2_lse_os8": {"pool": "lse", "standardize": "image", "stride": 8},
-        "custom_v2_lse_lcn": {"pool": "lse", "standardize": "local"},
-    }
-    for name, kwargs in variants.items():
+    for name, kwargs in CUSTOM_V2_VARIANTS.items():
         add(
             ModelSpec(
                 name, "custom", 256, "features.block4", "features.block1.0", "head",
@@ -561,9 +565,7 @@ def head_module(model: nn.Module, name: str) -> nn.Module:
 
 # Architectures that differ only in parameter-free parts (pooling, standardisation): one's weights load
 # into the other, so --init-from may cross between them.
-WEIGHT_FAMILIES = (
-    frozenset({"custom_v2", "custom_v2_max", "custom_v2_lse", "custom_v2_lse_os8", "custom_v2_lse_lcn"}),
-)
+WEIGHT_FAMILIES = (frozenset({"custom_v2", *CUSTOM_V2_VARIANTS}),)
 
 
 def weights_compatible(a: str, b: str) -> bool:
