@@ -63,7 +63,7 @@ def _assert_same(ref: list, got: list) -> None:
 
 
 @needs_ort
-@pytest.mark.parametrize("arch", ["simple_cnn", "resnet18"])
+@pytest.mark.parametrize("arch", ["simple_cnn", "resnet18", "custom_v2_lse_lcn"])
 def test_fast_path_matches_pytorch_on_phantoms(arch, phantoms, make_predictor, isolated_cache) -> None:
     ref = make_predictor(arch)
     fast = OnnxPredictor.from_predictor(ref)

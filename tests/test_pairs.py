@@ -156,30 +156,6 @@ def test_lcn_blur_as_matrices_is_the_replicate_padded_gaussian() -> None:
     assert band[0, 0] > band[2, 2]  # the edge row holds the taps that fell off the image
 
 
-def test_lcn_variant_exports_to_onnx_with_a_dynamic_batch() -> None:
-    """The app's fast path exports the model; the local blur must trace with fixed kernel shapes."""
-    import io
-    import warnings
-
-    ort = pytest.importorskip("onnxruntime")
-    from bonecls.inference.onnx import OPSET
-    from bonecls.models import create_model
-
-    torch.manual_seed(0)
-    model = create_model("custom_v2_lse_lcn", 2, 1).eval()
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (torch.rand(2, 1, 64, 64),), buf, dynamo=False, input_names=["x"],
-            output_names=["logits"], dynamic_axes={"x": {0: "batch"}}, opset_version=OPSET,
-        )  # fmt: skip
-    x = torch.rand(3, 1, 64, 64)
-    session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        assert np.allclose(session.run(None, {"x": x.numpy()})[0], model(x).numpy(), atol=1e-4)
-
-
 @pytest.fixture(scope="module")
 def paired_prep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Paired fracture phantoms (classic recipe, 64 px) prepared at 32 px, and a second paired set."""
