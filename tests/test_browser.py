@@ -93,6 +93,20 @@ def _dicom(tmp: Path, seed: int) -> Path:
     return path
 
 
+def _wait_idle(page, timeout_ms: int = 60_000) -> None:
+    """Wait until Streamlit has finished its run and every image on the page has loaded.
+
+    Why: a row's buttons are on the page while the run that drew them is still going and its thumbnails
+    are still loading; a click then can land where a button was a moment before (seen once in six CI
+    runs: the second image's Fracture click never opened its page). Streamlit's own browser tests wait
+    on the same attribute (``data-test-script-state`` of ``stApp``)."""
+    page.wait_for_selector(
+        "[data-testid=stApp][data-test-connection-state=CONNECTED][data-test-script-state=notRunning]",
+        timeout=timeout_ms,
+    )
+    page.wait_for_function("() => Array.from(document.images).every(img => img.complete)", timeout=timeout_ms)
+
+
 def _wait_answer(page, timeout_ms: int = 120_000, images: int = 1) -> float:
     """Seconds until the answer and the viewer (``images`` panels: 2 with a heat-map overlay) are drawn."""
     t0 = time.perf_counter()
@@ -107,6 +121,7 @@ def _wait_answer(page, timeout_ms: int = 120_000, images: int = 1) -> float:
 def _heat_on(page) -> None:
     """Switch the heat map on (it opens by itself only for doubt and positive results) and wait for it."""
     if page.locator(".js-plotly-plot image").count() < 2:
+        _wait_idle(page)
         page.get_by_text("Show heat map", exact=True).click()
     page.wait_for_function(
         "() => document.querySelectorAll('.js-plotly-plot image').length >= 2", timeout=60_000
@@ -150,6 +165,7 @@ def test_upload_dicom_and_read_it_in_chromium(server: tuple[str, Path]) -> None:
                 ".content"
             )
             assert first.name in chip, chip
+            _wait_idle(page)
             page.get_by_role("button", name="Fracture", exact=True).first.click()
             timings["first_image_cold_s"] = _wait_answer(page)
             page.wait_for_timeout(800)  # let plotly finish painting before the screenshot
@@ -185,6 +201,7 @@ def test_upload_dicom_and_read_it_in_chromium(server: tuple[str, Path]) -> None:
             page.wait_for_selector("text=Images in this session", timeout=30_000)
             page.locator("input[type=file]").set_input_files(str(second))
             page.wait_for_selector("text=Images in this session (2 readable)", timeout=60_000)
+            _wait_idle(page)
             t0 = time.perf_counter()
             page.get_by_role("button", name="Fracture", exact=True).nth(1).click()
             page.wait_for_selector(f"text={second.name}", timeout=60_000)
@@ -265,6 +282,7 @@ def test_quick_page_clicks_end_on_the_last_page_without_replaying_the_others(
             page.wait_for_selector(f"text={BANNER}", timeout=60_000)
             page.locator("input[type=file]").set_input_files(str(_dicom(tmp, 0)))
             page.wait_for_selector("text=Images in this session (1 readable)", timeout=60_000)
+            _wait_idle(page)
             page.get_by_role("button", name="Fracture", exact=True).first.click()
             _wait_answer(page)
             for name in clicks:
