@@ -4,7 +4,8 @@ Why: the limitations sentence is what a radiologist reads on the Model cards pag
 typed by hand. When a retrained model's card replaced the old one, the hand-written sentences about
 its held-out figures and real films were lost, or kept while the figures under them changed. Here
 the sentence is a function of the card: its training data, ``evaluation.held_out_variants`` (train/
-evaluate.py --held-out --write-card), the issue-22 targets it meets or misses, and
+evaluate.py --held-out --write-card) and the repeat exams beside it (``evaluation.held_out_repeats``,
+--seed S --write-repeat), the issue-22 targets it meets or misses on every exam, and
 ``scope.metrics.real_films`` (bench/bench_scope.py --write-card), which counts only while the gate
 it was measured with (statistics sha256 and threshold) is still the card's gate. Every writer of
 those sections calls :func:`refresh_limitations`; tests/test_card_limitations.py checks that each
@@ -45,6 +46,10 @@ TARGETS: dict[str, list[tuple[str, float, str]]] = {
 }
 LESION = {"fracture": "fracture", "threeclass": "fracture", "fracture-det": "fracture"}
 LOW_SPECIFICITY = 0.80
+#: ``evaluation`` key of the repeat exams: the same held-out variants rendered again from other seeds
+REPEATS_KEY = "held_out_repeats"
+#: what a repeat exam must share with the card's main exam to count beside it
+EXAM_BASIS = ("held_out", "recipe", "set_format", "render_size")
 SET_WORDS = {"ct": "the other CT", "chain": "the unseen processing chain", "style": "the unseen lesion style"}
 
 
@@ -63,6 +68,24 @@ def compose_limitations(card: ModelCard) -> str:
     parts.append(_real_film_sentence(card))
     parts.append(CLOSING)
     return " ".join(parts)
+
+
+def current_repeats(card: ModelCard) -> list[dict[str, Any]]:
+    """The card's repeat exams (``evaluation.held_out_repeats``, by seed) that still count: scored on
+    these very weights (their sha256) and on the same variants, set format and size as the main exam.
+
+    Why: one exam of 300 pairs moves by 0.01-0.03 between render seeds (BENCHMARKS.md section 11, "A
+    second exam"), about the distance between some figures and their targets; a target is met only
+    when every current exam meets it."""
+    main = card.evaluation.get("held_out_variants")
+    repeats = card.evaluation.get(REPEATS_KEY) or {}
+    if not main:
+        return []
+    return [
+        r
+        for _, r in sorted(repeats.items(), key=lambda kv: int(kv[0]))
+        if r.get("model_sha256") == card.sha256 and all(r.get(k) == main.get(k) for k in EXAM_BASIS)
+    ]
 
 
 def refresh_limitations(card: ModelCard) -> ModelCard:
@@ -95,13 +118,40 @@ def _pct(v: float) -> str:
     return f"{100 * v:.1f}%"
 
 
+def _headline_key(card: ModelCard, pooled: dict[str, Any]) -> tuple[str, str, str]:
+    """(pooled key, per-set key, words) of the figure a card's held-out sentence leads with."""
+    key = "map50" if "map50" in pooled else ("f1_macro_mean" if card.task == "threeclass" else "roc_auc_mean")
+    set_key = {"map50": "map50", "f1_macro_mean": "f1_macro", "roc_auc_mean": "roc_auc"}[key]
+    label = {"map50": "mAP@0.5", "f1_macro_mean": "macro-F1", "roc_auc_mean": "ROC-AUC"}[key]
+    return key, set_key, label
+
+
+def _repeat_sentence(card: ModelCard, repeats: list[dict[str, Any]]) -> str:
+    """The repeat exams' pooled headline, lift and pointing (or boxes found), each with its seed."""
+    parts = []
+    for r in repeats:
+        pooled = r.get("pooled", {})
+        key, _, label = _headline_key(card, pooled)
+        figs = [f"{label} " + ("not measured" if pooled.get(key) is None else f"{pooled[key]:.3f}")]
+        if pooled.get("froc_sensitivity_at_0.5_fp") is not None:
+            figs.append(
+                f"{_pct(pooled['froc_sensitivity_at_0.5_fp'])} of the boxes found at 0.5 false positives"
+            )
+        figs += [f"{k} {_pct(pooled[k])}" for k in ("lift", "pointing") if pooled.get(k) is not None]
+        parts.append((r.get("seed"), ", ".join(figs)))
+    where = f"(evaluation.{REPEATS_KEY})"
+    if len(parts) == 1:
+        seed, figs = parts[0]
+        return f"A repeat exam on fresh renders of the same variants (seed {seed}) gives {figs} {where}."
+    listed = "; ".join(f"{figs} (seed {seed})" for seed, figs in parts)
+    return f"Repeat exams on fresh renders of the same variants give {listed} {where}."
+
+
 def _held_out_sentence(card: ModelCard, report: dict[str, Any]) -> str:
     pooled, sets = report.get("pooled", {}), report.get("sets", {})
     lesion = _lesion(card)
     detector = "map50" in pooled
-    key = "map50" if detector else ("f1_macro_mean" if card.task == "threeclass" else "roc_auc_mean")
-    set_key = {"map50": "map50", "f1_macro_mean": "f1_macro", "roc_auc_mean": "roc_auc"}[key]
-    label = {"map50": "mAP@0.5", "f1_macro_mean": "macro-F1", "roc_auc_mean": "ROC-AUC"}[key]
+    key, set_key, label = _headline_key(card, pooled)
     ct = next((f for name, f in sets.items() if name.startswith("ct=")), None)
     other_ct = f" ({ct[set_key]:.3f} on the other CT)" if ct and ct.get(set_key) is not None else ""
     value = "not measured" if pooled.get(key) is None else f"{pooled[key]:.3f}"
@@ -121,14 +171,23 @@ def _held_out_sentence(card: ModelCard, report: dict[str, Any]) -> str:
         if pooled.get("pointing") is not None:
             head += f" and its heat-map peak lands on the {lesion} in {_pct(pooled['pointing'])}"
     head += " (evaluation.held_out_variants)."
-    return f"{head} {_verdict(card.task, pooled, sets, set_key)}"
+    repeats = current_repeats(card)
+    if repeats:
+        head += " " + _repeat_sentence(card, repeats)
+    exams = [pooled, *(r.get("pooled", {}) for r in repeats)]
+    return f"{head} {_verdict(card.task, exams, sets, set_key)}"
 
 
-def _verdict(task: str, pooled: dict[str, Any], sets: dict[str, dict], set_key: str) -> str:
-    """Which of the issue-22 targets the pooled figures miss, the weakest held-out set, and its
-    specificity at the card's positive cut when that is low (what a reader meets as false alarms)."""
+def _verdict(task: str, exams: list[dict[str, Any]], sets: dict[str, dict], set_key: str) -> str:
+    """Which of the issue-22 targets the pooled figures miss (on every exam, or on how many of them),
+    the main exam's weakest held-out set, and its specificity at the card's positive cut when that is
+    low (what a reader meets as false alarms)."""
     targets = TARGETS.get(task, [])
-    missed = [words for key, floor, words in targets if pooled.get(key) is None or pooled[key] < floor]
+    missed = []
+    for key, floor, words in targets:
+        short = sum(1 for pooled in exams if pooled.get(key) is None or pooled[key] < floor)
+        if short:
+            missed.append(words if short == len(exams) else f"{words} on {short} of {len(exams)} exams")
     scored = sorted((f[set_key], name) for name, f in sets.items() if f.get(set_key) is not None)
     weakest = ""
     if scored:

@@ -129,6 +129,10 @@ scope pneumonia-det pneu "bonecls phantom --task pneumonia --layout yolo --n 800
 # and macro-F1, the paired lift and the Grad-CAM pointing game (bonecls/training/held_out.py).
 "$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --write-card \
   --card weights/fracture weights/threeclass weights/pneumonia-cls
+# The repeat exam (session 16): the same variants rendered from seed 9102, recorded beside the main exam
+# (evaluation.held_out_repeats); the limitations then judge each target on both exams.
+"$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --seed 9102 --write-repeat \
+  --card weights/fracture weights/threeclass weights/pneumonia-cls weights/pneumonia-det
 
 # --- fracture v2 candidate: varied phantoms, ranking loss on with/without pairs, log-sum-exp pooling,
 # per-image standardisation (custom_v2_lse), box supervision. Training never sees lung1, log or buckle

@@ -10,7 +10,12 @@ import pytest
 from PIL import Image
 from scope_corpus import SHIPPED
 
-from bonecls.card_limitations import compose_limitations, real_films_current, refresh_limitations
+from bonecls.card_limitations import (
+    compose_limitations,
+    current_repeats,
+    real_films_current,
+    refresh_limitations,
+)
 from bonecls.weights import ModelCard, load_card, weights_root
 
 
@@ -64,6 +69,46 @@ def test_missed_targets_and_the_weakest_set_are_named() -> None:
     assert "lands on the fracture in 69.7%" in near and "targets (pointing ≥ 0.70)" in near  # not "70%"
     met = compose_limitations(_card(evaluation=_held_out(0.95, 0.95, 0.75, 0.94, 0.9)))
     assert "It meets its held-out targets; weakest on the other CT." in met and "specificity" not in met
+
+
+def test_each_target_is_judged_on_every_current_exam() -> None:
+    evaluation = _held_out(0.95, 0.95, 0.75, 0.94, 0.9)
+    main = evaluation["held_out_variants"]
+    main.update(seed=9101, set_format=2)
+    repeat = {
+        "seed": 9102,
+        "set_format": 2,
+        "model_sha256": "ab" * 32,
+        "pooled": {"roc_auc_mean": 0.94, "lift": 0.88, "pointing": 0.72},
+    }
+    evaluation["held_out_repeats"] = {"9102": repeat}
+    card = _card(evaluation=evaluation, sha256="ab" * 32)
+    assert [r["seed"] for r in current_repeats(card)] == [9102]
+    text = compose_limitations(card)
+    assert "(seed 9102) gives ROC-AUC 0.940, lift 88.0%, pointing 72.0% (evaluation.held_out_repeats)" in text
+    assert "It misses its held-out targets (lift ≥ 90% on 1 of 2 exams)" in text
+    two = {
+        **evaluation,
+        "held_out_repeats": {
+            "9102": repeat,
+            "9103": {
+                **repeat,
+                "seed": 9103,
+                "pooled": {"roc_auc_mean": 0.95, "lift": 0.91, "pointing": 0.71},
+            },
+        },
+    }
+    text = compose_limitations(_card(evaluation=two, sha256="ab" * 32))
+    assert "Repeat exams on fresh renders of the same variants give ROC-AUC 0.940" in text
+    assert "pointing 72.0% (seed 9102); ROC-AUC 0.950, lift 91.0%, pointing 71.0% (seed 9103)" in text
+    assert "(lift ≥ 90% on 1 of 3 exams)" in text
+    # a repeat of other weights or of other variants does not count
+    for stale in ({"model_sha256": "cd" * 32}, {"set_format": 1}):
+        other = _card(
+            evaluation={**evaluation, "held_out_repeats": {"9102": {**repeat, **stale}}}, sha256="ab" * 32
+        )
+        assert current_repeats(other) == []
+        assert "It meets its held-out targets" in compose_limitations(other)
 
 
 def test_a_missing_pooled_figure_is_said_not_measured() -> None:

@@ -194,9 +194,11 @@ def test_rendered_pairs_share_a_group_and_only_lesions_have_boxes(tmp_path: Path
     assert back.class_names == ps.class_names and back.name == "chain=log"
 
 
-def test_evaluate_held_out_writes_the_card_section(tmp_path: Path, capsys, monkeypatch) -> None:
-    from bonecls.training import evaluation, held_out
-    from bonecls.weights import load_card, save_pytorch
+@pytest.fixture
+def tiny_card(tmp_path: Path, monkeypatch) -> Path:
+    """A tiny installed card whose held-out sets are three synthetic pair sets (no rendering)."""
+    from bonecls.training import held_out
+    from bonecls.weights import save_pytorch
 
     predictor = tiny_predictor(True)
     save_pytorch(predictor.model, predictor.card, tmp_path / "tiny")
@@ -204,12 +206,19 @@ def test_evaluate_held_out_writes_the_card_section(tmp_path: Path, capsys, monke
     for ps, name in zip(sets, ("ct=lung1", "chain=log", "style=buckle"), strict=True):
         ps.name = name
     monkeypatch.setattr(held_out, "pair_sets", lambda *a, **k: sets)
+    return tmp_path / "tiny"
+
+
+def test_evaluate_held_out_writes_the_card_section(tmp_path: Path, tiny_card: Path, capsys) -> None:
+    from bonecls.training import evaluation
+    from bonecls.weights import load_card
+
     out = tmp_path / "out.json"
-    argv = ["--held-out", "--card", str(tmp_path / "tiny"), "--write-card", "--json", str(out)]
+    argv = ["--held-out", "--card", str(tiny_card), "--write-card", "--json", str(out)]
     assert evaluation.main([*argv, "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "tiny held out ct=lung1: ROC-AUC 1.000" in printed and "pooled" in printed
-    card, _ = load_card(tmp_path / "tiny")
+    card, _ = load_card(tiny_card)
     section = card.evaluation["held_out_variants"]
     assert section["held_out"] == {"ct": "lung1", "chain": "log", "lesion_style": "buckle"}
     assert section["pooled"]["lift"] == 1.0 and section["pooled"]["pairs"] == 9
@@ -217,6 +226,35 @@ def test_evaluate_held_out_writes_the_card_section(tmp_path: Path, capsys, monke
     # the card's limitations now state the new figures (bonecls.card_limitations)
     roc = f"ROC-AUC {section['pooled']['roc_auc_mean']:.3f} pooled"
     assert roc in card.limitations and "fracture raises its suspicion in 100.0%" in card.limitations
+
+
+def test_a_repeat_exam_is_recorded_beside_the_main_one(tiny_card: Path, capsys) -> None:
+    from bonecls.training import evaluation
+    from bonecls.weights import load_card
+
+    card_dir = str(tiny_card)
+    run = ["--held-out", "--card", card_dir, "--no-progress"]
+
+    assert evaluation.main([*run, "--seed", "9102", "--write-repeat"]) == 2  # nothing to repeat yet
+    assert "no main held-out exam to repeat" in capsys.readouterr().err
+    assert evaluation.main([*run, "--write-card"]) == 0
+    assert evaluation.main([*run, "--write-repeat"]) == 2  # the main exam's own seed: the same images
+    assert "another seed than the main exam's (9101)" in capsys.readouterr().err
+    assert evaluation.main([*run, "--seed", "9102", "--write-repeat"]) == 0
+    card, _ = load_card(card_dir)
+    assert card.evaluation["held_out_variants"]["seed"] == 9101
+    repeat = card.evaluation["held_out_repeats"]["9102"]
+    assert repeat["seed"] == 9102 and repeat["model_sha256"] == card.sha256
+    assert (
+        "A repeat exam on fresh renders of the same variants (seed 9102) gives ROC-AUC 1.000"
+        in card.limitations
+    )
+
+    assert evaluation.main([*run, "--write-card"]) == 0  # the main exam again: the repeat still counts
+    card, _ = load_card(card_dir)
+    assert list(card.evaluation["held_out_repeats"]) == ["9102"]
+    with pytest.raises(SystemExit):  # one section at a time
+        evaluation.main([*run, "--write-card", "--write-repeat"])
 
 
 def test_evaluate_needs_data_or_held_out() -> None:

@@ -18,6 +18,10 @@ Those figures still come from the generator that trained the model. ``--held-out
 instead on phantoms of a CT, a processing chain and a lesion style that training never used, with
 the paired lift and the pointing game (:mod:`bonecls.training.held_out`); ``--write-card`` records
 them on the card as ``evaluation.held_out_variants`` (the weights and their sha256 are untouched).
+One exam of 100 pairs per set moves by 0.01-0.03 between render seeds, so ``--seed S --write-repeat``
+adds a repeat exam on fresh renders of the same variants (``evaluation.held_out_repeats``, by seed)
+beside that main exam; the card's limitations then judge each target on every exam
+(:func:`record_exam`, :mod:`bonecls.card_limitations`).
 """
 
 from __future__ import annotations
@@ -218,10 +222,54 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="render seed (default: held_out.EVAL_SEED)")
     g.add_argument("--cams", type=int, default=None, help="lesion images explained per set (default: all)")
     g.add_argument("--sets-dir", default=None, help="keep the rendered sets here (default: <cache>/held-out)")
-    g.add_argument(
+    write = g.add_mutually_exclusive_group()
+    write.add_argument(
         "--write-card", action="store_true", help="record the figures on each card (evaluation section)"
     )
+    write.add_argument(
+        "--write-repeat",
+        action="store_true",
+        help="record them as a repeat exam (evaluation.held_out_repeats, by --seed) beside the card's main "
+        "exam, which stays: fresh renders of the same variants, another seed",
+    )
     return p
+
+
+def record_exam(card: Any, report: dict[str, Any], *, repeat: bool = False) -> Any:
+    """A copy of ``card`` (a :class:`bonecls.weights.ModelCard`) with the held-out ``report`` recorded.
+
+    The main exam replaces ``evaluation.held_out_variants`` and keeps only the repeat exams that
+    still count beside it (same weights and variants: :func:`bonecls.card_limitations.current_repeats`).
+    A repeat exam (``repeat=True``) goes into ``evaluation.held_out_repeats`` under its seed; it must
+    render the main exam's variants from another seed, or it would repeat nothing (``DataError``)."""
+    from bonecls.card_limitations import EXAM_BASIS, REPEATS_KEY, current_repeats
+
+    report = {**report, "model_sha256": card.sha256}
+    evaluation = dict(card.evaluation)
+    main = evaluation.get("held_out_variants")
+    if repeat:
+        if not main:
+            raise DataError(
+                f"'{card.id}' has no main held-out exam to repeat: record one first (--write-card)."
+            )
+        if report.get("seed") == main.get("seed"):
+            raise DataError(
+                f"A repeat exam must be rendered from another seed than the main exam's ({main.get('seed')})."
+            )
+        differs = [k for k in EXAM_BASIS if report.get(k) != main.get(k)]
+        if differs:
+            raise DataError(
+                f"A repeat exam must score the main exam's variants; it differs in {', '.join(differs)}. "
+                "Score the main exam again (--write-card) or repeat it with the same settings."
+            )
+        evaluation[REPEATS_KEY] = {**(evaluation.get(REPEATS_KEY) or {}), str(report["seed"]): report}
+        return card.model_copy(update={"evaluation": evaluation})
+    evaluation["held_out_variants"] = report
+    kept = current_repeats(card.model_copy(update={"evaluation": evaluation}))
+    evaluation.pop(REPEATS_KEY, None)
+    if kept:
+        evaluation[REPEATS_KEY] = {str(r["seed"]): r for r in kept if r.get("seed") != report.get("seed")}
+    return card.model_copy(update={"evaluation": evaluation})
 
 
 def held_out_for_card(card: str | os.PathLike, args: argparse.Namespace) -> dict[str, Any]:
@@ -266,9 +314,9 @@ def held_out_for_card(card: str | os.PathLike, args: argparse.Namespace) -> dict
     for name, figures in report["sets"].items():
         print(f"{c.id} held out {name}: {figure_line(figures)}", flush=True)
     print(f"{c.id} held out, pooled: {figure_line(report['pooled'])}", flush=True)
-    if args.write_card:
+    if args.write_card or args.write_repeat:
         saved, card_dir = load_card(card)
-        saved.evaluation = {**saved.evaluation, "held_out_variants": report}
+        saved = record_exam(saved, report, repeat=args.write_repeat)
         write_card(refresh_limitations(saved), card_dir)  # the sentence follows the new figures
     return {"model": c.id, "sha256": c.sha256, "held_out_variants": report}
 
