@@ -147,6 +147,20 @@ def _repeat_sentence(card: ModelCard, repeats: list[dict[str, Any]]) -> str:
     return f"Repeat exams on fresh renders of the same variants give {listed} {where}."
 
 
+def _gate_sentence(scope: dict[str, Any], sets: dict[str, dict], lesion: str) -> str:
+    """How many of the held-out images the scope gate answers (the figures above are the raw model's on
+    all of them), on the other CT, and with and without a lesion: what a reader of the app would get."""
+    ct = next(((f.get("scope") or {}) for name, f in sets.items() if name.startswith("ct=")), {})
+    other_ct = f" ({_pct(ct['answered'])} on the other CT)" if ct.get("answered") is not None else ""
+    text = f"Its scope gate answers {_pct(scope['answered'])} of these images{other_ct}"
+    if scope.get("answered_lesion") is not None and scope.get("answered_lesion_free") is not None:
+        text += (
+            f": {_pct(scope['answered_lesion'])} of those with a {lesion}, "
+            f"{_pct(scope['answered_lesion_free'])} of those without"
+        )
+    return text + "; it refuses the rest."
+
+
 def _held_out_sentence(card: ModelCard, report: dict[str, Any]) -> str:
     pooled, sets = report.get("pooled", {}), report.get("sets", {})
     lesion = _lesion(card)
@@ -171,6 +185,8 @@ def _held_out_sentence(card: ModelCard, report: dict[str, Any]) -> str:
         if pooled.get("pointing") is not None:
             head += f" and its heat-map peak lands on the {lesion} in {_pct(pooled['pointing'])}"
     head += " (evaluation.held_out_variants)."
+    if pooled.get("scope"):
+        head += " " + _gate_sentence(pooled["scope"], sets, lesion)
     repeats = current_repeats(card)
     if repeats:
         head += " " + _repeat_sentence(card, repeats)

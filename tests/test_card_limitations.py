@@ -71,6 +71,21 @@ def test_missed_targets_and_the_weakest_set_are_named() -> None:
     assert "It meets its held-out targets; weakest on the other CT." in met and "specificity" not in met
 
 
+def test_the_scope_gates_answers_on_the_held_out_images_are_stated() -> None:
+    evaluation = _held_out(0.80, 0.85, 0.75, 0.70, 0.5)
+    held = evaluation["held_out_variants"]
+    held["pooled"]["scope"] = {"answered": 0.785, "answered_lesion": 0.75, "answered_lesion_free": 0.82}
+    held["sets"]["ct=lung1"]["scope"] = {"answered": 0.46}
+    text = compose_limitations(_card(evaluation=evaluation))
+    assert (
+        "Its scope gate answers 78.5% of these images (46.0% on the other CT): 75.0% of those with a "
+        "fracture, 82.0% of those without; it refuses the rest." in text
+    )
+    assert "scope gate answers" not in compose_limitations(
+        _card(evaluation=_held_out(0.8, 0.85, 0.75, 0.7, 0.5))
+    )
+
+
 def test_each_target_is_judged_on_every_current_exam() -> None:
     evaluation = _held_out(0.95, 0.95, 0.75, 0.94, 0.9)
     main = evaluation["held_out_variants"]

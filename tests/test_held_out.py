@@ -155,6 +155,37 @@ def test_visible_figures_leave_out_the_faint_lesions_and_keep_every_negative() -
     assert f"visible lesions only (visibility >= {VISIBILITY_FLOOR:g})" in figure_line(pooled)
 
 
+def test_scope_figures_say_what_the_gate_answers_and_how_well(tmp_path: Path) -> None:
+    """A gate fitted on lesion-free images only refuses every lesion image (and the figures say so:
+    it would hide findings); one fitted on both answers all, with the raw model's ROC-AUC and lift."""
+    from bonecls.inference.predictor import Predictor
+    from bonecls.scope.fit import fit_scope_on
+    from bonecls.weights import save_pytorch
+
+    model = tiny_predictor(True)
+    ps = synthetic_pairs(20, seed=3)
+    assert set_figures(model, ps, margin=1)["scope"] is None  # no learned gate: nothing to say
+    for name, fit in (("lesion-free", lambda p: p.images[0::2]), ("both", lambda p: p.images)):
+        save_pytorch(model.model, model.card, tmp_path / name)
+        fit_scope_on(
+            tmp_path / name, list(fit(synthetic_pairs(200, 10))), list(fit(synthetic_pairs(100, 11)))
+        )
+        scope = set_figures(Predictor.from_card(tmp_path / name), ps, margin=1)["scope"]
+        assert scope["n"] == 40 and scope["n_lesion"] == 20 and scope["answered_lesion_free"] == 1.0
+        if name == "lesion-free":
+            assert scope["answered_lesion"] == 0.0 and scope["answered"] == 0.5
+            assert scope["roc_auc_answered"] is None and scope["pairs_answered"] == 0
+        else:
+            assert scope["answered"] == 1.0 and scope["n_answered"] == 40
+            assert scope["roc_auc_answered"] == 1.0 and scope["lift_answered"] == 1.0
+            assert scope["pairs_answered"] == 20
+    pooled = pooled_figures(
+        {"a": {"n": 40, "scope": scope}, "b": {"n": 40, "scope": {**scope, "answered": 0.5}}}
+    )
+    assert pooled["scope"]["answered"] == 0.75 and pooled["scope"]["pairs_answered"] == 40
+    assert "the scope gate answers 0.750 (lesion-free 1.000, lesion 1.000)" in figure_line(pooled)
+
+
 def test_pooled_figures_weigh_by_count_and_keep_the_worst_auc() -> None:
     keys = ("n", "roc_auc", "f1_macro", "lift", "pairs", "pointing", "images", "chance")
     sets = {

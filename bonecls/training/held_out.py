@@ -21,6 +21,11 @@ else equal. Per set this module reports
 * the **pointing game**: the share of lesion images whose Grad-CAM peak (the app's default
   explanation, for the true class) lies inside a lesion box grown by a margin, beside the chance
   level of a uniformly random peak;
+* what the **scope gate** does with these images (``scope``): the share it answers (lesion-free and
+  lesion images apart: a gate that refuses lesions more often hides findings) and the ROC-AUC and lift
+  over the answered images only. The figures above are the raw model's on every image; a reader of the
+  app gets answers only where the gate lets the image through, and on an unseen CT that can be a
+  fraction of the images;
 * the same figures over the **visible lesions** only: the renderer draws some lesions so faint that no
   reader could see them either (a hairline gap in a thin rib seen end-on), so a model cannot be asked to
   find them. A lesion's visibility is the strongest local with/without difference in its box (the
@@ -318,7 +323,7 @@ def set_figures(
     card = predictor.card
     if tuple(card.class_names) != ps.class_names:
         raise ValueError(f"the set's classes {ps.class_names} are not the model's {card.class_names}")
-    logits = batch_logits(predictor, ps.images)
+    logits, scope_scores = batch_logits_and_scope(predictor, ps.images)
     probs = softmax_np(logits, card.temperature)
     m = classification_metrics(ps.labels, probs, card.class_names, card.positive_classes)
     pos = is_positive(ps.labels, card.class_names, card.positive_classes)
@@ -337,6 +342,7 @@ def set_figures(
     lesion = [i for i in range(len(ps.labels)) if pos[i] and ps.boxes[i]][:cams]
     heat = [predictor.explain(ps.images[i], target_class=int(ps.labels[i])).heatmap for i in lesion]
     figures.update(pointing_game(heat, [ps.boxes[i] for i in lesion], margin))
+    figures["scope"] = scope_figures(predictor, ps, scope_scores, probs, sl)
 
     vis = lesion_visibility(ps, negative)
     seen = vis[~np.isnan(vis)]
@@ -365,15 +371,77 @@ def set_figures(
     return figures
 
 
-def batch_logits(predictor: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Raw logits (N, classes) of ``predictor`` on uint8 images, through its own preprocessing."""
+def batch_logits_and_scope(
+    predictor: Any, images: np.ndarray, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw logits (N, classes) of ``predictor`` on uint8 images, through its own preprocessing, and the
+    learned scope scores (N,) of the same forward passes (None when its gate has no learned part)."""
     import torch
 
-    rows = []
+    rows, scores = [], []
+    guard = getattr(predictor, "scope_guard", None)
     for start in range(0, len(images), batch_size):
         x = torch.cat([predictor.preprocess(img) for img in images[start : start + batch_size]])
-        rows.append(predictor.logits(x).numpy())
-    return np.concatenate(rows).astype(np.float64)
+        logits, features = predictor.logits_and_features(x)
+        rows.append(logits.numpy())
+        scores.append(None if guard is None else guard.scores(features))
+    learned = all(s is not None for s in scores) and scores
+    return np.concatenate(rows).astype(np.float64), (np.concatenate(scores) if learned else None)
+
+
+def scope_figures(
+    predictor: Any, ps: PairSet, scores: np.ndarray | None, probs: np.ndarray, logit: np.ndarray
+) -> dict | None:
+    """What the predictor's learned scope gate does with a held-out set (None without one): the share
+    of images it answers, of lesion-free and of lesion images, and over the answered images only the
+    suspicion ROC-AUC and the paired lift (pairs whose two images are both answered)."""
+    guard = getattr(predictor, "scope_guard", None)
+    if scores is None or guard is None or guard.gate is None:
+        return None
+    card = predictor.card
+    answered = np.asarray([guard.gate.verdict_from_score(float(v)).in_scope for v in scores])
+    pos = is_positive(ps.labels, card.class_names, card.positive_classes)
+    negative = [i for i, c in enumerate(card.class_names) if c not in card.positive_classes]
+    kept = classification_metrics(
+        ps.labels[answered], probs[answered], card.class_names, card.positive_classes
+    )
+    pair = paired_lift(logit[answered], ps.labels[answered], ps.groups[answered], negative)
+    return {
+        "threshold": float(guard.threshold),
+        "n": len(answered),
+        "n_lesion": int(pos.sum()),
+        "answered": float(answered.mean()),
+        "answered_lesion_free": float(answered[~pos].mean()) if (~pos).any() else None,
+        "answered_lesion": float(answered[pos].mean()) if pos.any() else None,
+        "n_answered": int(answered.sum()),
+        "roc_auc_answered": kept.get("suspicion_auc") if answered.any() else None,
+        "lift_answered": pair["lift"],
+        "pairs_answered": pair["pairs"],
+    }
+
+
+def pooled_scope(per_set: dict[str, dict]) -> dict | None:
+    """The sets' ``scope`` figures pooled: image-weighted shares, answered-image-weighted ROC-AUC and
+    pair-weighted lift; None when no set has a learned gate."""
+    rows = [f["scope"] for f in per_set.values() if f.get("scope")]
+    if not rows:
+        return None
+
+    def mean(key: str, weight: Callable[[dict], float]) -> float | None:
+        kept = [(r[key], weight(r)) for r in rows if r.get(key) is not None and weight(r)]
+        return float(sum(v * w for v, w in kept) / sum(w for _, w in kept)) if kept else None
+
+    return {
+        "threshold": rows[0]["threshold"],
+        "n": sum(r["n"] for r in rows),
+        "answered": mean("answered", lambda r: r["n"]),
+        "answered_lesion_free": mean("answered_lesion_free", lambda r: r["n"] - r["n_lesion"]),
+        "answered_lesion": mean("answered_lesion", lambda r: r["n_lesion"]),
+        "n_answered": sum(r["n_answered"] for r in rows),
+        "roc_auc_answered": mean("roc_auc_answered", lambda r: r["n_answered"]),
+        "lift_answered": mean("lift_answered", lambda r: r["pairs_answered"]),
+        "pairs_answered": sum(r["pairs_answered"] for r in rows),
+    }
 
 
 def pooled_figures(per_set: dict[str, dict]) -> dict:
@@ -394,6 +462,9 @@ def pooled_figures(per_set: dict[str, dict]) -> dict:
         "pointing": mean("pointing", "images"),
         "chance": mean("chance", "images"),
     }
+    scope = pooled_scope(per_set)
+    if scope:
+        out["scope"] = scope
     visible = {name: f["visible"] for name, f in per_set.items() if f.get("visible")}
     if visible:
         out["visible"] = {"floor": next(iter(visible.values()))["floor"], **pooled_figures(visible)}
@@ -426,12 +497,18 @@ def held_out_report(
     }
 
 
+def _fig(f: dict, key: str) -> str:
+    """``f[key]`` to three decimals, or n/a."""
+    v = f.get(key)
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def figure_line(f: dict) -> str:
-    """ROC-AUC, macro-F1, lift, median logit rise and pointing of one set (or pooled), on one line."""
+    """ROC-AUC, macro-F1, lift, median logit rise and pointing of one set (or pooled), what the scope
+    gate does with its images, and the same over the visible lesions, on one line."""
 
     def g(key: str) -> str:
-        v = f.get(key)
-        return "n/a" if v is None else f"{v:.3f}"
+        return _fig(f, key)
 
     auc = g("roc_auc") if "roc_auc" in f else f"{g('roc_auc_mean')} (min {g('roc_auc_min')})"
     f1 = g("f1_macro") if "f1_macro" in f else g("f1_macro_mean")
@@ -440,6 +517,14 @@ def figure_line(f: dict) -> str:
         f"ROC-AUC {auc}, macro-F1 {f1}, lift {g('lift')} over {f.get('pairs', 0)} pairs{rise}, "
         f"pointing {g('pointing')} (chance {g('chance')})"
     )
+    if f.get("scope"):
+        sc = f["scope"]
+        line += (
+            f"; the scope gate answers {_fig(sc, 'answered')} "
+            f"(lesion-free {_fig(sc, 'answered_lesion_free')}, lesion {_fig(sc, 'answered_lesion')}), "
+            f"answered only: ROC-AUC {_fig(sc, 'roc_auc_answered')}, "
+            f"lift {_fig(sc, 'lift_answered')} over {sc.get('pairs_answered', 0)} pairs"
+        )
     if f.get("visible"):
         v = f["visible"]
         line += f"; visible lesions only (visibility >= {v['floor']:g}): {figure_line(v)}"
