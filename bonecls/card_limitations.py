@@ -154,8 +154,9 @@ def _gate_sentence(scope: dict[str, Any], sets: dict[str, dict], lesion: str) ->
     other_ct = f" ({_pct(ct['answered'])} on the other CT)" if ct.get("answered") is not None else ""
     text = f"Its scope gate answers {_pct(scope['answered'])} of these images{other_ct}"
     if scope.get("answered_lesion") is not None and scope.get("answered_lesion_free") is not None:
+        article = "an" if lesion[0] in "aeiou" else "a"
         text += (
-            f": {_pct(scope['answered_lesion'])} of those with a {lesion}, "
+            f": {_pct(scope['answered_lesion'])} of those with {article} {lesion}, "
             f"{_pct(scope['answered_lesion_free'])} of those without"
         )
     return text + "; it refuses the rest."

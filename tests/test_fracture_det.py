@@ -171,6 +171,7 @@ def test_tiny_fracture_det_card_and_held_out_evaluation(tiny_fracture_det, tmp_p
         assert figures["froc_sensitivity_at_0.5_fp"] == figures["froc"]["sensitivity"]["0.5"]
         assert 0.0 <= figures["map50"] <= 1.0
         assert "threeclass_f1_macro_at_positive_at" in figures
+        assert figures["scope"] is None  # 18 training images fit no learned gate: nothing to say
     pooled = held["pooled"]
     assert pooled["n"] == 9 and pooled["pairs"] == 6
     assert pooled["froc"]["n_lesions"] == sum(f["n_lesions"] for f in held["sets"].values())
@@ -213,6 +214,29 @@ def test_onnx_feature_output_equals_pytorch_and_feeds_the_gate(tmp_path):
         assert a.verdict.in_scope == b.verdict.in_scope
         assert b.verdict.score == pytest.approx(a.verdict.score, rel=1e-3, abs=1e-3)
         assert [x.label for x in a.boxes] == [x.label for x in b.boxes]
+
+
+@pytest.mark.slow
+def test_held_out_scope_figures_are_what_the_gate_answers():
+    """The shipped pneumonia detector on a few held-out pairs: the share its gate answers is the share
+    detect_scoped answers, from the score of the same pass as the boxes."""
+    pytest.importorskip("ultralytics")
+    from bonecls.detection.detector import Detector
+    from bonecls.detection.held_out import detector_set_figures
+    from bonecls.training.held_out import HeldOut, render_pair_set
+
+    detector = Detector.from_card(REPO / "weights" / "pneumonia-det")
+    variants = HeldOut.for_task("pneumonia").variant_sets("pneumonia")["ct=lung1"]
+    ps = render_pair_set("pneumonia", "ct=lung1", variants, n_pairs=3, seed=5)
+    figures, _ = detector_set_figures(detector, ps)
+    scoped = [detector.detect_scoped(image, conf=0.001) for image in ps.images]
+    scores = [detector.detect_and_score(image, conf=0.001)[1] for image in ps.images]
+    assert scores == pytest.approx([s.verdict.score for s in scoped])
+    answered = np.asarray([s.in_scope for s in scoped])
+    scope = figures["scope"]
+    assert scope["n"] == 6 and scope["n_lesion"] == 3 and scope["n_answered"] == int(answered.sum())
+    assert scope["answered"] == pytest.approx(answered.mean())
+    assert scope["threshold"] == detector.scope_gate.threshold
 
 
 def test_old_onnx_graph_without_features_keeps_the_gate_on_pytorch(tmp_path):

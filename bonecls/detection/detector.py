@@ -337,6 +337,17 @@ class Detector:
         """Boxes with confidence > ``conf`` after NMS at ``iou``, in original-image pixels, best first."""
         return self._run_film(image, conf, iou, max_det)[0]
 
+    def detect_and_score(
+        self, image: Any, conf: float | None = None, iou: float = 0.5, max_det: int = 100
+    ) -> tuple[list[DetBox], float | None]:
+        """:meth:`detect`'s boxes and the learned scope score of the same pass (None without a learned
+        gate): for figures over the answered images (:mod:`bonecls.detection.held_out`)."""
+        boxes, features = self._run_film(image, conf, iou, max_det)
+        gate = self.scope_gate if self.scope_enabled else None
+        if gate is None or features is None:
+            return boxes, None
+        return boxes, float(gate.stats.score(features)[0])
+
     def detect_scoped(
         self, image: Any, conf: float | None = None, iou: float = 0.5, max_det: int = 100
     ) -> ScopedBoxes:

@@ -28,7 +28,16 @@ from typing import Any
 import numpy as np
 
 from bonecls.detection import metrics as dm
-from bonecls.training.held_out import EVAL_SEED, HeldOut, PairSet, pair_sets, paired_lift
+from bonecls.training.held_out import (
+    EVAL_SEED,
+    HeldOut,
+    PairSet,
+    gate_figures,
+    pair_sets,
+    paired_lift,
+    pooled_scope,
+    scope_line,
+)
 from bonecls.training.metrics import binary_rates, macro_f1, rank_auc
 
 __all__ = [
@@ -91,7 +100,17 @@ def detector_set_figures(detector: Any, ps: PairSet) -> tuple[dict, dict]:
     pair set, and the raw per-image arrays (for pooling across sets)."""
     card = detector.card
     names = list(card.class_names)
-    pb, pscore, pl = _detections(lambda im: detector.detect(im, conf=_FLOOR, max_det=100), ps.images, names)
+    gate = getattr(detector, "scope_gate", None) if getattr(detector, "scope_enabled", False) else None
+    gate_scores: list[float | None] = []
+
+    def detect(image: np.ndarray) -> list:
+        if gate is None:
+            return detector.detect(image, conf=_FLOOR, max_det=100)
+        boxes, score = detector.detect_and_score(image, conf=_FLOOR, max_det=100)
+        gate_scores.append(score)
+        return boxes
+
+    pb, pscore, pl = _detections(detect, ps.images, names)
     gb, gl = _ground_truth(ps, names)
     negative = ps.negative
     pos = ~np.isin(ps.labels, negative)
@@ -111,6 +130,9 @@ def detector_set_figures(detector: Any, ps: PairSet) -> tuple[dict, dict]:
     figures["froc_sensitivity_at_0.5_fp"] = figures["froc"]["sensitivity"]["0.5"]
     lift = paired_lift(top, ps.labels, ps.groups, negative)
     figures.update(pairs=lift["pairs"], lift=lift["lift"], median_score_rise=lift["median_logit_rise"])
+    learned = gate_scores and all(v is not None for v in gate_scores)
+    scores = np.asarray(gate_scores, dtype=np.float64) if learned else None
+    figures["scope"] = gate_figures(gate, scores, ps, pos, top, top, negative)
     if "comminuted" in names and len(ps.class_names) == 3:
         com = names.index("comminuted")
         for key, cut in (("negative_below", cuts.negative_below), ("positive_at", cuts.positive_at)):
@@ -147,6 +169,9 @@ def _pooled(per_set: dict[str, dict], raws: list[dict]) -> dict:
         "lift": float(sum(v * w for v, w in lifts) / sum(w for _, w in lifts)) if lifts else None,
         "pairs": pairs,
     }
+    scope = pooled_scope(per_set)
+    if scope:
+        out["scope"] = scope
     for key in ("threeclass_f1_macro_at_negative_below", "threeclass_f1_macro_at_positive_at"):
         rows = [(f[key], f["n"]) for f in per_set.values() if f.get(key) is not None]
         if rows:
@@ -195,5 +220,5 @@ def detector_figure_line(f: dict) -> str:
     return (
         f"FROC sensitivity {g('froc_sensitivity_at_0.5_fp')} at 0.5 FP/image, mAP@0.5 {g('map50')} "
         f"(any class {g('map50_any_class')}), ROC-AUC {g('roc_auc')}, lift {g('lift')} over "
-        f"{f.get('pairs', 0)} pairs{tail}"
+        f"{f.get('pairs', 0)} pairs{tail}{scope_line(f)}"
     )

@@ -295,7 +295,7 @@ def held_out_for_card(card: str | os.PathLike, args: argparse.Namespace) -> dict
             held_out = HeldOut.for_task(
                 PAIR_TASK[c.task], args.held_out_ct, args.held_out_chain, args.held_out_style
             )
-            detector = Detector.from_card(card, scope=False)
+            detector = Detector.from_card(card)  # its gate: the figures say what it answers (scope)
             report = detector_held_out_report(
                 detector, held_out, args.pairs, seed=seed, cache_dir=sets_dir, log=log
             )

@@ -54,7 +54,7 @@ import numpy as np
 
 from bonecls.phantom import TASK_CLASSES, generate
 from bonecls.phantom.varied import OPACITY_STYLES, Variants
-from bonecls.training.metrics import binary_rates, classification_metrics, is_positive, softmax_np
+from bonecls.training.metrics import binary_rates, classification_metrics, is_positive, rank_auc, softmax_np
 
 EVAL_SEED = 9101  # no training set of the project uses it (they use 101, 201, 301 and 4xx)
 RENDER_SIZE = 256  # the phantoms' side, as every training set was rendered; the card resizes
@@ -342,7 +342,9 @@ def set_figures(
     lesion = [i for i in range(len(ps.labels)) if pos[i] and ps.boxes[i]][:cams]
     heat = [predictor.explain(ps.images[i], target_class=int(ps.labels[i])).heatmap for i in lesion]
     figures.update(pointing_game(heat, [ps.boxes[i] for i in lesion], margin))
-    figures["scope"] = scope_figures(predictor, ps, scope_scores, probs, sl)
+    guard = getattr(predictor, "scope_guard", None)
+    gate = guard.gate if guard is not None and guard.enabled else None
+    figures["scope"] = gate_figures(gate, scope_scores, ps, pos, score, sl, negative)
 
     vis = lesion_visibility(ps, negative)
     seen = vis[~np.isnan(vis)]
@@ -389,32 +391,33 @@ def batch_logits_and_scope(
     return np.concatenate(rows).astype(np.float64), (np.concatenate(scores) if learned else None)
 
 
-def scope_figures(
-    predictor: Any, ps: PairSet, scores: np.ndarray | None, probs: np.ndarray, logit: np.ndarray
+def gate_figures(
+    gate: Any,
+    scores: np.ndarray | None,
+    ps: PairSet,
+    pos: np.ndarray,
+    score: np.ndarray,
+    rise: np.ndarray,
+    negative: Sequence[int],
 ) -> dict | None:
-    """What the predictor's learned scope gate does with a held-out set (None without one): the share
-    of images it answers, of lesion-free and of lesion images, and over the answered images only the
-    suspicion ROC-AUC and the paired lift (pairs whose two images are both answered)."""
-    guard = getattr(predictor, "scope_guard", None)
-    if scores is None or guard is None or guard.gate is None:
+    """What a learned scope ``gate`` (:class:`bonecls.scope.gate.ScopeGate`) does with a held-out set,
+    from its ``scores`` of the set's images (None without a gate): the share of images it answers, of
+    lesion-free and of lesion images (``pos``), and over the answered images only the ROC-AUC of
+    ``score`` and the paired lift of ``rise`` (pairs whose two images are both answered). Shared by the
+    classifiers (suspicion, suspicion logit) and the detectors (top box score for both)."""
+    if gate is None or scores is None:
         return None
-    card = predictor.card
-    answered = np.asarray([guard.gate.verdict_from_score(float(v)).in_scope for v in scores])
-    pos = is_positive(ps.labels, card.class_names, card.positive_classes)
-    negative = [i for i, c in enumerate(card.class_names) if c not in card.positive_classes]
-    kept = classification_metrics(
-        ps.labels[answered], probs[answered], card.class_names, card.positive_classes
-    )
-    pair = paired_lift(logit[answered], ps.labels[answered], ps.groups[answered], negative)
+    answered = np.asarray([gate.verdict_from_score(float(v)).in_scope for v in scores], dtype=bool)
+    pair = paired_lift(rise[answered], ps.labels[answered], ps.groups[answered], negative)
     return {
-        "threshold": float(guard.threshold),
+        "threshold": float(gate.threshold),
         "n": len(answered),
         "n_lesion": int(pos.sum()),
         "answered": float(answered.mean()),
         "answered_lesion_free": float(answered[~pos].mean()) if (~pos).any() else None,
         "answered_lesion": float(answered[pos].mean()) if pos.any() else None,
         "n_answered": int(answered.sum()),
-        "roc_auc_answered": kept.get("suspicion_auc") if answered.any() else None,
+        "roc_auc_answered": rank_auc(pos[answered], score[answered]),
         "lift_answered": pair["lift"],
         "pairs_answered": pair["pairs"],
     }
@@ -503,6 +506,19 @@ def _fig(f: dict, key: str) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
+def scope_line(f: dict) -> str:
+    """What the scope gate does with the set (``f["scope"]``) as a clause for a figure line ("" without)."""
+    sc = f.get("scope")
+    if not sc:
+        return ""
+    return (
+        f"; the scope gate answers {_fig(sc, 'answered')} "
+        f"(lesion-free {_fig(sc, 'answered_lesion_free')}, lesion {_fig(sc, 'answered_lesion')}), "
+        f"answered only: ROC-AUC {_fig(sc, 'roc_auc_answered')}, "
+        f"lift {_fig(sc, 'lift_answered')} over {sc.get('pairs_answered', 0)} pairs"
+    )
+
+
 def figure_line(f: dict) -> str:
     """ROC-AUC, macro-F1, lift, median logit rise and pointing of one set (or pooled), what the scope
     gate does with its images, and the same over the visible lesions, on one line."""
@@ -517,14 +533,7 @@ def figure_line(f: dict) -> str:
         f"ROC-AUC {auc}, macro-F1 {f1}, lift {g('lift')} over {f.get('pairs', 0)} pairs{rise}, "
         f"pointing {g('pointing')} (chance {g('chance')})"
     )
-    if f.get("scope"):
-        sc = f["scope"]
-        line += (
-            f"; the scope gate answers {_fig(sc, 'answered')} "
-            f"(lesion-free {_fig(sc, 'answered_lesion_free')}, lesion {_fig(sc, 'answered_lesion')}), "
-            f"answered only: ROC-AUC {_fig(sc, 'roc_auc_answered')}, "
-            f"lift {_fig(sc, 'lift_answered')} over {sc.get('pairs_answered', 0)} pairs"
-        )
+    line += scope_line(f)
     if f.get("visible"):
         v = f["visible"]
         line += f"; visible lesions only (visibility >= {v['floor']:g}): {figure_line(v)}"
