@@ -22,7 +22,15 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from bonecls import __version__
-from bonecls.reading import BOX_COLOUR, BOX_DEFINITE, HEAT_CAPTION, box_legend, box_tier, status_text
+from bonecls.reading import (
+    BOX_COLOUR,
+    BOX_DEFINITE,
+    HEAT_CAPTION,
+    NO_RESULT_NOTE,
+    box_legend,
+    box_tier,
+    status_text,
+)
 
 __all__ = [
     "DISCLAIMER",
@@ -170,6 +178,7 @@ def _result_lines(data: ReportData) -> list[str]:
     if p is not None and p.get("in_scope") is False:
         lines.append("Outside what this model was trained on: no result.")
         lines.extend(f"Why: {reason}" for reason in p.get("scope_reasons", []))
+        lines.append(NO_RESULT_NOTE)
     elif p is not None:
         lines.append(
             f"Result: {p['label'].replace('_', ' ')}  |  status: {status_text(p['status'])}"

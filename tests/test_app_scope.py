@@ -56,6 +56,7 @@ def test_cat_on_the_fracture_page_gets_the_panel_and_no_result(env: Path, films)
     at = _goto(_app_with([films["cat thorax"]]), "pages/fracture.py")
     errors = " ".join(e.value for e in at.error)
     assert PANEL in errors and "No result." in errors and "does not resemble" in errors
+    assert "No result is not a negative reading" in errors and "Read this image without the aid." in errors
     headings = " ".join(m.value for m in at.markdown).lower()
     assert not any(f"### {w}" in headings for w in STATUS_WORDS)  # no status chip
     assert "Suspicion" not in headings and "Most likely class" not in headings  # no label

@@ -176,6 +176,7 @@ def test_report_and_audit_record_the_refusal_without_a_result(films, shipped: Pa
         report["prediction"]["scope_reasons"] == list(refused.scope_reasons) and report["explanation"] is None
     )
     assert _result_lines(data)[0] == "Outside what this model was trained on: no result."
+    assert _result_lines(data)[-1].startswith("No result is not a negative reading")  # never "nothing found"
 
     db = tmp_path / "audit.sqlite"  # a log written before the scope gate: the new columns are added
     with sqlite3.connect(db) as conn:

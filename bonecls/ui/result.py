@@ -19,6 +19,7 @@ import numpy as np
 import streamlit as st
 
 from bonecls.reading import (
+    NO_RESULT_NOTE,
     BoxTiers,
     box_legend,
     heat_shown_by_default,
@@ -231,7 +232,7 @@ def refusal_panel(entry: services.ModelEntry, reasons: tuple[str, ...], raw: dic
     """The out-of-scope panel of any model (classifier or detector): the reasons, what the model reads,
     and ``raw`` (None: the model was not run) in a closed expander marked unreliable."""
     st.error(
-        f"**Outside what this model was trained on:** {' '.join(reasons)} **No result.**",
+        f"**Outside what this model was trained on:** {' '.join(reasons)} **No result.** {NO_RESULT_NOTE}",
         icon=":material/block:",
     )
     card = entry.card
