@@ -83,6 +83,7 @@ def test_worklist_puts_refused_films_apart_and_models_page_shows_the_scope(env: 
     markdown = " ".join(m.value for m in at.markdown)
     assert "out of the model's scope — not ranked (their scores mean nothing)** (2)" in markdown
     assert "To read — ranked by suspicion" not in markdown  # neither film is ranked among readable ones
+    assert any(c.value.startswith("No result is not a negative reading") for c in at.caption)
     at = _goto(at, "pages/models.py")
     markdown = " ".join(m.value for m in at.markdown)
     assert "Reads (declared scope)" in markdown and "Scope gate" in markdown

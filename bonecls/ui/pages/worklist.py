@@ -164,7 +164,8 @@ def _status_style(text: str) -> str:
 def _worklist_table(rows: list[Any], store: Any, entry: services.ModelEntry) -> None:
     """The rows in three groups (to read, not reliable, unreadable), status cells coloured; selecting a
     readable row opens that image in its reading page."""
-    from bonecls.worklist import GROUP_ERROR, group_of
+    from bonecls.reading import NO_RESULT_NOTE
+    from bonecls.worklist import GROUP_ERROR, GROUP_OOD, group_of
 
     ok = sum(r.status != "error" for r in rows)
     flagged = sum(
@@ -178,6 +179,8 @@ def _worklist_table(rows: list[Any], store: Any, entry: services.ModelEntry) -> 
         members = [r for r in rows if group_of(r) == group]
         if members:
             st.markdown(f"{icon} **{title}** ({len(members)})")
+            if group == GROUP_OOD:
+                st.caption(NO_RESULT_NOTE)
             _group_table(members, store, entry, with_image=group != GROUP_ERROR, key=f"wl_table_{group}")
     st.caption("Select a row to open it in its reading page.")
 
