@@ -498,3 +498,16 @@ cp -rl data/frac-varied-311/val data/frac-scope-thr/varied && cp -rl data/scope/
 #   --model custom_v2_lse_lcn --image-size 256 --box-loss 1 --pair-loss 2 --pair-margin 2 --batch-size 32 \
 #   --no-lr-scaling --lr 4e-4 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from weights/fracture \
 #   --threads 2 --workers 0 --no-progress --id fracture --output runs/out-fracture-v7 --run-dir runs/fracture-v7 --epochs 12
+
+# --- tried, not shipped (2026-12-07, session 16): fracture v8, v6 continued 8 epochs on 16000 FRESH varied pairs
+# (seed 611), lr 4e-4, pair loss 1. Seed 9101: ROC-AUC 0.826 (v6 0.827), lift 0.920 (0.890), pointing 0.710; seed 9102:
+# 0.8288 (0.8341), lift 0.900 (0.920), pointing 0.727. The rule set before the run (lift >= 0.90 and pointing >= 0.70
+# on both exams, ROC-AUC >= v6 - 0.005, macro-F1 >= v6 - 0.02) was missed on seed 9102's ROC-AUC by 0.0004: v6 stays.
+# phantom --task fracture --layout kaggle --n 16000 --size 256 --seed 611 --paired --recipe varied \
+#   --exclude lung1,log,buckle,sigmoid_eq data/frac-varied-611
+# "$PY" train/prepare.py --source data/frac-varied-611 --out data/prep-frac-varied-611 --size 256 --no-progress
+# "$PY" train/classify.py --data data/prep-frac-varied-611 --val-data data/prep-frac-select --preset fracture \
+#   --model custom_v2_lse_lcn --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
+#   --no-lr-scaling --lr 4e-4 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from weights/fracture \
+#   --threads 2 --workers 0 --no-progress --id fracture --output runs/out-fracture-v8 --run-dir runs/fracture-v8 --epochs 8
+# "$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --card runs/out-fracture-v8 [--seed 9102]
