@@ -86,6 +86,24 @@ def test_the_scope_gates_answers_on_the_held_out_images_are_stated() -> None:
     )
 
 
+def test_the_models_page_table_holds_every_current_exam_of_a_shipped_card(monkeypatch) -> None:
+    from bonecls.ui.pages.model_cards import held_out_table
+
+    monkeypatch.delenv("BONECLS_WEIGHTS", raising=False)
+    card, _ = load_card(weights_root() / "fracture")
+    rows = held_out_table(card)
+    exams = [card.evaluation["held_out_variants"], *current_repeats(card)]
+    assert len(exams) >= 2 and len(rows) == 4 * len(exams)  # three sets and the pooled row per exam
+    for exam, pooled in zip(exams, [r for r in rows if r["set"] == "pooled"], strict=True):
+        assert pooled["exam (render seed)"] == str(exam["seed"])
+        assert pooled["figure"] == f"ROC-AUC {exam['pooled']['roc_auc_mean']:.3f}"
+        assert pooled["lift"] == f"{100 * exam['pooled']['lift']:.1f}%"
+        assert pooled["gate answers (with / without lesion)"].startswith(
+            f"{100 * exam['pooled']['scope']['answered']:.1f}%"
+        )
+    assert held_out_table(_card()) == []
+
+
 def test_each_target_is_judged_on_every_current_exam() -> None:
     evaluation = _held_out(0.95, 0.95, 0.75, 0.94, 0.9)
     main = evaluation["held_out_variants"]

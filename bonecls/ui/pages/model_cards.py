@@ -137,6 +137,79 @@ def _validation(card_id: str, metrics: dict[str, Any]) -> None:
         )
 
 
+#: the held-out sets as a reader names them
+HELD_OUT_SET_WORDS = {"ct": "other CT", "chain": "unseen processing", "style": "unseen lesion style"}
+
+
+def held_out_table(card: Any) -> list[dict[str, str]]:
+    """The card's held-out exams (main and current repeats) as rows: one per exam and set, then the
+    exam's pooled row; the headline figure (ROC-AUC, macro-F1 for three-class, mAP@0.5 for detectors),
+    the lift, the pointing game or the boxes found, and the share of the images the scope gate answers.
+    Empty without a held-out exam."""
+    from bonecls.card_limitations import current_repeats
+
+    main = card.evaluation.get("held_out_variants")
+    if not main:
+        return []
+
+    def pct(v: Any) -> str:
+        return "—" if v is None else f"{100 * v:.1f}%"
+
+    def num(v: Any) -> str:
+        return "—" if v is None else f"{v:.3f}"
+
+    rows = []
+    for exam in (main, *current_repeats(card)):
+        sets = [
+            (HELD_OUT_SET_WORDS.get(n.split("=")[0], n) + f" ({n.split('=')[-1]})", f)
+            for n, f in exam.get("sets", {}).items()
+        ]
+        for name, f in [*sets, ("pooled", exam.get("pooled", {}))]:
+            detector = "map50" in f
+            headline = (
+                ("mAP@0.5", f.get("map50"))
+                if detector
+                else ("macro-F1", f.get("f1_macro", f.get("f1_macro_mean")))
+                if card.task == "threeclass"
+                else ("ROC-AUC", f.get("roc_auc", f.get("roc_auc_mean")))
+            )
+            scope = f.get("scope") or {}
+            rows.append(
+                {
+                    "exam (render seed)": str(exam.get("seed", "—")),
+                    "set": name,
+                    "figure": f"{headline[0]} {num(headline[1])}",
+                    "lift": pct(f.get("lift")),
+                    "pointing / boxes found": pct(
+                        f.get("froc_sensitivity_at_0.5_fp") if detector else f.get("pointing")
+                    ),
+                    "gate answers (with / without lesion)": (
+                        f"{pct(scope.get('answered'))} ({pct(scope.get('answered_lesion'))} / "
+                        f"{pct(scope.get('answered_lesion_free'))})"
+                        if scope
+                        else "not measured"
+                    ),
+                }
+            )
+    return rows
+
+
+def _held_out(card: Any) -> None:
+    """The held-out exams behind the limitations sentence, or nothing for a card without one."""
+    rows = held_out_table(card)
+    if rows:
+        st.markdown(
+            "**Held-out rendering variants** (a CT, a processing chain and a lesion style it never saw)"
+        )
+        st.dataframe(rows, hide_index=True, width="content")
+        st.caption(
+            "Lift: share of with/without-lesion pairs where the lesion raises the model's suspicion. "
+            "Pointing: share of heat-map peaks on the lesion (boxes found: share of lesion boxes at 0.5 "
+            "false positives per image). The figures are the model's on every image; the last column is "
+            "how many of them its scope gate lets through."
+        )
+
+
 def _model_card(entry: services.ModelEntry, expanded: bool = True) -> None:
     """One card in an expander: task, classes, thresholds, provenance, metrics table and charts."""
     card = entry.card
@@ -161,6 +234,7 @@ def _model_card(entry: services.ModelEntry, expanded: bool = True) -> None:
             if card.limitations:
                 st.markdown(f"**Limitations.** {card.limitations}")
         st.markdown(f"**Weights sha256** `{card.sha256}`")
+        _held_out(card)
         _scope_section(card)
         if card.command:
             st.markdown(f"**Trained with** `{card.command}`")
