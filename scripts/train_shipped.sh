@@ -511,3 +511,17 @@ cp -rl data/frac-varied-311/val data/frac-scope-thr/varied && cp -rl data/scope/
 #   --no-lr-scaling --lr 4e-4 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from weights/fracture \
 #   --threads 2 --workers 0 --no-progress --id fracture --output runs/out-fracture-v8 --run-dir runs/fracture-v8 --epochs 8
 # "$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --card runs/out-fracture-v8 [--seed 9102]
+
+# --- tried, not shipped (2026-12-07, session 16): three-class v8, the session-14 local-contrast three-class recipe on
+# 14400 FRESH varied pairs (seed 351), a fresh head on fracture v6's backbone, 10 epochs, lr 1e-3. Seed 9101: macro-F1
+# 0.693 (v5 0.659), ROC-AUC 0.850 (0.852), lift 0.937, pointing 0.767; seed 9102: 0.669 (0.659), 0.876 (0.868), lift
+# 0.963, pointing 0.733. The rule set before the run (both exams: macro-F1 >= v5 + 0.02, the rest >= v5 - 0.01) missed
+# seed 9102's macro-F1 (0.669 < 0.679): v5 stays.
+# phantom --task threeclass --layout threeclass --n 14400 --size 256 --seed 351 --paired --recipe varied \
+#   --exclude lung1,log,buckle,sigmoid_eq data/three-varied-351
+# "$PY" train/prepare.py --source data/three-varied-351 --out data/prep-three-varied-351 --size 256 --no-progress
+# "$PY" train/classify.py --preset threeclass --model custom_v2_lse_lcn --image-size 256 --box-loss 1 --pair-loss 1 \
+#   --pair-margin 2 --batch-size 30 --no-lr-scaling --lr 1e-3 --warmup-epochs 1 --monitor f1_macro \
+#   --val-data data/prep-three-select --threads 2 --workers 0 --no-progress --id threeclass \
+#   --data data/prep-three-varied-351 --patience 15 --epochs 10 --init-from weights/fracture \
+#   --output runs/out-threeclass-v8 --run-dir runs/threeclass-v8
