@@ -11,7 +11,9 @@ the server starts and the browser loads the page. The models it loads are the on
 ``app.py`` finds the warm-up started and does not start a second.
 
 Streamlit Community Cloud always runs ``streamlit run app.py``; there the warm-up starts with the
-first session, as before.
+first session, as before, and a bookmarked page (``/fracture``) opened as the very first request after
+a start runs in Streamlit's old ``pages/`` folder mode (file names in the sidebar) until the home page
+has been opened once. This launcher switches that mode off before the server starts.
 """
 
 from __future__ import annotations
@@ -44,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
 
     error_policy.setup_logging()
     services.warm_up()
+    from streamlit.runtime.pages_manager import PagesManager
     from streamlit.web import cli
+
+    # Streamlit starts in its old pages/ folder mode (multipage apps v1) and leaves it only once app.py's
+    # st.navigation has run: a bookmarked page (/fracture) as the server's first request would run alone,
+    # with the file names as its sidebar. app.py declares every page, so the old mode is off from the start.
+    PagesManager.uses_pages_directory = False
 
     sys.argv = ["streamlit", "run", str(app), *args]
     return cli.main()

@@ -245,6 +245,40 @@ def test_upload_dicom_and_read_it_in_chromium(server: tuple[str, Path]) -> None:
     assert timings["second_image_server_s"] > 0.0  # the warm answer was shown and parsed
 
 
+def test_a_bookmarked_page_as_the_first_request_opens_inside_the_apps_navigation(tmp_path: Path) -> None:
+    """``/models`` as the very first request of a fresh server started by ``python -m bonecls.serve``:
+    Streamlit's old ``pages/`` folder mode would run the page alone (file names in the sidebar, app.py
+    skipped); the launcher switches that mode off, so the page opens in app.py's navigation."""
+    from playwright.sync_api import sync_playwright
+
+    _need_chromium()
+    weights = build_weights(tmp_path / "weights")
+    env = {"BONECLS_WEIGHTS": str(weights), "BONECLS_AUDIT_DB": str(tmp_path / "audit.sqlite")}
+    env["BONECLS_WARMUP"] = "0"  # the page, not the models, is what this test reads
+    proc, url = streamlit_server.start(tmp_path / "server.log", env, launcher=True)
+    try:
+        streamlit_server.wait_healthy(proc, url, tmp_path / "server.log", timeout=90)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 1000})
+                page.goto(url.rstrip("/") + "/models")
+                page.wait_for_selector("text=Installed models", timeout=60_000)
+                _wait_idle(page)
+                sidebar = page.inner_text("[data-testid=stSidebar]")
+                page.screenshot(path=str(ARTIFACTS / "bookmarked-models.png"), full_page=True)
+                assert "Models & audit" in sidebar and "Home — upload" in sidebar, sidebar
+                assert "threeclass" not in sidebar and "\napp\n" not in f"\n{sidebar}\n", sidebar
+                text = page.inner_text("body")
+                assert text.count(BANNER) == 1 and "Traceback" not in text
+            finally:
+                browser.close()
+    finally:
+        streamlit_server.stop(proc)
+
+
 #: every h1 the page shows, in order, from the moment this is installed (a MutationObserver)
 _RECORD_H1 = """() => {
   window.__h1s = [];

@@ -138,7 +138,7 @@ def _validation(card_id: str, metrics: dict[str, Any]) -> None:
 
 
 #: the held-out sets as a reader names them
-HELD_OUT_SET_WORDS = {"ct": "other CT", "chain": "unseen processing", "style": "unseen lesion style"}
+HELD_OUT_SET_WORDS = {"ct": "other CT", "chain": "chain", "style": "lesion style"}
 
 
 def held_out_table(card: Any) -> list[dict[str, str]]:
@@ -158,10 +158,13 @@ def held_out_table(card: Any) -> list[dict[str, str]]:
     def num(v: Any) -> str:
         return "—" if v is None else f"{v:.3f}"
 
+    def whole(v: Any) -> str:
+        return "—" if v is None else f"{100 * v:.0f}"
+
     rows = []
     for exam in (main, *current_repeats(card)):
         sets = [
-            (HELD_OUT_SET_WORDS.get(n.split("=")[0], n) + f" ({n.split('=')[-1]})", f)
+            (HELD_OUT_SET_WORDS.get(n.split("=")[0], n) + f": {n.split('=')[-1]}", f)
             for n, f in exam.get("sets", {}).items()
         ]
         for name, f in [*sets, ("pooled", exam.get("pooled", {}))]:
@@ -176,16 +179,16 @@ def held_out_table(card: Any) -> list[dict[str, str]]:
             scope = f.get("scope") or {}
             rows.append(
                 {
-                    "exam (render seed)": str(exam.get("seed", "—")),
+                    "seed": str(exam.get("seed", "—")),
                     "set": name,
                     "figure": f"{headline[0]} {num(headline[1])}",
                     "lift": pct(f.get("lift")),
-                    "pointing / boxes found": pct(
+                    "pointing / found": pct(
                         f.get("froc_sensitivity_at_0.5_fp") if detector else f.get("pointing")
                     ),
-                    "gate answers (with / without lesion)": (
-                        f"{pct(scope.get('answered'))} ({pct(scope.get('answered_lesion'))} / "
-                        f"{pct(scope.get('answered_lesion_free'))})"
+                    "gate answers": (
+                        f"{pct(scope.get('answered'))} ({whole(scope.get('answered_lesion'))} / "
+                        f"{whole(scope.get('answered_lesion_free'))})"
                         if scope
                         else "not measured"
                     ),
@@ -204,9 +207,10 @@ def _held_out(card: Any) -> None:
         st.dataframe(rows, hide_index=True, width="content")
         st.caption(
             "Lift: share of with/without-lesion pairs where the lesion raises the model's suspicion. "
-            "Pointing: share of heat-map peaks on the lesion (boxes found: share of lesion boxes at 0.5 "
-            "false positives per image). The figures are the model's on every image; the last column is "
-            "how many of them its scope gate lets through."
+            "Pointing: share of heat-map peaks on the lesion (found, for a detector: share of lesion boxes "
+            "at 0.5 false positives per image). The figures are the model's on every image; gate answers: "
+            "the share its scope gate lets through, then in brackets the percent of the images with a "
+            "lesion and without."
         )
 
 
