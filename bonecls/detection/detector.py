@@ -259,6 +259,11 @@ def _unfitted_precheck(card: ModelCard, image: Any) -> tuple[str, ...]:
     return tuple(reasons)
 
 
+def _gate_score(gate: Any, features: Any) -> float | None:
+    """The learned score of one image's (1, D) ``features`` (None without a gate or features)."""
+    return None if gate is None or features is None else float(gate.stats.score(features)[0])
+
+
 def detect_unfitted(card: ModelCard, image: Any, detect: Any) -> ScopedBoxes:
     """The gate of a detector card with no learned scope, around any ``detect(image) -> boxes`` (the ONNX
     fast path too): header rules and image heuristics, and a reason saying the learned part is not fitted."""
@@ -341,12 +346,11 @@ class Detector:
         self, image: Any, conf: float | None = None, iou: float = 0.5, max_det: int = 100
     ) -> tuple[list[DetBox], float | None]:
         """:meth:`detect`'s boxes and the learned scope score of the same pass (None without a learned
-        gate): for figures over the answered images (:mod:`bonecls.detection.held_out`)."""
+        gate, or when its features were not recorded): what :meth:`detect_scoped` judges, and what the
+        held-out figures over the answered images use (:mod:`bonecls.detection.held_out`)."""
         boxes, features = self._run_film(image, conf, iou, max_det)
         gate = self.scope_gate if self.scope_enabled else None
-        if gate is None or features is None:
-            return boxes, None
-        return boxes, float(gate.stats.score(features)[0])
+        return boxes, _gate_score(gate, features)
 
     def detect_scoped(
         self, image: Any, conf: float | None = None, iou: float = 0.5, max_det: int = 100
@@ -364,11 +368,11 @@ class Detector:
         reasons = gate.precheck(image)
         if reasons:
             return ScopedBoxes([], ScopeVerdict(False, None, gate.threshold, reasons), [])
-        boxes, features = self._run_film(image, conf, iou, max_det)
-        if features is None:
+        boxes, score = self.detect_and_score(image, conf, iou, max_det)
+        if score is None:
             verdict = ScopeVerdict(False, None, gate.threshold, ("The learned scope could not be checked.",))
         else:
-            verdict = gate.verdict_from_score(float(gate.stats.score(features)[0]))
+            verdict = gate.verdict_from_score(score)
         return ScopedBoxes(boxes if verdict.in_scope else [], verdict, [] if verdict.in_scope else boxes)
 
     def _run_film(self, image: Any, conf: float | None, iou: float, max_det: int) -> tuple[list[DetBox], Any]:
@@ -590,6 +594,14 @@ class OnnxDetector:
             )
         return self._run(image, None, 0.5, 1)[1]
 
+    def detect_and_score(
+        self, image: Any, conf: float | None = None, iou: float = 0.5, max_det: int = 100
+    ) -> tuple[list[DetBox], float | None]:
+        """:meth:`Detector.detect_and_score` on ONNX Runtime: the boxes and the learned scope score of one
+        run (None when this graph cannot feed the card's gate or the card has none)."""
+        boxes, features = self._run(image, conf, iou, max_det)
+        return boxes, _gate_score(self.scope_gate, features)
+
     def detect_scoped(
         self, image: Any, conf: float | None = None, iou: float = 0.5, max_det: int = 100
     ) -> ScopedBoxes:
@@ -609,8 +621,8 @@ class OnnxDetector:
         reasons = gate.precheck(image)
         if reasons:
             return ScopedBoxes([], ScopeVerdict(False, None, gate.threshold, reasons), [])
-        boxes, features = self._run(image, conf, iou, max_det)
-        verdict = gate.verdict_from_score(float(gate.stats.score(features)[0]))
+        boxes, score = self.detect_and_score(image, conf, iou, max_det)
+        verdict = gate.verdict_from_score(score)  # the gate is fed: the graph has its features output
         return ScopedBoxes(boxes if verdict.in_scope else [], verdict, [] if verdict.in_scope else boxes)
 
     def _run(

@@ -100,14 +100,11 @@ def detector_set_figures(detector: Any, ps: PairSet) -> tuple[dict, dict]:
     pair set, and the raw per-image arrays (for pooling across sets)."""
     card = detector.card
     names = list(card.class_names)
-    gate = getattr(detector, "scope_gate", None) if getattr(detector, "scope_enabled", False) else None
     gate_scores: list[float | None] = []
 
     def detect(image: np.ndarray) -> list:
-        if gate is None:
-            return detector.detect(image, conf=_FLOOR, max_det=100)
         boxes, score = detector.detect_and_score(image, conf=_FLOOR, max_det=100)
-        gate_scores.append(score)
+        gate_scores.append(score)  # None without a learned gate: no scope figures
         return boxes
 
     pb, pscore, pl = _detections(detect, ps.images, names)
@@ -132,7 +129,7 @@ def detector_set_figures(detector: Any, ps: PairSet) -> tuple[dict, dict]:
     figures.update(pairs=lift["pairs"], lift=lift["lift"], median_score_rise=lift["median_logit_rise"])
     learned = gate_scores and all(v is not None for v in gate_scores)
     scores = np.asarray(gate_scores, dtype=np.float64) if learned else None
-    figures["scope"] = gate_figures(gate, scores, ps, pos, top, top, negative)
+    figures["scope"] = gate_figures(detector.scope_gate, scores, ps, pos, top, top, negative)
     if "comminuted" in names and len(ps.class_names) == 3:
         com = names.index("comminuted")
         for key, cut in (("negative_below", cuts.negative_below), ("positive_at", cuts.positive_at)):
