@@ -112,13 +112,13 @@ def _lesion(card: ModelCard) -> str:
     return LESION.get(card.task, "opacity")
 
 
-def _pct(v: float) -> str:
+def pct(v: float) -> str:
     """A share to one decimal: whole percents would print a pointing of 0.697 as "70%" beside "misses
     pointing >= 0.70"."""
     return f"{100 * v:.1f}%"
 
 
-def _headline_key(card: ModelCard, pooled: dict[str, Any]) -> tuple[str, str, str]:
+def headline_key(card: ModelCard, pooled: dict[str, Any]) -> tuple[str, str, str]:
     """(pooled key, per-set key, words) of the figure a card's held-out sentence leads with."""
     key = "map50" if "map50" in pooled else ("f1_macro_mean" if card.task == "threeclass" else "roc_auc_mean")
     set_key = {"map50": "map50", "f1_macro_mean": "f1_macro", "roc_auc_mean": "roc_auc"}[key]
@@ -126,18 +126,23 @@ def _headline_key(card: ModelCard, pooled: dict[str, Any]) -> tuple[str, str, st
     return key, set_key, label
 
 
+def _headline_value(pooled: dict[str, Any], key: str) -> str:
+    """The pooled headline figure to three decimals, or "not measured"."""
+    return "not measured" if pooled.get(key) is None else f"{pooled[key]:.3f}"
+
+
 def _repeat_sentence(card: ModelCard, repeats: list[dict[str, Any]]) -> str:
     """The repeat exams' pooled headline, lift and pointing (or boxes found), each with its seed."""
     parts = []
     for r in repeats:
         pooled = r.get("pooled", {})
-        key, _, label = _headline_key(card, pooled)
-        figs = [f"{label} " + ("not measured" if pooled.get(key) is None else f"{pooled[key]:.3f}")]
+        key, _, label = headline_key(card, pooled)
+        figs = [f"{label} {_headline_value(pooled, key)}"]
         if pooled.get("froc_sensitivity_at_0.5_fp") is not None:
             figs.append(
-                f"{_pct(pooled['froc_sensitivity_at_0.5_fp'])} of the boxes found at 0.5 false positives"
+                f"{pct(pooled['froc_sensitivity_at_0.5_fp'])} of the boxes found at 0.5 false positives"
             )
-        figs += [f"{k} {_pct(pooled[k])}" for k in ("lift", "pointing") if pooled.get(k) is not None]
+        figs += [f"{k} {pct(pooled[k])}" for k in ("lift", "pointing") if pooled.get(k) is not None]
         parts.append((r.get("seed"), ", ".join(figs)))
     where = f"(evaluation.{REPEATS_KEY})"
     if len(parts) == 1:
@@ -151,13 +156,13 @@ def _gate_sentence(scope: dict[str, Any], sets: dict[str, dict], lesion: str) ->
     """How many of the held-out images the scope gate answers (the figures above are the raw model's on
     all of them), on the other CT, and with and without a lesion: what a reader of the app would get."""
     ct = next(((f.get("scope") or {}) for name, f in sets.items() if name.startswith("ct=")), {})
-    other_ct = f" ({_pct(ct['answered'])} on the other CT)" if ct.get("answered") is not None else ""
-    text = f"Its scope gate answers {_pct(scope['answered'])} of these images{other_ct}"
+    other_ct = f" ({pct(ct['answered'])} on the other CT)" if ct.get("answered") is not None else ""
+    text = f"Its scope gate answers {pct(scope['answered'])} of these images{other_ct}"
     if scope.get("answered_lesion") is not None and scope.get("answered_lesion_free") is not None:
         article = "an" if lesion[0] in "aeiou" else "a"
         text += (
-            f": {_pct(scope['answered_lesion'])} of those with {article} {lesion}, "
-            f"{_pct(scope['answered_lesion_free'])} of those without"
+            f": {pct(scope['answered_lesion'])} of those with {article} {lesion}, "
+            f"{pct(scope['answered_lesion_free'])} of those without"
         )
     return text + "; it refuses the rest."
 
@@ -166,10 +171,10 @@ def _held_out_sentence(card: ModelCard, report: dict[str, Any]) -> str:
     pooled, sets = report.get("pooled", {}), report.get("sets", {})
     lesion = _lesion(card)
     detector = "map50" in pooled
-    key, set_key, label = _headline_key(card, pooled)
+    key, set_key, label = headline_key(card, pooled)
     ct = next((f for name, f in sets.items() if name.startswith("ct=")), None)
     other_ct = f" ({ct[set_key]:.3f} on the other CT)" if ct and ct.get(set_key) is not None else ""
-    value = "not measured" if pooled.get(key) is None else f"{pooled[key]:.3f}"
+    value = _headline_value(pooled, key)
     head = (
         f"On rendering variants it never saw (another CT, another processing chain, another {lesion} style) "
         f"it reaches {label} {value} pooled{other_ct}"
@@ -177,14 +182,14 @@ def _held_out_sentence(card: ModelCard, report: dict[str, Any]) -> str:
     if detector:
         found = pooled.get("froc_sensitivity_at_0.5_fp")
         if found is not None:
-            head += f" and finds {_pct(found)} of the {lesion} boxes at 0.5 false-positive boxes per image"
+            head += f" and finds {pct(found)} of the {lesion} boxes at 0.5 false-positive boxes per image"
         if pooled.get("lift") is not None:
-            head += f"; the {lesion} raises its top box score in {_pct(pooled['lift'])} of with/without pairs"
+            head += f"; the {lesion} raises its top box score in {pct(pooled['lift'])} of with/without pairs"
     else:
         if pooled.get("lift") is not None:
-            head += f", the {lesion} raises its suspicion in {_pct(pooled['lift'])} of with/without pairs"
+            head += f", the {lesion} raises its suspicion in {pct(pooled['lift'])} of with/without pairs"
         if pooled.get("pointing") is not None:
-            head += f" and its heat-map peak lands on the {lesion} in {_pct(pooled['pointing'])}"
+            head += f" and its heat-map peak lands on the {lesion} in {pct(pooled['pointing'])}"
     head += " (evaluation.held_out_variants)."
     if pooled.get("scope"):
         head += " " + _gate_sentence(pooled["scope"], sets, lesion)

@@ -146,14 +146,14 @@ def held_out_table(card: Any) -> list[dict[str, str]]:
     exam's pooled row; the headline figure (ROC-AUC, macro-F1 for three-class, mAP@0.5 for detectors),
     the lift, the pointing game or the boxes found, and the share of the images the scope gate answers.
     Empty without a held-out exam."""
-    from bonecls.card_limitations import current_repeats
+    from bonecls.card_limitations import current_repeats, headline_key, pct
 
     main = card.evaluation.get("held_out_variants")
     if not main:
         return []
 
-    def pct(v: Any) -> str:
-        return "—" if v is None else f"{100 * v:.1f}%"
+    def share(v: Any) -> str:
+        return "—" if v is None else pct(v)
 
     def num(v: Any) -> str:
         return "—" if v is None else f"{v:.3f}"
@@ -163,31 +163,26 @@ def held_out_table(card: Any) -> list[dict[str, str]]:
 
     rows = []
     for exam in (main, *current_repeats(card)):
+        pooled = exam.get("pooled", {})
+        key, set_key, label = headline_key(card, pooled)  # the figure the limitations sentence leads with
+        detector = key == "map50"
         sets = [
-            (HELD_OUT_SET_WORDS.get(n.split("=")[0], n) + f": {n.split('=')[-1]}", f)
+            (HELD_OUT_SET_WORDS.get(n.split("=")[0], n) + f": {n.split('=')[-1]}", f, set_key)
             for n, f in exam.get("sets", {}).items()
         ]
-        for name, f in [*sets, ("pooled", exam.get("pooled", {}))]:
-            detector = "map50" in f
-            headline = (
-                ("mAP@0.5", f.get("map50"))
-                if detector
-                else ("macro-F1", f.get("f1_macro", f.get("f1_macro_mean")))
-                if card.task == "threeclass"
-                else ("ROC-AUC", f.get("roc_auc", f.get("roc_auc_mean")))
-            )
+        for name, f, figure in [*sets, ("pooled", pooled, key)]:
             scope = f.get("scope") or {}
             rows.append(
                 {
                     "seed": str(exam.get("seed", "—")),
                     "set": name,
-                    "figure": f"{headline[0]} {num(headline[1])}",
-                    "lift": pct(f.get("lift")),
-                    "pointing / found": pct(
+                    "figure": f"{label} {num(f.get(figure))}",
+                    "lift": share(f.get("lift")),
+                    "pointing / found": share(
                         f.get("froc_sensitivity_at_0.5_fp") if detector else f.get("pointing")
                     ),
                     "gate answers": (
-                        f"{pct(scope.get('answered'))} ({whole(scope.get('answered_lesion'))} / "
+                        f"{share(scope.get('answered'))} ({whole(scope.get('answered_lesion'))} / "
                         f"{whole(scope.get('answered_lesion_free'))})"
                         if scope
                         else "not measured"
