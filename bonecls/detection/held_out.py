@@ -37,6 +37,7 @@ from bonecls.training.held_out import (
     paired_lift,
     pooled_scope,
     scope_line,
+    weighted_mean,
 )
 from bonecls.training.metrics import binary_rates, macro_f1, rank_auc
 
@@ -152,7 +153,6 @@ def _pooled(per_set: dict[str, dict], raws: list[dict]) -> dict:
     pos = np.concatenate([r["pos"] for r in raws])
     froc = dm.froc(pb, ps, gb, 0.5)
     pairs = sum(int(f["pairs"] or 0) for f in per_set.values())
-    lifts = [(f["lift"], f["pairs"]) for f in per_set.values() if f.get("lift") is not None]
     out: dict[str, Any] = {
         "n": len(top),
         "froc": froc,
@@ -163,18 +163,16 @@ def _pooled(per_set: dict[str, dict], raws: list[dict]) -> dict:
         "roc_auc_min": min(
             (f["roc_auc"] for f in per_set.values() if f["roc_auc"] is not None), default=None
         ),
-        "lift": float(sum(v * w for v, w in lifts) / sum(w for _, w in lifts)) if lifts else None,
+        "lift": weighted_mean(per_set.values(), "lift", lambda f: f["pairs"]),
         "pairs": pairs,
     }
     scope = pooled_scope(per_set)
     if scope:
         out["scope"] = scope
     for key in ("threeclass_f1_macro_at_negative_below", "threeclass_f1_macro_at_positive_at"):
-        rows = [(f[key], f["n"]) for f in per_set.values() if f.get(key) is not None]
-        if rows:
-            out[key.replace("f1_macro", "f1_macro_mean")] = float(
-                sum(v * n for v, n in rows) / sum(n for _, n in rows)
-            )
+        value = weighted_mean(per_set.values(), key, lambda f: f["n"])
+        if value is not None:
+            out[key.replace("f1_macro", "f1_macro_mean")] = value
     return out
 
 

@@ -45,7 +45,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -431,8 +431,7 @@ def pooled_scope(per_set: dict[str, dict]) -> dict | None:
         return None
 
     def mean(key: str, weight: Callable[[dict], float]) -> float | None:
-        kept = [(r[key], weight(r)) for r in rows if r.get(key) is not None and weight(r)]
-        return float(sum(v * w for v, w in kept) / sum(w for _, w in kept)) if kept else None
+        return weighted_mean(rows, key, weight)
 
     return {
         "threshold": rows[0]["threshold"],
@@ -447,13 +446,19 @@ def pooled_scope(per_set: dict[str, dict]) -> dict | None:
     }
 
 
+def weighted_mean(rows: Iterable[dict], key: str, weight: Callable[[dict], float]) -> float | None:
+    """The mean of ``row[key]`` weighted by ``weight(row)``, over the rows that have the figure and a
+    non-zero weight (None when none has)."""
+    kept = [(r[key], weight(r)) for r in rows if r.get(key) is not None and weight(r)]
+    return float(sum(v * w for v, w in kept) / sum(w for _, w in kept)) if kept else None
+
+
 def pooled_figures(per_set: dict[str, dict]) -> dict:
     """The sets' figures pooled: image-weighted means of the rates (pairs for the lift, explained
     images for the pointing game) and the smallest ROC-AUC, so one weak variant is not hidden."""
 
     def mean(key: str, weight: str) -> float | None:
-        rows = [(f[key], f[weight]) for f in per_set.values() if f.get(key) is not None and f.get(weight)]
-        return float(sum(v * w for v, w in rows) / sum(w for _, w in rows)) if rows else None
+        return weighted_mean(per_set.values(), key, lambda f: f.get(weight))
 
     aucs = [f["roc_auc"] for f in per_set.values() if f.get("roc_auc") is not None]
     out: dict[str, Any] = {
