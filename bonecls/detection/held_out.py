@@ -32,6 +32,7 @@ from bonecls.training.held_out import (
     EVAL_SEED,
     HeldOut,
     PairSet,
+    figure_text,
     gate_figures,
     pair_sets,
     paired_lift,
@@ -207,8 +208,7 @@ def detector_figure_line(f: dict) -> str:
     """FROC sensitivity at 0.5 FP/image, mAP@0.5, ROC-AUC, lift and three-class macro-F1 on one line."""
 
     def g(key: str) -> str:
-        v = f.get(key)
-        return "n/a" if v is None else f"{v:.3f}"
+        return figure_text(f, key)
 
     three = f.get("threeclass_f1_macro_at_positive_at", f.get("threeclass_f1_macro_mean_at_positive_at"))
     tail = "" if three is None else f", three-class macro-F1 from boxes {three:.3f}"

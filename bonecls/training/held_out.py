@@ -342,9 +342,8 @@ def set_figures(
     lesion = [i for i in range(len(ps.labels)) if pos[i] and ps.boxes[i]][:cams]
     heat = [predictor.explain(ps.images[i], target_class=int(ps.labels[i])).heatmap for i in lesion]
     figures.update(pointing_game(heat, [ps.boxes[i] for i in lesion], margin))
-    guard = getattr(predictor, "scope_guard", None)
-    gate = guard.gate if guard is not None and guard.enabled else None
-    figures["scope"] = gate_figures(gate, scope_scores, ps, pos, score, sl, negative)
+    # scope_scores is None when the guard is off or has no learned part: then there is nothing to say
+    figures["scope"] = gate_figures(predictor.scope_guard.gate, scope_scores, ps, pos, score, sl, negative)
 
     vis = lesion_visibility(ps, negative)
     seen = vis[~np.isnan(vis)]
@@ -381,12 +380,11 @@ def batch_logits_and_scope(
     import torch
 
     rows, scores = [], []
-    guard = getattr(predictor, "scope_guard", None)
     for start in range(0, len(images), batch_size):
         x = torch.cat([predictor.preprocess(img) for img in images[start : start + batch_size]])
         logits, features = predictor.logits_and_features(x)
         rows.append(logits.numpy())
-        scores.append(None if guard is None else guard.scores(features))
+        scores.append(predictor.scope_guard.scores(features))  # None when the guard has no learned part
     learned = all(s is not None for s in scores) and scores
     return np.concatenate(rows).astype(np.float64), (np.concatenate(scores) if learned else None)
 
@@ -505,7 +503,7 @@ def held_out_report(
     }
 
 
-def _fig(f: dict, key: str) -> str:
+def figure_text(f: dict, key: str) -> str:
     """``f[key]`` to three decimals, or n/a."""
     v = f.get(key)
     return "n/a" if v is None else f"{v:.3f}"
@@ -517,10 +515,11 @@ def scope_line(f: dict) -> str:
     if not sc:
         return ""
     return (
-        f"; the scope gate answers {_fig(sc, 'answered')} "
-        f"(lesion-free {_fig(sc, 'answered_lesion_free')}, lesion {_fig(sc, 'answered_lesion')}), "
-        f"answered only: ROC-AUC {_fig(sc, 'roc_auc_answered')}, "
-        f"lift {_fig(sc, 'lift_answered')} over {sc.get('pairs_answered', 0)} pairs"
+        f"; the scope gate answers {figure_text(sc, 'answered')} "
+        f"(lesion-free {figure_text(sc, 'answered_lesion_free')}, "
+        f"lesion {figure_text(sc, 'answered_lesion')}), "
+        f"answered only: ROC-AUC {figure_text(sc, 'roc_auc_answered')}, "
+        f"lift {figure_text(sc, 'lift_answered')} over {sc.get('pairs_answered', 0)} pairs"
     )
 
 
@@ -529,7 +528,7 @@ def figure_line(f: dict) -> str:
     gate does with its images, and the same over the visible lesions, on one line."""
 
     def g(key: str) -> str:
-        return _fig(f, key)
+        return figure_text(f, key)
 
     auc = g("roc_auc") if "roc_auc" in f else f"{g('roc_auc_mean')} (min {g('roc_auc_min')})"
     f1 = g("f1_macro") if "f1_macro" in f else g("f1_macro_mean")
