@@ -26,7 +26,7 @@ def answered_by_class(model: str, n: int, seed: int, batch: int = 64) -> dict[st
     from bonecls.inference.predictor import Predictor
     from bonecls.phantom import TASK_CLASSES, generate
     from bonecls.phantom.varied import Variants
-    from bonecls.training.held_out import HeldOut
+    from bonecls.training.held_out import HeldOut, batch_logits_and_scope
 
     task = TASKS[model]
     predictor = Predictor.from_card(model)
@@ -39,11 +39,8 @@ def answered_by_class(model: str, n: int, seed: int, batch: int = 64) -> dict[st
     for sample in generate(task, n, 256, seed, paired=True, variants=pool):
         images.append(sample.to_uint8())
         labels.append(classes.index(sample.class_name))
-    scores = []
-    for start in range(0, len(images), batch):
-        x = torch.cat([predictor.preprocess(im) for im in images[start : start + batch]])
-        scores.append(guard.scores(predictor.logits_and_features(x)[1]))
-    answered = np.concatenate(scores) <= guard.threshold
+    _, scores = batch_logits_and_scope(predictor, np.stack(images), batch)
+    answered = scores <= guard.threshold
     y = np.asarray(labels)
     return {
         c: {"n": int((y == i).sum()), "answered": float(answered[y == i].mean())}
