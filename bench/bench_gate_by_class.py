@@ -39,8 +39,8 @@ def answered_by_class(model: str, n: int, seed: int, batch: int = 64) -> dict[st
     for sample in generate(task, n, 256, seed, paired=True, variants=pool):
         images.append(sample.to_uint8())
         labels.append(classes.index(sample.class_name))
-    _, scores = batch_logits_and_scope(predictor, np.stack(images), batch)
-    answered = scores <= guard.threshold
+    logits, scores = batch_logits_and_scope(predictor, np.stack(images), batch)
+    answered = guard.gate.in_scope(scores, logits.argmax(axis=1))  # each answer's own threshold
     y = np.asarray(labels)
     return {
         c: {"n": int((y == i).sum()), "answered": float(answered[y == i].mean())}

@@ -108,29 +108,37 @@ def _answers(features: ModelFeatures, images: list, logits: np.ndarray | None) -
     return out
 
 
-def _features_or_nan(features: ModelFeatures, images: list) -> np.ndarray:
-    """Features of each image; a row of NaN (scored as infinitely far) for one the model cannot take."""
+def _features_or_nan(features: ModelFeatures, images: list) -> tuple[np.ndarray, np.ndarray]:
+    """Features and answers (argmax class) of each image; a row of NaN (scored as infinitely far,
+    answer 0) for one the model cannot take."""
     try:
-        return features(images)[0]
+        feats, answers, _ = features(images)
+        return feats, answers
     except ImageError:
-        rows = []
+        rows: list[tuple[np.ndarray, int] | None] = []
         for image in images:
             try:
-                rows.append(features([image])[0][0])
+                f, a, _ = features([image])
+                rows.append((f[0], int(a[0])))
             except ImageError:
                 rows.append(None)
-        dim = next(len(r) for r in rows if r is not None)
-        return np.stack([r if r is not None else np.full(dim, np.nan, np.float32) for r in rows])
+        dim = next(len(r[0]) for r in rows if r is not None)
+        feats = np.stack([r[0] if r is not None else np.full(dim, np.nan, np.float32) for r in rows])
+        return feats, np.asarray([r[1] if r is not None else 0 for r in rows], dtype=np.int64)
 
 
-def _scores(gate: ScopeGate, images: list, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(in_scope flags, ranking scores): rule refusals rank as +inf, the rest by the learned score."""
+def _scores(
+    gate: ScopeGate, images: list, feats: np.ndarray, answers: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(in_scope flags, ranking scores): rule refusals rank as +inf, the rest by the learned score over
+    the threshold of the image's answer."""
     learned = gate.stats.score(feats)
+    limits = gate.thresholds_for(answers, len(images))
     flags, ranking = [], []
-    for image, score in zip(images, learned, strict=True):
+    for image, score, answer, limit in zip(images, learned, answers, limits, strict=True):
         prior = gate.precheck(image)
-        flags.append(gate.verdict_from_score(float(score), prior).in_scope)
-        ranking.append(np.inf if prior else score)
+        flags.append(gate.verdict_from_score(float(score), prior, int(answer)).in_scope)
+        ranking.append(np.inf if prior else score / limit)
     return np.array(flags), np.array(ranking)
 
 
@@ -167,12 +175,12 @@ def _phantoms_and_corpus(
     out-of-scope corpus, AURC and the gate's added time."""
     paths = image_files(folder)
     images = load_images(paths)
-    feats, _, logits = features(images)
-    in_flags, in_rank = _scores(gate, images, feats)
+    feats, in_answers, logits = features(images)
+    in_flags, in_rank = _scores(gate, images, feats, in_answers)
     answers = _answers(features, images, logits)
     errors_in = np.array([a[0] != _truth(p, class_names) for p, a in zip(paths, answers, strict=True)])
-    ood_feats = _features_or_nan(features, ood_images)
-    ood_flags, ood_rank = _scores(gate, ood_images, ood_feats)
+    ood_feats, ood_answers = _features_or_nan(features, ood_images)
+    ood_flags, ood_rank = _scores(gate, ood_images, ood_feats, ood_answers)
     refused = (n_ood_total - len(ood_images)) + int((~ood_flags).sum())
     mix_rank = np.concatenate([in_rank, ood_rank])
     mix_err = np.concatenate([errors_in, np.ones(len(ood_images), bool)]).astype(float)
@@ -183,13 +191,14 @@ def _phantoms_and_corpus(
         f"(all: {errors_in.mean():.1%}) |"
     )
     for name, transform in VARIANTS.items():
-        var_flags = gate.stats.score(features([transform(im) for im in images])[0]) <= gate.threshold
+        var_feats, var_answers, _ = features([transform(im) for im in images])
+        var_flags = gate.in_scope(gate.stats.score(var_feats), var_answers)
         print(f"| rendering variant never trained on ({name}) in scope | {var_flags.mean():.1%} |")
     print(
         f"| out-of-scope corpus refused or rejected | {refused / n_ood_total:.1%} of {n_ood_total} "
         f"({n_ood_total - len(ood_images)} rejected by the loader) |"
     )
-    learned_only = float(np.mean(gate.stats.score(ood_feats) > gate.threshold))
+    learned_only = float(np.mean(~gate.in_scope(gate.stats.score(ood_feats), ood_answers)))
     print(
         f"| loadable out-of-scope refused by the learned score alone | {learned_only:.1%} "
         f"of {len(ood_images)} |"
@@ -205,7 +214,7 @@ def real_films(features: ModelFeatures, gate: ScopeGate) -> dict:
     """Print each real film's verdict in its three forms and return the card's
     ``scope.metrics.real_films`` entry (``--write-card``): films, forms refused, answers given, how
     many forms the model would call positive without its gate, and each film's learned score as a
-    multiple of the threshold."""
+    multiple of the threshold it was judged against (its answer's)."""
     print("\n| real film | form | verdict | score / threshold | answer | right? |\n|---|---|---|---|---|---|")
     answered: dict[str, str] = {}
     raw_positive = 0
@@ -215,13 +224,13 @@ def real_films(features: ModelFeatures, gate: ScopeGate) -> dict:
     for name, path in films.items():
         forms = three_forms(path)
         imgs = [forms[f] for f in FORMS]
-        feats, _, logits = features(imgs)
+        feats, classes, logits = features(imgs)
         answers = _answers(features, imgs, logits)
-        for form, img, row, (_, status) in zip(FORMS, imgs, feats, answers, strict=True):
-            verdict = gate.verdict(img, row[None])
+        for form, img, row, label, (_, status) in zip(FORMS, imgs, feats, classes, answers, strict=True):
+            verdict = gate.verdict(img, row[None], int(label))  # against its answer's threshold
             n += 1
             raw_positive += status == "positive"
-            ratio = verdict.score / gate.threshold
+            ratio = verdict.score / verdict.threshold
             ratios.setdefault(name, []).append(round(float(ratio), 2))
             if verdict.in_scope:
                 answered[f"{name} ({form})"] = status

@@ -101,6 +101,7 @@ def real_films_current(card: ModelCard) -> bool:
         and card.scope is not None
         and entry.get("scope_sha256") == card.scope.sha256
         and entry.get("threshold") == card.scope.threshold
+        and entry.get("answer_thresholds") == card.scope.answer_thresholds
     )
 
 

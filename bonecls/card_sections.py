@@ -6,6 +6,7 @@ job; :mod:`bonecls.weights` re-exports every name here.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
@@ -104,13 +105,20 @@ class DeclaredScope(BaseModel):
 class ScopeSection(BaseModel):
     """The learned scope gate of one model (``bonecls.scope``): its statistics file beside the weights,
     that file's sha256 (checked before use), the score threshold, the in-scope rate on held-out
-    in-distribution images it was chosen at, and the declared scope."""
+    in-distribution images it was chosen at, and the declared scope.
+
+    ``answer_thresholds`` (classifiers): one threshold per answer, by class index, each chosen so that
+    ``in_scope_rate`` of the threshold images given that answer stay in scope (class-conditional, or
+    Mondrian, calibration). One pooled threshold refused images with a finding more often than images
+    without: they lie farther from the training images. An image is judged against its answer's
+    threshold; ``threshold`` (pooled) serves where no answer is known, and detectors."""
 
     model_config = ConfigDict(extra="forbid")
     stats_file: str = "scope.safetensors"
     sha256: str = Field(pattern=_SHA_RE.pattern)
     threshold: float = Field(allow_inf_nan=False)
     in_scope_rate: float = Field(gt=0.0, le=1.0)
+    answer_thresholds: list[float] | None = None
     method: str = "mahalanobis"
     declared: DeclaredScope = Field(default_factory=DeclaredScope)
     fitted_on: str = ""
@@ -120,6 +128,13 @@ class ScopeSection(BaseModel):
     @classmethod
     def _sha_lower(cls, v: Any) -> Any:
         return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("answer_thresholds")
+    @classmethod
+    def _answer_thresholds(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (len(v) < 2 or not all(math.isfinite(t) for t in v)):
+            raise ValueError("answer_thresholds must be finite, one per class (two or more), or absent")
+        return v
 
     @field_validator("stats_file")
     @classmethod

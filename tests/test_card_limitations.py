@@ -102,6 +102,26 @@ def test_the_models_page_table_holds_every_current_exam_of_a_shipped_card(monkey
     assert held_out_table(_card()) == []
 
 
+def test_the_models_page_states_each_answers_scope_threshold(monkeypatch) -> None:
+    from bonecls.ui.pages.model_cards import scope_gate_line
+
+    monkeypatch.delenv("BONECLS_WEIGHTS", raising=False)
+    for model_id in ("fracture", "threeclass"):
+        card, _ = load_card(weights_root() / model_id)
+        assert card.scope is not None and card.scope.answer_thresholds is not None
+        line = scope_gate_line(card.class_names, card.scope)
+        for name, limit in zip(card.class_names, card.scope.answer_thresholds, strict=True):
+            assert f"{name} {limit:.4g}" in line
+        assert "given that answer" in line
+    # pneumonia-cls kept its pooled threshold (BENCHMARKS: it let the other CT's normal films through);
+    # a detector has one class
+    for model_id in ("pneumonia-cls", "pneumonia-det"):
+        card, _ = load_card(weights_root() / model_id)
+        assert card.scope is not None and card.scope.answer_thresholds is None
+        line = scope_gate_line(card.class_names, card.scope)
+        assert f"threshold {card.scope.threshold:.4g}" in line and "per answer" not in line
+
+
 def test_each_target_is_judged_on_every_current_exam() -> None:
     evaluation = _held_out(0.95, 0.95, 0.75, 0.94, 0.9)
     main = evaluation["held_out_variants"]
@@ -191,3 +211,10 @@ def test_real_films_follow_the_gate_they_were_measured_with(tiny_card_dir: Path,
     assert "real-film results on this card are out of date" in refit.limitations
     again = record_real_films(tiny_card_dir, {**entry, "refused": 9, "answered": {}})
     assert "refuses every real radiograph it was tried on: 3 real films as 9 images" in again.limitations
+    # new thresholds on the same statistics (one per answer) also make the real films out of date
+    many = _images(tmp_path / "thr-many", 120, 2)  # one of the two answers has at least 60 images
+    assert main(["--card", str(tiny_card_dir), "--keep-stats", "--threshold-images", str(many)]) == 0
+    rethresholded, _ = load_card(tiny_card_dir)
+    assert rethresholded.scope.sha256 == again.scope.sha256 and rethresholded.scope.answer_thresholds
+    assert not real_films_current(rethresholded)
+    assert "real-film results on this card are out of date" in rethresholded.limitations

@@ -21,7 +21,13 @@ from bonecls.scope import ScopeGate, ScopeVerdict
 from bonecls.scope.declared import DECLARED_SCOPES, header_reasons
 from bonecls.scope.evaluation import aurc, risk_coverage
 from bonecls.scope.features import PENULTIMATE, FeatureTap, classifier_features, preprocess_pixels
-from bonecls.scope.stats import choose_threshold, fit_stats, load_stats, save_stats
+from bonecls.scope.stats import (
+    choose_threshold,
+    choose_thresholds_by_answer,
+    fit_stats,
+    load_stats,
+    save_stats,
+)
 from bonecls.weights import ModelCard, ScopeSection, load_card, load_pytorch, sha256_file, weights_root
 
 
@@ -181,6 +187,80 @@ def test_gate_combines_header_heuristics_and_learned_score(tmp_path: Path, make_
     assert any("tiny" in r for r in gate.verdict(tiny, feats[:1]).reasons)
 
 
+def test_answer_thresholds_keep_each_answers_share() -> None:
+    """One pooled threshold keeps fewer of the answer whose images lie farther out; one per answer
+    keeps the stated share of each."""
+    rng = np.random.default_rng(0)
+    answers = np.arange(2000) % 2
+    scores = rng.exponential(1.0, 2000) * np.where(answers == 1, 3.0, 1.0)
+    pooled = choose_threshold(scores, 0.95)
+    by_answer = choose_thresholds_by_answer(scores, answers, 2, 0.95)
+    assert by_answer is not None and by_answer[0] < pooled < by_answer[1]
+    assert np.mean(scores[answers == 1] <= pooled) < 0.92 < 0.99 < np.mean(scores[answers == 0] <= pooled)
+    for k in (0, 1):
+        assert 0.95 <= np.mean(scores[answers == k] <= by_answer[k]) < 0.952
+    few = np.r_[np.zeros(1990, int), np.ones(10, int)]  # answer 1 too rare to condition on: the pooled one
+    assert choose_thresholds_by_answer(scores, few, 2, 0.95) == [
+        choose_threshold(scores[:1990], 0.95),
+        pooled,
+    ]
+    assert choose_thresholds_by_answer(scores[:30], answers[:30], 2, 0.95) is None
+    with pytest.raises(ValueError, match="shape"):
+        choose_thresholds_by_answer(scores, answers[:10], 2, 0.95)
+
+
+def test_gate_judges_each_answer_against_its_own_threshold(tmp_path: Path, tiny_card_dir: Path) -> None:
+    from bonecls.inference.results import OUT_OF_SCOPE, Prediction
+    from bonecls.inference.scoping import ScopeGuard
+
+    feats, labels = _two_blobs()
+    stats = fit_stats(feats, labels, ("penultimate",))
+    section = _section(save_stats(stats, tmp_path / "s.safetensors"), 1.0)
+    by_answer = section.model_copy(update={"answer_thresholds": [0.5, 2.0]})
+    names = ("not fractured", "fractured")
+    gate = ScopeGate(stats, by_answer, "m", names)
+    assert (gate.threshold_for(None), gate.threshold_for("fractured"), gate.threshold_for(0)) == (
+        1.0,
+        2.0,
+        0.5,
+    )
+    assert gate.threshold_for("unknown class") == 1.0
+    kept = gate.verdict_from_score(1.5, answer="fractured")
+    assert kept.in_scope and kept.threshold == 2.0
+    refused = gate.verdict_from_score(1.5, answer="not fractured")
+    assert not refused.in_scope and refused.threshold == 0.5
+    assert "3.0 times the limit" in refused.summary and "given the same answer" in refused.summary
+    assert not gate.verdict_from_score(1.5).in_scope  # no answer known: the pooled threshold
+    flags = gate.in_scope(np.array([0.4, 0.6, 1.9, np.inf]), np.array([0, 0, 1, 1]))
+    assert flags.tolist() == [True, False, True, False]
+    assert gate.in_scope(np.array([0.4, 1.5])).tolist() == [True, False]
+    pooled_gate = ScopeGate(stats, section, "m", names)  # a card without answer thresholds: one for all
+    assert (
+        pooled_gate.threshold_for("fractured") == 1.0
+        and "same answer" not in pooled_gate.verdict_from_score(1.5, answer="fractured").summary
+    )
+    with pytest.raises(WeightsError, match="answer thresholds"):
+        ScopeGate(stats, by_answer, "m", ("a", "b", "c"))
+    with pytest.raises(ValueError, match="answer_thresholds"):
+        ScopeSection.model_validate({**section.model_dump(), "answer_thresholds": [1.0]})
+
+    # the predictor's guard reads the answer from the prediction's label
+    card, _ = load_card(tiny_card_dir)
+    guard = ScopeGuard(card, ScopeGate(stats, by_answer, card.id, card.class_names))
+    for label, in_scope in ((card.class_names[1], True), (card.class_names[0], False)):
+        raw = Prediction(
+            probabilities={n: 0.5 for n in card.class_names},
+            label=label,
+            status="uncertain",
+            suspicion=0.5,
+            model_id=card.id,
+            model_sha256=card.sha256,
+        )
+        judged = guard.judge(raw, 1.5)
+        assert judged.in_scope is in_scope and judged.scope_threshold == (2.0 if in_scope else 0.5)
+        assert (judged.status == OUT_OF_SCOPE) is not in_scope
+
+
 def test_card_scope_section_and_gate_from_card(tiny_card_dir: Path) -> None:
     card, card_dir = load_card(tiny_card_dir)
     weights_sha = card.sha256
@@ -246,6 +326,34 @@ def test_fit_command_writes_stats_and_card_but_not_weights(tiny_card_dir: Path, 
         )
         == 1
     )
+
+    # --keep-stats: new thresholds, one per answer, on the same statistics
+    from bonecls.scope.extract import ModelFeatures, image_files, load_images
+
+    many = tmp_path / "thr-many"
+    many.mkdir()
+    for i in range(120):  # one of the two answers gets at least 60 images
+        Image.fromarray((rng.random((48, 48)) * 120 + 60).astype(np.uint8)).save(many / f"{i:03d}.png")
+    stats_sha = card.scope.sha256
+    argv = ["--card", str(tiny_card_dir), "--threshold-images", str(many)]
+    assert main([*argv, "--keep-stats", "--fit-images", str(tmp_path / "fit")]) == 2  # one or the other
+    assert main([*argv, "--keep-stats"]) == 0
+    card, _ = load_card(tiny_card_dir)
+    scope = card.scope
+    assert scope.sha256 == stats_sha == sha256_file(tiny_card_dir / "scope.safetensors")
+    assert scope.in_scope_rate == 0.95 and scope.metrics["n_fit"] == 150  # the card's own rate and fit
+    assert scope.answer_thresholds is not None and sum(scope.metrics["n_threshold_by_answer"].values()) == 120
+    feats, answers, _ = ModelFeatures.from_card(
+        tiny_card_dir, ScopeGate.from_card(card, tiny_card_dir).layers
+    )(load_images(image_files(many)))
+    scores = ScopeGate.from_card(card, tiny_card_dir).stats.score(feats)
+    for k, limit in enumerate(scope.answer_thresholds):
+        mine = scores[answers == k]
+        if mine.size >= 40:  # an answer with enough images keeps its stated share
+            assert np.mean(mine <= limit) >= 0.95
+    assert main([*argv, "--keep-stats", "--pooled"]) == 0
+    pooled, _ = load_card(tiny_card_dir)
+    assert pooled.scope.answer_thresholds is None and pooled.scope.threshold == choose_threshold(scores, 0.95)
 
 
 def test_risk_coverage_and_aurc() -> None:

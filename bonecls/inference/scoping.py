@@ -9,8 +9,9 @@ same three steps in the same order:
 2. the engine runs the model once and hands back the pooled features it recorded during that very
    pass (:class:`bonecls.scope.features.FeatureTap` on PyTorch, extra graph outputs on ONNX Runtime
    and Keras: :func:`bonecls.inference.keras_loader.features_model`);
-3. :meth:`ScopeGuard.judge` scores those features against the card's threshold and marks the
-   :class:`~bonecls.inference.results.Prediction` in or out of scope.
+3. :meth:`ScopeGuard.judge` scores those features against the card's threshold for the model's
+   answer (its argmax class) and marks the :class:`~bonecls.inference.results.Prediction` in or out
+   of scope.
 
 A model whose card has no learned scope (one trained before issue 21, or on too few images) still gets
 steps 1 and 3's header rules and heuristics, and every answer says, in a reason sentence, that the
@@ -72,6 +73,7 @@ class ScopeGuard:
 
     @property
     def threshold(self) -> float | None:
+        """The pooled threshold (an answer's own: ``gate.threshold_for``)."""
         return self.gate.threshold if self.gate is not None else None
 
     def precheck(self, image: Any) -> tuple[str, ...]:
@@ -112,16 +114,17 @@ class ScopeGuard:
             return dataclasses.replace(prediction, scope_checked=False)
         if self.gate is None:
             return dataclasses.replace(prediction, scope_reasons=(NOT_FITTED,))
+        threshold = self.gate.threshold_for(prediction.label)  # its answer's threshold
         if score is None:
             verdict_in, reasons = False, (NOT_CHECKED,)
         else:
-            verdict = self.gate.verdict_from_score(float(score))
+            verdict = self.gate.verdict_from_score(float(score), answer=prediction.label)
             verdict_in, reasons = verdict.in_scope, verdict.reasons
         return dataclasses.replace(
             prediction,
             status=prediction.status if verdict_in else OUT_OF_SCOPE,
             in_scope=verdict_in,
             scope_score=None if score is None else float(score),
-            scope_threshold=self.threshold,
+            scope_threshold=threshold,
             scope_reasons=tuple(reasons),
         )

@@ -23,9 +23,21 @@ import torch
 from bonecls.errors import WeightsError
 from bonecls.weights import sha256_bytes
 
-__all__ = ["ScopeStats", "choose_threshold", "fit_stats", "load_stats", "save_stats"]
+__all__ = [
+    "MIN_IMAGES_PER_ANSWER",
+    "ScopeStats",
+    "choose_threshold",
+    "choose_thresholds_by_answer",
+    "fit_stats",
+    "load_stats",
+    "save_stats",
+]
 
 METHOD = "mahalanobis"
+
+#: An answer with fewer threshold images than this gets the pooled threshold: a 97.5% quantile of
+#: a handful of scores is noise.
+MIN_IMAGES_PER_ANSWER = 40
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,31 @@ def choose_threshold(in_distribution_scores: np.ndarray, in_scope_rate: float) -
     # the smallest score that keeps at least that share: the ceil(rate * n)-th smallest
     rank = max(1, int(np.ceil(in_scope_rate * scores.size - 1e-9)))
     return float(np.sort(scores)[rank - 1])
+
+
+def choose_thresholds_by_answer(
+    scores: np.ndarray,
+    answers: np.ndarray,
+    n_classes: int,
+    in_scope_rate: float,
+    min_images: int = MIN_IMAGES_PER_ANSWER,
+) -> list[float] | None:
+    """One threshold per answer (class index 0..n_classes-1): the score under which ``in_scope_rate`` of
+    the held-out in-distribution images given that answer fall (class-conditional, "Mondrian",
+    calibration: each answer keeps its share, instead of one pooled threshold that the answers with a
+    finding, whose images lie farther out, miss more often). An answer with fewer than ``min_images``
+    images gets the pooled threshold; None when no answer has that many (nothing to condition on)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    answers = np.asarray(answers, dtype=np.int64)
+    if scores.shape != answers.shape:
+        raise ValueError(f"scores {scores.shape} and answers {answers.shape} differ in shape.")
+    pooled = choose_threshold(scores, in_scope_rate)
+    out, conditioned = [], False
+    for k in range(n_classes):
+        mine = scores[(answers == k) & np.isfinite(scores)]
+        conditioned |= mine.size >= min_images
+        out.append(choose_threshold(mine, in_scope_rate) if mine.size >= min_images else pooled)
+    return out if conditioned else None
 
 
 def save_stats(stats: ScopeStats, path: str | os.PathLike) -> str:

@@ -343,7 +343,9 @@ def set_figures(
     heat = [predictor.explain(ps.images[i], target_class=int(ps.labels[i])).heatmap for i in lesion]
     figures.update(pointing_game(heat, [ps.boxes[i] for i in lesion], margin))
     # scope_scores is None when the guard is off or has no learned part: then there is nothing to say
-    figures["scope"] = gate_figures(predictor.scope_guard.gate, scope_scores, ps, pos, score, sl, negative)
+    figures["scope"] = gate_figures(
+        predictor.scope_guard.gate, scope_scores, ps, pos, score, sl, negative, logits.argmax(axis=1)
+    )
 
     vis = lesion_visibility(ps, negative)
     seen = vis[~np.isnan(vis)]
@@ -397,18 +399,22 @@ def gate_figures(
     score: np.ndarray,
     rise: np.ndarray,
     negative: Sequence[int],
+    answers: np.ndarray | None = None,
 ) -> dict | None:
     """What a learned scope ``gate`` (:class:`bonecls.scope.gate.ScopeGate`) does with a held-out set,
-    from its ``scores`` of the set's images (None without a gate): the share of images it answers, of
-    lesion-free and of lesion images (``pos``), and over the answered images only the ROC-AUC of
-    ``score`` and the paired lift of ``rise`` (pairs whose two images are both answered). Shared by the
-    classifiers (suspicion, suspicion logit) and the detectors (top box score for both)."""
+    from its ``scores`` of the set's images (None without a gate) and the model's ``answers`` (argmax
+    class of each image: its threshold on a card with answer thresholds; None for detectors): the share
+    of images it answers, of lesion-free and of lesion images (``pos``), and over the answered images
+    only the ROC-AUC of ``score`` and the paired lift of ``rise`` (pairs whose two images are both
+    answered). Shared by the classifiers (suspicion, suspicion logit) and the detectors (top box score
+    for both)."""
     if gate is None or scores is None:
         return None
-    answered = np.asarray([gate.verdict_from_score(float(v)).in_scope for v in scores], dtype=bool)
+    answered = gate.in_scope(scores, answers)
     pair = paired_lift(rise[answered], ps.labels[answered], ps.groups[answered], negative)
     return {
         "threshold": float(gate.threshold),
+        "by_answer": gate.section.answer_thresholds is not None and answers is not None,
         "n": len(answered),
         "n_lesion": int(pos.sum()),
         "answered": float(answered.mean()),
@@ -433,6 +439,7 @@ def pooled_scope(per_set: dict[str, dict]) -> dict | None:
 
     return {
         "threshold": rows[0]["threshold"],
+        "by_answer": bool(rows[0].get("by_answer")),
         "n": sum(r["n"] for r in rows),
         "answered": mean("answered", lambda r: r["n"]),
         "answered_lesion_free": mean("answered_lesion_free", lambda r: r["n"] - r["n_lesion"]),

@@ -54,6 +54,25 @@ def models_page() -> None:
         )
 
 
+def scope_gate_line(class_names: list[str] | tuple[str, ...], scope: Any) -> str:
+    """The gate's thresholds in one sentence: one per answer where the card has them, else one."""
+    if scope.answer_thresholds is not None:
+        limits = ", ".join(
+            f"{name} {limit:.4g}" for name, limit in zip(class_names, scope.answer_thresholds, strict=True)
+        )
+        how = (
+            f"one threshold per answer ({limits}), each chosen to keep {scope.in_scope_rate:.1%} of the "
+            "held-out training-like images given that answer (one pooled threshold refused images with a "
+            "finding more often)"
+        )
+    else:
+        how = (
+            f"threshold {scope.threshold:.4g}, chosen to keep {scope.in_scope_rate:.1%} of held-out "
+            "training-like images"
+        )
+    return f"**Scope gate** ({scope.method}): {how}; fitted on {scope.fitted_on or 'not stated'}."
+
+
 def _metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """The card's scalar test metrics as table rows (nested ones are drawn as charts instead)."""
     rows = []
@@ -294,11 +313,7 @@ def _scope_section(card: Any) -> None:
             "refuses, and every answer says so."
         )
         return
-    st.markdown(
-        f"**Scope gate** ({scope.method}): threshold {scope.threshold:.4g}, chosen to keep "
-        f"{scope.in_scope_rate:.1%} of held-out training-like images; "
-        f"fitted on {scope.fitted_on or 'not stated'}."
-    )
+    st.markdown(scope_gate_line(card.class_names, scope))
     rows = _metric_rows(scope.metrics)
     if rows:
         st.dataframe(rows, hide_index=True, width="content", key=f"scope_{card.id}")
