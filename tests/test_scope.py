@@ -394,11 +394,12 @@ def test_shipped_model_refuses_leg_and_cat_in_every_form(model_id: str, real_fil
     features, gate = _shipped_gate(model_id)
     for film in ("RG3 lower leg AP", "cat thorax"):
         images = [real_films[film][form] for form in FORMS]
-        feats, _, _ = features(images)
-        for form, image, row in zip(FORMS, images, feats, strict=True):
-            verdict = gate.verdict(image, row[None])
-            assert not verdict.in_scope, (model_id, film, form, verdict)
-            assert verdict.reasons
+        feats, answers, _ = features(images)
+        for form, image, row, answer in zip(FORMS, images, feats, answers, strict=True):
+            # against its answer's threshold, and the pooled one
+            for verdict in (gate.verdict(image, row[None], int(answer)), gate.verdict(image, row[None])):
+                assert not verdict.in_scope, (model_id, film, form, verdict)
+                assert verdict.reasons
 
 
 @pytest.mark.parametrize("model_id", ("fracture", "threeclass"))
@@ -407,9 +408,10 @@ def test_no_model_calls_the_real_chest_fractured(model_id: str, real_films, monk
     features, gate = _shipped_gate(model_id)
     card = features.card
     images = [real_films["RG1 adult chest PA"][form] for form in FORMS]
-    feats, _, logits = features(images)
-    for form, image, row, z in zip(FORMS, images, feats, logits, strict=True):
+    feats, answers, logits = features(images)
+    for form, image, row, answer, z in zip(FORMS, images, feats, answers, logits, strict=True):
         probs = torch.softmax(torch.as_tensor(z, dtype=torch.float64) / card.temperature, 0).numpy()
         suspicion = sum(probs[card.class_names.index(c)] for c in card.positive_classes)
         answered_fractured = suspicion >= card.thresholds.positive_at
-        assert not (gate.verdict(image, row[None]).in_scope and answered_fractured), (model_id, form)
+        in_scope = gate.verdict(image, row[None], int(answer)).in_scope  # against its answer's threshold
+        assert not (in_scope and answered_fractured), (model_id, form)
