@@ -110,8 +110,9 @@ def test_the_models_page_states_each_answers_scope_threshold(monkeypatch) -> Non
         card, _ = load_card(weights_root() / model_id)
         assert card.scope is not None and card.scope.answer_thresholds is not None
         line = scope_gate_line(card.class_names, card.scope)
+        kept = card.scope.metrics["heldout_in_scope_by_answer"]
         for name, limit in zip(card.class_names, card.scope.answer_thresholds, strict=True):
-            assert f"{name} {limit:.4g}" in line
+            assert f"{name} {limit:.4g}" in line and f"{name} {kept[name]:.1%}" in line
         assert "given that answer" in line
     # pneumonia-cls kept its pooled threshold (BENCHMARKS: it let the other CT's normal films through);
     # a detector has one class

@@ -195,8 +195,8 @@ def _thresholded(
 ) -> ScopeSection:
     """A scope section (its sha256, declared scope and sentence still to fill in) with the pooled
     threshold, the answers' own (a classifier with ``by_answer``) and the rates they give."""
-    threshold_scores_, answers, _ = features(list(threshold_images))
-    threshold_scores = stats.score(threshold_scores_)
+    threshold_features, answers, _ = features(list(threshold_images))
+    threshold_scores = stats.score(threshold_features)
     threshold = choose_threshold(threshold_scores, in_scope_rate)
     names = features.card.class_names
     by_class = None

@@ -81,7 +81,14 @@ def fit_scope_from_shards(
     assert scope is not None
     rate = scope.metrics.get("heldout_in_scope_rate")
     held = f", {rate:.1%} of the test split in scope" if rate is not None else ""
+    by_answer = ""
+    if scope.answer_thresholds is not None:
+        names = card.class_names
+        by_answer = "; by answer " + ", ".join(
+            f"{n} {t:.4g}" for n, t in zip(names, scope.answer_thresholds, strict=True)
+        )
     return (
         card,
-        f"scope: fitted on {len(fit)} images, threshold {scope.threshold:.4g} at {in_scope_rate:.1%}{held}",
+        f"scope: fitted on {len(fit)} images, threshold {scope.threshold:.4g} at {in_scope_rate:.1%}{held}"
+        f"{by_answer}",
     )

@@ -60,10 +60,12 @@ def scope_gate_line(class_names: list[str] | tuple[str, ...], scope: Any) -> str
         limits = ", ".join(
             f"{name} {limit:.4g}" for name, limit in zip(class_names, scope.answer_thresholds, strict=True)
         )
+        kept = scope.metrics.get("heldout_in_scope_by_answer") or {}
+        on_test = ", ".join(f"{name} {kept[name]:.1%}" for name in class_names if name in kept)
         how = (
             f"one threshold per answer ({limits}), each chosen to keep {scope.in_scope_rate:.1%} of the "
             "held-out training-like images given that answer (one pooled threshold refused images with a "
-            "finding more often)"
+            "finding more often)" + (f"; kept on its own test split by answer: {on_test}" if on_test else "")
         )
     else:
         how = (
