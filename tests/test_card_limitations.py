@@ -96,8 +96,10 @@ def test_the_models_page_table_holds_every_current_exam_of_a_shipped_card(monkey
     assert len(exams) >= 2 and len(rows) == 4 * len(exams)  # three sets and the pooled row per exam
     for exam, pooled in zip(exams, [r for r in rows if r["set"] == "pooled"], strict=True):
         assert pooled["seed"] == str(exam["seed"])
-        assert pooled["figure"] == f"ROC-AUC {exam['pooled']['roc_auc_mean']:.3f}"
-        assert pooled["lift"] == f"{100 * exam['pooled']['lift']:.1f}%"
+        low, high = exam["pooled"]["ci95"]["roc_auc_mean"]  # every shipped exam carries its interval
+        assert pooled["figure"] == f"ROC-AUC {exam['pooled']['roc_auc_mean']:.3f} [{low:.3f}–{high:.3f}]"
+        low, high = exam["pooled"]["ci95"]["lift"]
+        assert pooled["lift"] == f"{100 * exam['pooled']['lift']:.1f}% [{100 * low:.1f}%–{100 * high:.1f}%]"
         assert pooled["gate answers"].startswith(f"{100 * exam['pooled']['scope']['answered']:.1f}%")
     assert held_out_table(_card()) == []
 
@@ -161,6 +163,24 @@ def test_each_target_is_judged_on_every_current_exam() -> None:
         )
         assert current_repeats(other) == []
         assert "It meets its held-out targets" in compose_limitations(other)
+
+
+def test_intervals_are_stated_and_a_miss_inside_its_interval_is_said_so() -> None:
+    evaluation = _held_out(0.80, 0.89, 0.75, 0.70, 0.5)
+    pooled = evaluation["held_out_variants"]["pooled"]
+    pooled["ci95"] = {"roc_auc_mean": [0.771, 0.829], "lift": [0.85, 0.93], "pointing": [0.70, 0.80]}
+    text = compose_limitations(_card(evaluation=evaluation))
+    assert "ROC-AUC 0.800 pooled (95% interval 0.771–0.829; 0.700 on the other CT)" in text
+    # ROC-AUC is missed beyond doubt; lift 0.89 is missed, but 0.90 lies inside its interval
+    assert "It misses its held-out targets (ROC-AUC ≥ 0.93, lift ≥ 90%, within its 95% interval)" in text
+    repeat = {"seed": 9102, "set_format": None, "model_sha256": "ab" * 32}
+    repeat["pooled"] = {"roc_auc_mean": 0.81, "lift": 0.88, "pointing": 0.72, "ci95": {"lift": [0.84, 0.92]}}
+    two = _card(evaluation={**evaluation, "held_out_repeats": {"9102": repeat}}, sha256="ab" * 32)
+    assert "lift ≥ 90%, within the 95% interval of each exam" in compose_limitations(two)
+    repeat["pooled"]["ci95"]["lift"] = [0.84, 0.89]
+    assert "lift ≥ 90%, within the 95% interval on 1 of the 2 exams that miss it" in compose_limitations(two)
+    repeat["pooled"]["lift"] = 0.91
+    assert "lift ≥ 90% on 1 of 2 exams, within that exam's 95% interval" in compose_limitations(two)
 
 
 def test_a_missing_pooled_figure_is_said_not_measured() -> None:

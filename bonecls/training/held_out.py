@@ -36,6 +36,9 @@ else equal. Per set this module reports
   :data:`VISIBILITY_FLOOR` (and their pairs) are left out of ``visible``; every negative stays. The
   headline figures above keep every lesion, and the issue's targets are on those.
 
+The pooled figures carry 95% intervals (``ci95``: a bootstrap over the render groups within each set,
+:mod:`bonecls.training.held_out_intervals`): two exams of 100 pairs per set differ by 0.01-0.03.
+
 :func:`held_out_report` runs all of it for one predictor; ``train/evaluate.py --held-out`` is its
 command line and can write the figures onto the card (``evaluation.held_out_variants``).
 """
@@ -54,6 +57,7 @@ import numpy as np
 
 from bonecls.phantom import TASK_CLASSES, generate
 from bonecls.phantom.varied import OPACITY_STYLES, Variants
+from bonecls.training.held_out_intervals import SetOutputs, pooled_intervals
 from bonecls.training.metrics import binary_rates, classification_metrics, is_positive, rank_auc, softmax_np
 
 EVAL_SEED = 9101  # no training set of the project uses it (they use 101, 201, 301 and 4xx)
@@ -224,15 +228,24 @@ def suspicion_logits(
     return logsumexp(z[:, pos], axis=1) - logsumexp(z[:, neg], axis=1)
 
 
-def paired_lift(score: np.ndarray, labels: np.ndarray, groups: np.ndarray, negative: Sequence[int]) -> dict:
-    """Each lesion image against the lesion-free image of its group: the share whose ``score`` rises
-    (strictly: a tie is no rise) and the median rise."""
+def pair_rises(
+    score: np.ndarray, labels: np.ndarray, groups: np.ndarray, negative: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(group, rise) of each lesion image that has a lesion-free twin in its group: its ``score`` minus
+    the twin's."""
     score = np.asarray(score, dtype=np.float64)
     neg = np.isin(labels, list(negative))
     base = {int(g): float(score[i]) for i, g in enumerate(groups) if neg[i]}
-    rises = np.asarray(
-        [score[i] - base[int(g)] for i, g in enumerate(groups) if not neg[i] and int(g) in base]
+    pairs = [(int(g), score[i] - base[int(g)]) for i, g in enumerate(groups) if not neg[i] and int(g) in base]
+    return np.asarray([g for g, _ in pairs], dtype=np.int64), np.asarray(
+        [r for _, r in pairs], dtype=np.float64
     )
+
+
+def paired_lift(score: np.ndarray, labels: np.ndarray, groups: np.ndarray, negative: Sequence[int]) -> dict:
+    """Each lesion image against the lesion-free image of its group: the share whose ``score`` rises
+    (strictly: a tie is no rise) and the median rise."""
+    _, rises = pair_rises(score, labels, groups, negative)
     if rises.size == 0:
         return {"pairs": 0, "lift": None, "median_logit_rise": None}
     return {
@@ -253,17 +266,30 @@ def box_cover(shape: tuple[int, int], boxes: Sequence[Sequence[float]], margin: 
     return covered
 
 
-def pointing_game(
+def pointing_hits(
     heatmaps: Sequence[np.ndarray], boxes: Sequence[Sequence[Sequence[float]]], margin: float
-) -> dict:
-    """Share of heat maps whose maximum lies in one of their image's grown boxes, and the chance level
-    (the mean share of the image the grown boxes cover)."""
+) -> tuple[list[bool], list[float]]:
+    """Per heat map: whether its maximum lies in one of its image's grown boxes, and the share of the
+    image those boxes cover (the chance of a hit)."""
     hits, chance = [], []
     for heat, bs in zip(heatmaps, boxes, strict=True):
         covered = box_cover(heat.shape, bs, margin)
         y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
         hits.append(bool(covered[y, x]))
         chance.append(float(covered.mean()))
+    return hits, chance
+
+
+def pointing_game(
+    heatmaps: Sequence[np.ndarray], boxes: Sequence[Sequence[Sequence[float]]], margin: float
+) -> dict:
+    """Share of heat maps whose maximum lies in one of their image's grown boxes, and the chance level
+    (the mean share of the image the grown boxes cover)."""
+    return pointing_figures(*pointing_hits(heatmaps, boxes, margin))
+
+
+def pointing_figures(hits: Sequence[bool], chance: Sequence[float]) -> dict:
+    """The pointing game's figures from :func:`pointing_hits`."""
     if not hits:
         return {"images": 0, "pointing": None, "chance": None}
     return {"images": len(hits), "pointing": float(np.mean(hits)), "chance": float(np.mean(chance))}
@@ -308,18 +334,24 @@ def lesion_visibility(ps: PairSet, negative: Sequence[int]) -> np.ndarray:
     return out
 
 
-def set_figures(
+def set_figures(predictor: Any, ps: PairSet, **options: Any) -> dict:
+    """The figures of :func:`set_figures_and_outputs` (same ``options``) without the outputs."""
+    return set_figures_and_outputs(predictor, ps, **options)[0]
+
+
+def set_figures_and_outputs(
     predictor: Any,
     ps: PairSet,
     *,
     margin: float = POINTING_MARGIN,
     cams: int | None = None,
     floor: float = VISIBILITY_FLOOR,
-) -> dict:
+) -> tuple[dict, SetOutputs]:
     """Metrics, paired lift and pointing game of ``predictor`` (a
     :class:`bonecls.inference.predictor.Predictor`) on one pair set, over every lesion and (``visible``)
-    over the lesions at or above ``floor`` (:func:`lesion_visibility`). ``cams`` caps the lesion images
-    explained (None: all of them)."""
+    over the lesions at or above ``floor`` (:func:`lesion_visibility`); ``cams`` caps the lesion images
+    explained (None: all of them). With them, the per-image, per-pair and per-lesion outputs they were
+    computed from (:class:`bonecls.training.held_out_intervals.SetOutputs`, for the pooled intervals)."""
     card = predictor.card
     if tuple(card.class_names) != ps.class_names:
         raise ValueError(f"the set's classes {ps.class_names} are not the model's {card.class_names}")
@@ -341,7 +373,21 @@ def set_figures(
     figures.update(paired_lift(sl, ps.labels, ps.groups, negative))
     lesion = [i for i in range(len(ps.labels)) if pos[i] and ps.boxes[i]][:cams]
     heat = [predictor.explain(ps.images[i], target_class=int(ps.labels[i])).heatmap for i in lesion]
-    figures.update(pointing_game(heat, [ps.boxes[i] for i in lesion], margin))
+    hits, chance = pointing_hits(heat, [ps.boxes[i] for i in lesion], margin)
+    figures.update(pointing_figures(hits, chance))
+    pair_groups, rises = pair_rises(sl, ps.labels, ps.groups, negative)
+    outputs = SetOutputs(
+        groups=np.asarray(ps.groups),
+        labels=np.asarray(ps.labels),
+        predicted=probs.argmax(axis=1),
+        positive=pos,
+        score=score,
+        pair_groups=pair_groups,
+        pair_rises=rises,
+        hit_groups=np.asarray([ps.groups[i] for i in lesion], dtype=np.int64),
+        hits=np.asarray(hits, dtype=bool),
+        n_classes=len(card.class_names),
+    )
     # scope_scores is None when the guard is off or has no learned part: then there is nothing to say
     figures["scope"] = gate_figures(
         predictor.scope_guard.gate, scope_scores, ps, pos, score, sl, negative, logits.argmax(axis=1)
@@ -371,7 +417,7 @@ def set_figures(
     visible.update(paired_lift(sl[keep], ps.labels[keep], ps.groups[keep], negative))
     visible.update(pointing_game([h for h, _ in shown], [ps.boxes[i] for _, i in shown], margin))
     figures["visible"] = visible
-    return figures
+    return figures, outputs
 
 
 def batch_logits_and_scope(
@@ -496,9 +542,10 @@ def held_out_report(
 ) -> dict:
     """The card's ``evaluation.held_out_variants`` section: per held-out set and pooled."""
     task = predictor.card.task
-    per_set = {}
+    per_set, outputs = {}, []
     for ps in pair_sets(task, held_out, n_pairs, seed, cache_dir, log):
-        per_set[ps.name] = set_figures(predictor, ps, cams=cams)
+        per_set[ps.name], set_outputs = set_figures_and_outputs(predictor, ps, cams=cams)
+        outputs.append(set_outputs)
         log(f"{predictor.card.id} {ps.name}: {figure_line(per_set[ps.name])}")
     recipe = "bonecls phantom --recipe varied --paired, one held-out variant per set"
     return {
@@ -506,7 +553,7 @@ def held_out_report(
         "pointing_margin_px": POINTING_MARGIN,
         "cam": "gradcam, true class",
         "sets": per_set,
-        "pooled": pooled_figures(per_set),
+        "pooled": {**pooled_figures(per_set), **pooled_intervals(outputs)},
     }
 
 
@@ -534,10 +581,13 @@ def figure_line(f: dict) -> str:
     """ROC-AUC, macro-F1, lift, median logit rise and pointing of one set (or pooled), what the scope
     gate does with its images, and the same over the visible lesions, on one line."""
 
-    def g(key: str) -> str:
-        return figure_text(f, key)
+    ci = f.get("ci95") or {}
 
-    auc = g("roc_auc") if "roc_auc" in f else f"{g('roc_auc_mean')} (min {g('roc_auc_min')})"
+    def g(key: str) -> str:  # the figure, and its 95% interval where the pooled figures have one
+        interval = ci.get(key)
+        return figure_text(f, key) + (f" [{interval[0]:.3f}-{interval[1]:.3f}]" if interval else "")
+
+    auc = g("roc_auc") if "roc_auc" in f else f"{g('roc_auc_mean')} (min {figure_text(f, 'roc_auc_min')})"
     f1 = g("f1_macro") if "f1_macro" in f else g("f1_macro_mean")
     rise = f", median logit rise {g('median_logit_rise')}" if "median_logit_rise" in f else ""
     line = (

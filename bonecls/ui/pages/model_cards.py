@@ -193,15 +193,21 @@ def held_out_table(card: Any) -> list[dict[str, str]]:
         ]
         for name, f, figure in [*sets, ("pooled", pooled, key)]:
             scope = f.get("scope") or {}
+            ci = f.get("ci95") or {}  # the pooled row of an exam scored since session 17
+
+            def interval(k: str, fmt: Any, ci: dict = ci) -> str:
+                return f" [{fmt(ci[k][0])}–{fmt(ci[k][1])}]" if ci.get(k) else ""
+
             rows.append(
                 {
                     "seed": str(exam.get("seed", "—")),
                     "set": name,
-                    "figure": f"{label} {num(f.get(figure))}",
-                    "lift": share(f.get("lift")),
+                    "figure": f"{label} {num(f.get(figure))}" + interval(figure, num),
+                    "lift": share(f.get("lift")) + interval("lift", share),
                     "pointing / found": share(
                         f.get("froc_sensitivity_at_0.5_fp") if detector else f.get("pointing")
-                    ),
+                    )
+                    + ("" if detector else interval("pointing", share)),
                     "gate answers": (
                         f"{share(scope.get('answered'))} ({whole(scope.get('answered_lesion'))} / "
                         f"{whole(scope.get('answered_lesion_free'))})"
@@ -226,7 +232,8 @@ def _held_out(card: Any) -> None:
             "Pointing: share of heat-map peaks on the lesion (found, for a detector: share of lesion boxes "
             "at 0.5 false positives per image). The figures are the model's on every image; gate answers: "
             "the share its scope gate lets through, then in brackets the percent of the images with a "
-            "lesion and without."
+            "lesion and without. Square brackets on a pooled row: its 95% interval (a bootstrap over the "
+            "with/without pairs; not for a detector's boxes)."
         )
 
 
