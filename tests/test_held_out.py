@@ -288,6 +288,31 @@ def test_a_repeat_exam_is_recorded_beside_the_main_one(tiny_card: Path, capsys) 
         evaluation.main([*run, "--write-card", "--write-repeat"])
 
 
+@pytest.mark.filterwarnings("ignore:The heat map is empty")
+def test_evaluate_compares_two_cards_on_the_same_images(tmp_path, tiny_card, capsys) -> None:
+    from bonecls.training import evaluation
+    from bonecls.weights import save_pytorch
+
+    constant = tiny_predictor(False)
+    save_pytorch(constant.model, constant.card, tmp_path / "constant")
+    out = tmp_path / "compare.json"
+    argv = ["--held-out", "--no-progress", "--compare", "--json", str(out), "--card", str(tiny_card)]
+    assert evaluation.main([*argv, str(tmp_path / "constant")]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "paired on the same images: ROC-AUC -0.5000" in printed
+        and "lift -1.0000 [-1.0000, -1.0000]" in printed
+    )
+    result = json.loads(out.read_text())[1]["paired_with_first"]
+    assert (
+        result["lift"]["base"] == 1.0
+        and result["lift"]["other"] == 0.0
+        and result["lift"]["other_higher"] == 0.0
+    )
+    assert evaluation.main([*argv]) == 2  # one card: nothing to compare with
+    assert "two or more cards" in capsys.readouterr().err
+
+
 def test_evaluate_needs_data_or_held_out() -> None:
     from bonecls.training import evaluation
 

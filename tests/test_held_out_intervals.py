@@ -8,7 +8,7 @@ import pytest
 from test_held_out import faint_and_bright_pairs, synthetic_pairs, tiny_predictor
 
 from bonecls.training.held_out import pooled_figures, set_figures_and_outputs
-from bonecls.training.held_out_intervals import SetOutputs, _members, pooled_intervals
+from bonecls.training.held_out_intervals import SetOutputs, _members, paired_differences, pooled_intervals
 
 
 def _outputs(n_groups: int, seed: int, separation: float = 1.0) -> SetOutputs:
@@ -92,3 +92,25 @@ def test_a_model_that_always_sees_the_lesion_has_a_point_interval_for_lift() -> 
     figures, outputs = set_figures_and_outputs(tiny_predictor(True), synthetic_pairs(8), margin=1)
     assert figures["lift"] == 1.0
     assert pooled_intervals([outputs], resamples=100)["ci95"]["lift"] == [1.0, 1.0]
+
+
+def test_paired_differences_use_the_same_draws_for_both_models() -> None:
+    base = [_outputs(60, seed) for seed in (0, 1)]
+    for key, d in paired_differences(base, base, resamples=200).items():
+        assert d["difference"] == 0.0 and d["ci95"] == [0.0, 0.0] and d["other_higher"] == 0.0, key
+    better = [
+        SetOutputs(**{**o.__dict__, "pair_rises": o.pair_rises + 0.5, "score": o.score + 0.8 * o.labels})
+        for o in base
+    ]
+    diffs = paired_differences(base, better, resamples=300, seed=1)
+    assert (
+        diffs["lift"]["difference"] > 0
+        and diffs["lift"]["ci95"][0] > 0
+        and diffs["lift"]["other_higher"] > 0.97
+    )
+    assert diffs["roc_auc_mean"]["ci95"][0] > 0 and diffs["pointing"]["difference"] == 0.0
+    alone = pooled_intervals(base, resamples=300, seed=1)["ci95"]["lift"]
+    paired = diffs["lift"]["ci95"]
+    assert paired[1] - paired[0] < alone[1] - alone[0]  # the shared draws cancel the sets' own noise
+    with pytest.raises(ValueError, match="same held-out sets"):
+        paired_differences(base, [_outputs(60, 0), _outputs(61, 1)])

@@ -222,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="render seed (default: held_out.EVAL_SEED)")
     g.add_argument("--cams", type=int, default=None, help="lesion images explained per set (default: all)")
     g.add_argument("--sets-dir", default=None, help="keep the rendered sets here (default: <cache>/held-out)")
+    g.add_argument(
+        "--compare",
+        action="store_true",
+        help="two or more classifier cards: each card's pooled figures against the first card's on the same "
+        "images, as paired differences with 95%% intervals",
+    )
     write = g.add_mutually_exclusive_group()
     write.add_argument(
         "--write-card", action="store_true", help="record the figures on each card (evaluation section)"
@@ -272,10 +278,13 @@ def record_exam(card: Any, report: dict[str, Any], *, repeat: bool = False) -> A
     return card.model_copy(update={"evaluation": evaluation})
 
 
-def held_out_for_card(card: str | os.PathLike, args: argparse.Namespace) -> dict[str, Any]:
+def held_out_for_card(
+    card: str | os.PathLike, args: argparse.Namespace, outputs: list[Any] | None = None
+) -> dict[str, Any]:
     """``--held-out`` for one card: the figures, printed per set and pooled, optionally on the card.
     A detector card (Ultralytics) is scored on the same sets by its boxes
-    (:mod:`bonecls.detection.held_out`: FROC, mAP@0.5, top-box ROC-AUC, lift)."""
+    (:mod:`bonecls.detection.held_out`: FROC, mAP@0.5, top-box ROC-AUC, lift). ``outputs`` receives a
+    classifier's per-set outputs (``--compare``)."""
     from bonecls.card_limitations import refresh_limitations
     from bonecls.paths import cache_root
     from bonecls.training.held_out import EVAL_SEED, HeldOut, figure_line, held_out_report
@@ -307,7 +316,14 @@ def held_out_for_card(card: str | os.PathLike, args: argparse.Namespace) -> dict
             c = predictor.card
             held_out = HeldOut.for_task(c.task, args.held_out_ct, args.held_out_chain, args.held_out_style)
             report = held_out_report(
-                predictor, held_out, args.pairs, seed=seed, cache_dir=sets_dir, cams=args.cams, log=log
+                predictor,
+                held_out,
+                args.pairs,
+                seed=seed,
+                cache_dir=sets_dir,
+                cams=args.cams,
+                log=log,
+                outputs=outputs,
             )
     except ValueError as exc:
         raise DataError(f"Cannot score '{c.id}' on held-out variants: {exc}") from exc
@@ -321,6 +337,35 @@ def held_out_for_card(card: str | os.PathLike, args: argparse.Namespace) -> dict
     return {"model": c.id, "sha256": c.sha256, "held_out_variants": report}
 
 
+def compare_with_first(results: list[dict[str, Any]], outputs: list[list[Any]]) -> None:
+    """``--compare``: each card after the first against the first on the same held-out images (paired
+    differences with 95% intervals, :func:`bonecls.training.held_out_intervals.paired_differences`),
+    printed and added to its result as ``paired_with_first``."""
+    from bonecls.training.held_out_intervals import paired_differences
+
+    if any(not o for o in outputs):
+        raise DataError("--compare takes classifier cards only (a detector's boxes are not resampled).")
+    words = {"roc_auc_mean": "ROC-AUC", "f1_macro_mean": "macro-F1", "lift": "lift", "pointing": "pointing"}
+
+    def name(r: dict[str, Any]) -> str:  # two versions of one model share its id
+        return f"{r['model']} ({r['sha256'][:8]})"
+
+    base = name(results[0])
+    for result, other in zip(results[1:], outputs[1:], strict=True):
+        try:
+            diffs = paired_differences(outputs[0], other)
+        except ValueError as exc:
+            raise DataError(f"Cannot compare {name(result)} with {base}: {exc}.") from exc
+        result["paired_with_first"] = {"base": base, **diffs}
+        parts = [
+            f"{words[k]} {d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] "
+            f"(higher in {d['other_higher']:.0%} of draws)"
+            for k, d in diffs.items()
+            if d["difference"] is not None
+        ]
+        print(f"{name(result)} - {base}, paired on the same images: " + "; ".join(parts), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``train/evaluate.py``: one :func:`summary_line` per card and its headline with 95% intervals;
     ``--external`` also records them on each card; ``--held-out`` prints one line per held-out set and
@@ -332,10 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     split = args.split or (ALL_SPLITS if args.external else "test")
     name = (args.name or Path(data).resolve().name) if data else None
     results = []
+    if args.compare and not (args.held_out and len(args.card) >= 2):
+        print("evaluate: --compare needs --held-out and two or more cards", file=sys.stderr)
+        return 2
+    compared: list[list[Any]] = []
     try:
         for card in args.card:
             if args.held_out:
-                results.append(held_out_for_card(card, args))
+                compared.append([])
+                results.append(held_out_for_card(card, args, compared[-1] if args.compare else None))
                 continue
             r = evaluate_card(
                 card,
@@ -354,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
                 path = record_external(card, r, name)
                 print(f"  Recorded external validation '{name}' in {path} (weights and sha256 unchanged).")
             results.append(r)
+        if args.compare:
+            compare_with_first(results, compared)
     except BoneclsError as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 2

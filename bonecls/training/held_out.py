@@ -539,22 +539,27 @@ def held_out_report(
     cache_dir: Path | None = None,
     cams: int | None = None,
     log: Callable[[str], None] = lambda _m: None,
+    outputs: list[SetOutputs] | None = None,
 ) -> dict:
-    """The card's ``evaluation.held_out_variants`` section: per held-out set and pooled."""
+    """The card's ``evaluation.held_out_variants`` section: per held-out set and pooled. ``outputs``: a
+    list that receives each set's :class:`SetOutputs` (for a paired comparison with another model)."""
     task = predictor.card.task
-    per_set, outputs = {}, []
+    per_set, kept = {}, []
     for ps in pair_sets(task, held_out, n_pairs, seed, cache_dir, log):
         per_set[ps.name], set_outputs = set_figures_and_outputs(predictor, ps, cams=cams)
-        outputs.append(set_outputs)
+        kept.append(set_outputs)
         log(f"{predictor.card.id} {ps.name}: {figure_line(per_set[ps.name])}")
     recipe = "bonecls phantom --recipe varied --paired, one held-out variant per set"
-    return {
+    report = {
         **held_out.report_basis(recipe, seed),
         "pointing_margin_px": POINTING_MARGIN,
         "cam": "gradcam, true class",
         "sets": per_set,
-        "pooled": {**pooled_figures(per_set), **pooled_intervals(outputs)},
+        "pooled": {**pooled_figures(per_set), **pooled_intervals(kept)},
     }
+    if outputs is not None:
+        outputs.extend(kept)
+    return report
 
 
 def figure_text(f: dict, key: str) -> str:

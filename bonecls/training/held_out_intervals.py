@@ -13,6 +13,10 @@ ROC-AUC and macro-F1, pair-weighted lift, explained-image-weighted pointing). Pe
 (2.5th and 97.5th) over ``resamples`` draws; a figure a draw cannot define (no lesion-free image left,
 say) is left out of that draw, and the interval is None when fewer than half the draws define it.
 
+Two models scored on the same sets are compared the same way, with the same draws for both
+(:func:`paired_differences`, ``train/evaluate.py --held-out --compare``): the interval of a difference
+on shared images is narrower than the two models' intervals side by side suggest.
+
 Classifiers only: a detector's mAP and FROC need its boxes per draw, which its report does not keep.
 """
 
@@ -25,7 +29,7 @@ import numpy as np
 
 from bonecls.training.metrics import macro_f1, rank_auc
 
-__all__ = ["INTERVAL_KEYS", "N_RESAMPLES", "SetOutputs", "pooled_intervals"]
+__all__ = ["INTERVAL_KEYS", "N_RESAMPLES", "SetOutputs", "paired_differences", "pooled_intervals"]
 
 N_RESAMPLES = 1000
 #: pooled figure -> (per-set figure it pools, the weight it is pooled with)
@@ -122,3 +126,40 @@ def pooled_intervals(
             "seed": seed,
         },
     }
+
+
+def paired_differences(
+    base: Sequence[SetOutputs], other: Sequence[SetOutputs], resamples: int = N_RESAMPLES, seed: int = 0
+) -> dict[str, dict]:
+    """``other`` against ``base`` on the very same held-out images: per pooled figure the two values,
+    their difference (other - base), its 95% interval over draws of the render groups shared by both,
+    and the share of draws in which ``other`` is higher. Raises ``ValueError`` when the two were not
+    scored on the same sets (same groups and labels, in the same order)."""
+    if len(base) != len(other) or any(
+        not (np.array_equal(a.groups, b.groups) and np.array_equal(a.labels, b.labels))
+        for a, b in zip(base, other, strict=False)
+    ):
+        raise ValueError("the two models were not scored on the same held-out sets")
+    rng = np.random.default_rng(seed)
+    unique = [np.unique(o.groups) for o in base]
+    point_a = _pooled([o.figures() for o in base])
+    point_b = _pooled([o.figures() for o in other])
+    diffs: dict[str, list[float]] = {key: [] for key in INTERVAL_KEYS}
+    for _ in range(resamples):
+        drawn = [rng.choice(g, size=g.size, replace=True) for g in unique]
+        a = _pooled([o.figures(d) for o, d in zip(base, drawn, strict=True)])
+        b = _pooled([o.figures(d) for o, d in zip(other, drawn, strict=True)])
+        for key in INTERVAL_KEYS:
+            if a[key] is not None and b[key] is not None:
+                diffs[key].append(b[key] - a[key])
+    out: dict[str, dict] = {}
+    for key, v in diffs.items():
+        defined = len(v) >= resamples / 2 and point_a[key] is not None and point_b[key] is not None
+        out[key] = {
+            "base": point_a[key],
+            "other": point_b[key],
+            "difference": None if not defined else float(point_b[key] - point_a[key]),  # type: ignore[operator]
+            "ci95": [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if defined else None,
+            "other_higher": float(np.mean(np.asarray(v) > 0)) if defined else None,
+        }
+    return out
