@@ -135,14 +135,17 @@ def fit_scope_on(
         "feature_dim": stats.dim,
         "classes_fitted": int(stats.means.shape[0]),
     }
-    section = _thresholded(
+    threshold, by_class, metrics = _thresholds(
         stats, features, threshold_images, eval_images, in_scope_rate, by_answer, metrics
-    ).model_copy(
-        update={
-            "sha256": save_stats(stats, card_dir / "scope.safetensors"),
-            "declared": declared or _current_declared(card),
-            "fitted_on": fitted_on,
-        }
+    )
+    section = ScopeSection(
+        sha256=save_stats(stats, card_dir / "scope.safetensors"),
+        threshold=threshold,
+        in_scope_rate=in_scope_rate,
+        answer_thresholds=by_class,
+        declared=declared or _current_declared(card),
+        fitted_on=fitted_on,
+        metrics=metrics,
     )
     return _write_scope_on_card(card_dir, section)
 
@@ -171,20 +174,22 @@ def rethreshold(
         if k in card.scope.metrics
     }
     rate = card.scope.in_scope_rate if in_scope_rate is None else in_scope_rate
-    section = _thresholded(stats, features, threshold_images, eval_images, rate, by_answer, keep)
-    section = section.model_copy(
+    threshold, by_class, metrics = _thresholds(
+        stats, features, threshold_images, eval_images, rate, by_answer, keep
+    )
+    section = card.scope.model_copy(
         update={
-            "sha256": card.scope.sha256,
-            "stats_file": card.scope.stats_file,
-            "method": card.scope.method,
-            "declared": card.scope.declared,
+            "threshold": threshold,
+            "in_scope_rate": rate,
+            "answer_thresholds": by_class,
             "fitted_on": fitted_on or card.scope.fitted_on,
+            "metrics": metrics,
         }
     )
     return _write_scope_on_card(card_dir, section)
 
 
-def _thresholded(
+def _thresholds(
     stats: ScopeStats,
     features: ModelFeatures,
     threshold_images: Sequence[Any],
@@ -192,9 +197,10 @@ def _thresholded(
     in_scope_rate: float,
     by_answer: bool,
     metrics: dict[str, Any],
-) -> ScopeSection:
-    """A scope section (its sha256, declared scope and sentence still to fill in) with the pooled
-    threshold, the answers' own (a classifier with ``by_answer``) and the rates they give."""
+) -> tuple[float, list[float] | None, dict[str, Any]]:
+    """(pooled threshold, the answers' own or None, ``metrics`` with the rates they give): the
+    thresholds of ``stats`` on ``threshold_images``, one per answer for a classifier with
+    ``by_answer``, and the in-scope rates on ``eval_images``."""
     threshold_features, answers, _ = features(list(threshold_images))
     threshold_scores = stats.score(threshold_features)
     threshold = choose_threshold(threshold_scores, in_scope_rate)
@@ -217,13 +223,7 @@ def _thresholded(
                 for k, n in enumerate(names)
                 if (eval_answers == k).any()
             }
-    return ScopeSection(
-        sha256="0" * 64,
-        threshold=threshold,
-        in_scope_rate=in_scope_rate,
-        answer_thresholds=by_class,
-        metrics=metrics,
-    )
+    return threshold, by_class, metrics
 
 
 def _current_declared(card: ModelCard) -> DeclaredScope:
