@@ -543,7 +543,10 @@ for card in weights/fracture weights/threeclass; do
   "$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --seed 9102 --write-repeat --card "$card"
 done
 
-# --- 95% intervals on the held-out figures (2026-12-07, session 17): the classifier cards re-scored on the same
-# cached sets; the figures are unchanged and each exam's pooled block gains ci95 (a bootstrap over render groups)
+# --- 95% intervals on the held-out figures (2026-12-07, session 17): pneumonia-cls and pneumonia-det re-scored on the
+# same cached sets (fracture and three-class above); the figures are unchanged and each exam's pooled block gains
+# ci95 (a bootstrap over render groups)
 "$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --write-card --card weights/pneumonia-cls
 "$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --seed 9102 --write-repeat --card weights/pneumonia-cls
+"$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --write-card --card weights/pneumonia-det
+"$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --seed 9102 --write-repeat --card weights/pneumonia-det

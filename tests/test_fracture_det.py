@@ -228,7 +228,7 @@ def test_held_out_scope_figures_are_what_the_gate_answers():
     detector = Detector.from_card(REPO / "weights" / "pneumonia-det")
     variants = HeldOut.for_task("pneumonia").variant_sets("pneumonia")["ct=lung1"]
     ps = render_pair_set("pneumonia", "ct=lung1", variants, n_pairs=3, seed=5)
-    figures, _ = detector_set_figures(detector, ps)
+    figures, raw = detector_set_figures(detector, ps)
     scoped = [detector.detect_scoped(image, conf=0.001) for image in ps.images]
     scores = [detector.detect_and_score(image, conf=0.001)[1] for image in ps.images]
     assert scores == pytest.approx([s.verdict.score for s in scoped])
@@ -237,6 +237,18 @@ def test_held_out_scope_figures_are_what_the_gate_answers():
     assert scope["n"] == 6 and scope["n_lesion"] == 3 and scope["n_answered"] == int(answered.sum())
     assert scope["answered"] == pytest.approx(answered.mean())
     assert scope["threshold"] == detector.scope_gate.threshold
+
+    # the pooled figures' intervals draw render groups from the same raw outputs: all groups once
+    # reproduce the figures, and every interval is ordered and inside [0, 1]
+    from bonecls.detection.held_out import _union_figures, detector_intervals
+
+    again = _union_figures([raw], [np.unique(raw["groups"])])
+    for key, value in again.items():
+        assert value == pytest.approx(figures[key]), key
+    intervals = detector_intervals([raw], resamples=40, seed=1)
+    assert intervals["bootstrap"]["resamples"] == 40
+    for key, bounds in intervals["ci95"].items():
+        assert bounds is None or 0.0 <= bounds[0] <= bounds[1] <= 1.0, key
 
 
 def test_old_onnx_graph_without_features_keeps_the_gate_on_pytorch(tmp_path):

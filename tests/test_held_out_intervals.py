@@ -8,7 +8,12 @@ import pytest
 from test_held_out import faint_and_bright_pairs, synthetic_pairs, tiny_predictor
 
 from bonecls.training.held_out import pooled_figures, set_figures_and_outputs
-from bonecls.training.held_out_intervals import SetOutputs, _members, paired_differences, pooled_intervals
+from bonecls.training.held_out_intervals import (
+    SetOutputs,
+    group_members,
+    paired_differences,
+    pooled_intervals,
+)
 
 
 def _outputs(n_groups: int, seed: int, separation: float = 1.0) -> SetOutputs:
@@ -46,9 +51,9 @@ def test_outputs_reproduce_the_figures_of_their_set() -> None:
 
 def test_a_drawn_group_brings_all_its_rows_as_often_as_it_is_drawn() -> None:
     ids = np.array([5, 3, 5, 1, 3, 5])
-    rows = _members(ids, np.array([5, 5, 1]))
+    rows = group_members(ids, np.array([5, 5, 1]))
     assert sorted(rows.tolist()) == [0, 0, 2, 2, 3, 5, 5]
-    assert _members(ids, np.array([], dtype=np.int64)).size == 0
+    assert group_members(ids, np.array([], dtype=np.int64)).size == 0
 
 
 def test_intervals_bracket_the_pooled_figures_repeat_with_their_seed_and_narrow_with_more_pairs() -> None:

@@ -16,6 +16,10 @@ carry a simple and a comminuted fracture box; ``pneumonia-det`` on the pneumonia
   comminuted box -> beyond repair, otherwise fractured; its macro-F1 is comparable with the three-class
   classifier's on the same sets.
 
+The pooled FROC sensitivity, mAP@0.5, ROC-AUC and lift carry 95% intervals (``ci95``,
+:func:`detector_intervals`): the classifiers' bootstrap over render groups within each set, each draw's
+images scored together as the pooled figures are.
+
 :func:`detector_held_out_report` is what ``train/evaluate.py --held-out`` runs for a detector card.
 """
 
@@ -34,12 +38,14 @@ from bonecls.training.held_out import (
     PairSet,
     figure_text,
     gate_figures,
+    pair_rises,
     pair_sets,
     paired_lift,
     pooled_scope,
     scope_line,
     weighted_mean,
 )
+from bonecls.training.held_out_intervals import N_RESAMPLES, group_members
 from bonecls.training.metrics import binary_rates, macro_f1, rank_auc
 
 __all__ = [
@@ -47,6 +53,7 @@ __all__ = [
     "boxes_to_threeclass",
     "detector_figure_line",
     "detector_held_out_report",
+    "detector_intervals",
     "detector_set_figures",
 ]
 
@@ -137,7 +144,9 @@ def detector_set_figures(detector: Any, ps: PairSet) -> tuple[dict, dict]:
         for key, cut in (("negative_below", cuts.negative_below), ("positive_at", cuts.positive_at)):
             pred = boxes_to_threeclass(pscore, pl, com, cut)
             figures[f"threeclass_f1_macro_at_{key}"] = macro_f1(ps.labels, pred, 3)
+    pair_groups, rises = pair_rises(top, ps.labels, ps.groups, negative)
     raw = {"pb": pb, "ps": pscore, "pl": pl, "gb": gb, "gl": gl, "top": top, "pos": pos}
+    raw.update(groups=np.asarray(ps.groups), pair_groups=pair_groups, pair_rises=rises)
     return figures, raw
 
 
@@ -177,6 +186,58 @@ def _pooled(per_set: dict[str, dict], raws: list[dict]) -> dict:
     return out
 
 
+def _union_figures(raws: list[dict], drawn: list[np.ndarray]) -> dict[str, float | None]:
+    """The pooled FROC sensitivity, mAP@0.5, ROC-AUC and lift of the render groups ``drawn`` from each
+    set (repeats included), all sets' drawn images together."""
+    images = [group_members(r["groups"], d) for r, d in zip(raws, drawn, strict=True)]
+
+    def cat(key: str) -> list:
+        return [r[key][i] for r, idx in zip(raws, images, strict=True) for i in idx]
+
+    pb, ps, gb = cat("pb"), cat("ps"), cat("gb")
+    top = np.concatenate([r["top"][idx] for r, idx in zip(raws, images, strict=True)])
+    pos = np.concatenate([r["pos"][idx] for r, idx in zip(raws, images, strict=True)])
+    rises = np.concatenate(
+        [r["pair_rises"][group_members(r["pair_groups"], d)] for r, d in zip(raws, drawn, strict=True)]
+    )
+    return {
+        "froc_sensitivity_at_0.5_fp": dm.froc(pb, ps, gb, 0.5)["sensitivity"]["0.5"],
+        "map50": dm.mean_average_precision(
+            pb, ps, gb, pred_labels=cat("pl"), gt_labels=cat("gl"), iou_thresholds=0.5
+        ),
+        "roc_auc": rank_auc(pos, top),
+        "lift": float(np.mean(rises > 0)) if rises.size else None,
+    }
+
+
+def detector_intervals(raws: list[dict], resamples: int = N_RESAMPLES, seed: int = 0) -> dict[str, dict]:
+    """``{"ci95": {figure: [low, high] or None}, "bootstrap": {...}}`` of the pooled detector figures
+    over ``resamples`` draws of the render groups within each set (``raws`` of
+    :func:`detector_set_figures`); None where fewer than half the draws define a figure."""
+    rng = np.random.default_rng(seed)
+    unique = [np.unique(r["groups"]) for r in raws]
+    draws: dict[str, list[float]] = {}
+    for _ in range(resamples):
+        drawn = [rng.choice(g, size=g.size, replace=True) for g in unique]
+        for key, value in _union_figures(raws, drawn).items():
+            if value is not None:
+                draws.setdefault(key, []).append(float(value))
+    keys = _union_figures(raws, unique).keys()
+    return {
+        "ci95": {
+            k: [float(np.percentile(draws[k], 2.5)), float(np.percentile(draws[k], 97.5))]
+            if len(draws.get(k, [])) >= resamples / 2
+            else None
+            for k in keys
+        },
+        "bootstrap": {
+            "resamples": resamples,
+            "unit": "render group (one render with and without its lesion), drawn within each held-out set",
+            "seed": seed,
+        },
+    }
+
+
 def detector_held_out_report(
     detector: Any,
     held_out: HeldOut,
@@ -200,15 +261,18 @@ def detector_held_out_report(
         "scores": "boxes at confidence > 0.001 (NMS IoU 0.5, 100 per image); an image's score is its top box",
         "froc_match": "class-agnostic, IoU >= 0.5, greedy in descending confidence",
         "sets": per_set,
-        "pooled": _pooled(per_set, raws),
+        "pooled": {**_pooled(per_set, raws), **detector_intervals(raws)},
     }
 
 
 def detector_figure_line(f: dict) -> str:
-    """FROC sensitivity at 0.5 FP/image, mAP@0.5, ROC-AUC, lift and three-class macro-F1 on one line."""
+    """FROC sensitivity at 0.5 FP/image, mAP@0.5, ROC-AUC, lift and three-class macro-F1 on one line
+    (with the 95% intervals of the pooled figures)."""
+    ci = f.get("ci95") or {}
 
     def g(key: str) -> str:
-        return figure_text(f, key)
+        interval = ci.get(key)
+        return figure_text(f, key) + (f" [{interval[0]:.3f}-{interval[1]:.3f}]" if interval else "")
 
     three = f.get("threeclass_f1_macro_at_positive_at", f.get("threeclass_f1_macro_mean_at_positive_at"))
     tail = "" if three is None else f", three-class macro-F1 from boxes {three:.3f}"

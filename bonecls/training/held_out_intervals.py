@@ -17,7 +17,8 @@ Two models scored on the same sets are compared the same way, with the same draw
 (:func:`paired_differences`, ``train/evaluate.py --held-out --compare``): the interval of a difference
 on shared images is narrower than the two models' intervals side by side suggest.
 
-Classifiers only: a detector's mAP and FROC need its boxes per draw, which its report does not keep.
+A detector's figures are drawn the same way from its boxes
+(:func:`bonecls.detection.held_out.detector_intervals`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ import numpy as np
 
 from bonecls.training.metrics import macro_f1, rank_auc
 
-__all__ = ["INTERVAL_KEYS", "N_RESAMPLES", "SetOutputs", "paired_differences", "pooled_intervals"]
+__all__ = [
+    "INTERVAL_KEYS",
+    "N_RESAMPLES",
+    "SetOutputs",
+    "group_members",
+    "paired_differences",
+    "pooled_intervals",
+]
 
 N_RESAMPLES = 1000
 #: pooled figure -> (per-set figure it pools, the weight it is pooled with)
@@ -66,7 +74,9 @@ class SetOutputs:
         if drawn is None:
             img, pair, hit = (np.arange(len(a)) for a in (self.groups, self.pair_groups, self.hit_groups))
         else:
-            img, pair, hit = (_members(a, drawn) for a in (self.groups, self.pair_groups, self.hit_groups))
+            img, pair, hit = (
+                group_members(a, drawn) for a in (self.groups, self.pair_groups, self.hit_groups)
+            )
         rises, hits = self.pair_rises[pair], self.hits[hit]
         return {
             "n": int(img.size),
@@ -79,7 +89,7 @@ class SetOutputs:
         }
 
 
-def _members(ids: np.ndarray, drawn: np.ndarray) -> np.ndarray:
+def group_members(ids: np.ndarray, drawn: np.ndarray) -> np.ndarray:
     """Indices of the rows of ``ids`` in each drawn group, a drawn-twice group's rows twice."""
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]

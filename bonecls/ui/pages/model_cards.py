@@ -207,7 +207,7 @@ def held_out_table(card: Any) -> list[dict[str, str]]:
                     "pointing / found": share(
                         f.get("froc_sensitivity_at_0.5_fp") if detector else f.get("pointing")
                     )
-                    + ("" if detector else interval("pointing", share)),
+                    + interval("froc_sensitivity_at_0.5_fp" if detector else "pointing", share),
                     "gate answers": (
                         f"{share(scope.get('answered'))} ({whole(scope.get('answered_lesion'))} / "
                         f"{whole(scope.get('answered_lesion_free'))})"
@@ -233,7 +233,7 @@ def _held_out(card: Any) -> None:
             "at 0.5 false positives per image). The figures are the model's on every image; gate answers: "
             "the share its scope gate lets through, then in brackets the percent of the images with a "
             "lesion and without. Square brackets on a pooled row: its 95% interval (a bootstrap over the "
-            "with/without pairs; not for a detector's boxes)."
+            "with/without pairs)."
         )
 
 
