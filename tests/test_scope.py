@@ -337,6 +337,7 @@ def test_fit_command_writes_stats_and_card_but_not_weights(tiny_card_dir: Path, 
     stats_sha = card.scope.sha256
     argv = ["--card", str(tiny_card_dir), "--threshold-images", str(many)]
     assert main([*argv, "--keep-stats", "--fit-images", str(tmp_path / "fit")]) == 2  # one or the other
+    assert main([*argv, "--keep-stats", "--layers", "penultimate"]) == 2  # the statistics fix the layers
     assert main([*argv, "--keep-stats"]) == 0
     card, _ = load_card(tiny_card_dir)
     scope = card.scope

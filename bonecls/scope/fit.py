@@ -314,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep_stats == bool(args.fit_images):
         print("error: give --fit-images, or --keep-stats to re-threshold the statistics", file=sys.stderr)
         return 2
+    if args.keep_stats and args.layers:
+        print("error: --keep-stats keeps the statistics' layers; refit to change them", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     try:
         if args.keep_stats:
