@@ -253,6 +253,8 @@ def test_evaluate_held_out_writes_the_card_section(tmp_path: Path, tiny_card: Pa
     section = card.evaluation["held_out_variants"]
     assert section["held_out"] == {"ct": "lung1", "chain": "log", "lesion_style": "buckle"}
     assert section["pooled"]["lift"] == 1.0 and section["pooled"]["pairs"] == 9
+    assert section["pooled"]["ci95"]["lift"] == [1.0, 1.0]  # every draw: every lesion raises the score
+    assert all(f["ci95"]["lift"] == [1.0, 1.0] for f in section["sets"].values())  # and each set's own
     assert json.loads(out.read_text())[0]["held_out_variants"]["sets"].keys() == section["sets"].keys()
     # the card's limitations now state the new figures (bonecls.card_limitations)
     roc = f"ROC-AUC {section['pooled']['roc_auc_mean']:.3f} pooled"

@@ -13,6 +13,7 @@ from bonecls.training.held_out_intervals import (
     group_members,
     paired_differences,
     pooled_intervals,
+    set_intervals,
 )
 
 
@@ -119,3 +120,18 @@ def test_paired_differences_use_the_same_draws_for_both_models() -> None:
     assert paired[1] - paired[0] < alone[1] - alone[0]  # the shared draws cancel the sets' own noise
     with pytest.raises(ValueError, match="same held-out sets"):
         paired_differences(base, [_outputs(60, 0), _outputs(61, 1)])
+
+
+def test_a_sets_own_intervals_are_the_pooled_bootstrap_on_that_set_alone() -> None:
+    one = _outputs(80, 3)
+    own = set_intervals(one, resamples=200, seed=2)
+    pooled = pooled_intervals([one], resamples=200, seed=2)["ci95"]
+    assert own == {
+        "roc_auc": pooled["roc_auc_mean"],
+        "f1_macro": pooled["f1_macro_mean"],
+        "lift": pooled["lift"],
+        "pointing": pooled["pointing"],
+    }
+    figures = one.figures()
+    for key, (low, high) in own.items():
+        assert low <= figures[key] <= high, key

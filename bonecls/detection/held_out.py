@@ -255,6 +255,9 @@ def detector_held_out_report(
         per_set[ps.name], raw = detector_set_figures(detector, ps)
         raws.append(raw)
         log(f"{card.id} {ps.name}: {detector_figure_line(per_set[ps.name])}")
+    for i, (figures, raw) in enumerate(zip(per_set.values(), raws, strict=True)):
+        intervals = detector_intervals([raw], seed=1 + i)["ci95"]  # each set's own figures too
+        figures["ci95"] = {k: v for k, v in intervals.items() if v is not None}
     recipe = f"bonecls phantom --task {task} --recipe varied --paired, one held-out variant per set"
     return {
         **held_out.report_basis(recipe, seed),

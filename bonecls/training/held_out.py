@@ -57,7 +57,7 @@ import numpy as np
 
 from bonecls.phantom import TASK_CLASSES, generate
 from bonecls.phantom.varied import OPACITY_STYLES, Variants
-from bonecls.training.held_out_intervals import SetOutputs, pooled_intervals
+from bonecls.training.held_out_intervals import SetOutputs, pooled_intervals, set_intervals
 from bonecls.training.metrics import binary_rates, classification_metrics, is_positive, rank_auc, softmax_np
 
 EVAL_SEED = 9101  # no training set of the project uses it (they use 101, 201, 301 and 4xx)
@@ -549,6 +549,8 @@ def held_out_report(
         per_set[ps.name], set_outputs = set_figures_and_outputs(predictor, ps, cams=cams)
         kept.append(set_outputs)
         log(f"{predictor.card.id} {ps.name}: {figure_line(per_set[ps.name])}")
+    for i, (figures, set_outputs) in enumerate(zip(per_set.values(), kept, strict=True)):
+        figures["ci95"] = set_intervals(set_outputs, seed=1 + i)  # each set's own figures too
     recipe = "bonecls phantom --recipe varied --paired, one held-out variant per set"
     report = {
         **held_out.report_basis(recipe, seed),

@@ -1,4 +1,4 @@
-"""95% intervals for the pooled held-out figures: a bootstrap over render groups, within each set.
+"""95% intervals for the held-out figures, pooled and per set: a bootstrap over render groups in each set.
 
 Why: an exam holds 100 pairs per held-out set, and two exams of the same model on fresh renders of the
 same variants (seeds 9101 and 9102) differ by 0.01-0.03 in ROC-AUC, lift and pointing. A figure 0.004
@@ -37,6 +37,7 @@ __all__ = [
     "group_members",
     "paired_differences",
     "pooled_intervals",
+    "set_intervals",
 ]
 
 N_RESAMPLES = 1000
@@ -136,6 +137,13 @@ def pooled_intervals(
             "seed": seed,
         },
     }
+
+
+def set_intervals(outputs: SetOutputs, resamples: int = N_RESAMPLES, seed: int = 0) -> dict[str, list[float]]:
+    """95% intervals of one set's own figures (``roc_auc``, ``f1_macro``, ``lift``, ``pointing``): the
+    pooled bootstrap on that set alone; a figure no draw defines is left out."""
+    ci95 = pooled_intervals([outputs], resamples, seed)["ci95"]
+    return {figure: ci95[key] for key, (figure, _) in INTERVAL_KEYS.items() if ci95[key] is not None}
 
 
 def paired_differences(

@@ -193,7 +193,7 @@ def held_out_table(card: Any) -> list[dict[str, str]]:
         ]
         for name, f, figure in [*sets, ("pooled", pooled, key)]:
             scope = f.get("scope") or {}
-            ci = f.get("ci95") or {}  # the pooled row of an exam scored since session 17
+            ci = f.get("ci95") or {}  # the rows of an exam scored since session 17
 
             def interval(k: str, fmt: Any, ci: dict = ci) -> str:
                 return f" [{fmt(ci[k][0])}–{fmt(ci[k][1])}]" if ci.get(k) else ""
@@ -232,8 +232,8 @@ def _held_out(card: Any) -> None:
             "Pointing: share of heat-map peaks on the lesion (found, for a detector: share of lesion boxes "
             "at 0.5 false positives per image). The figures are the model's on every image; gate answers: "
             "the share its scope gate lets through, then in brackets the percent of the images with a "
-            "lesion and without. Square brackets on a pooled row: its 95% interval (a bootstrap over the "
-            "with/without pairs)."
+            "lesion and without. Square brackets: the 95% interval (a bootstrap over the with/without "
+            "pairs)."
         )
 
 
