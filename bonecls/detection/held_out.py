@@ -270,12 +270,10 @@ def detector_held_out_report(
 
 def detector_figure_line(f: dict) -> str:
     """FROC sensitivity at 0.5 FP/image, mAP@0.5, ROC-AUC, lift and three-class macro-F1 on one line
-    (with the 95% intervals of the pooled figures)."""
-    ci = f.get("ci95") or {}
+    (each with its 95% interval where the figures have one)."""
 
     def g(key: str) -> str:
-        interval = ci.get(key)
-        return figure_text(f, key) + (f" [{interval[0]:.3f}-{interval[1]:.3f}]" if interval else "")
+        return figure_text(f, key)
 
     three = f.get("threeclass_f1_macro_at_positive_at", f.get("threeclass_f1_macro_mean_at_positive_at"))
     tail = "" if three is None else f", three-class macro-F1 from boxes {three:.3f}"

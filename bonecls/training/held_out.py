@@ -565,9 +565,12 @@ def held_out_report(
 
 
 def figure_text(f: dict, key: str) -> str:
-    """``f[key]`` to three decimals, or n/a."""
+    """``f[key]`` to three decimals, or n/a; with its 95% interval where ``f["ci95"]`` has one."""
     v = f.get(key)
-    return "n/a" if v is None else f"{v:.3f}"
+    interval = (f.get("ci95") or {}).get(key)
+    return ("n/a" if v is None else f"{v:.3f}") + (
+        f" [{interval[0]:.3f}-{interval[1]:.3f}]" if interval else ""
+    )
 
 
 def scope_line(f: dict) -> str:
@@ -588,13 +591,10 @@ def figure_line(f: dict) -> str:
     """ROC-AUC, macro-F1, lift, median logit rise and pointing of one set (or pooled), what the scope
     gate does with its images, and the same over the visible lesions, on one line."""
 
-    ci = f.get("ci95") or {}
+    def g(key: str) -> str:
+        return figure_text(f, key)
 
-    def g(key: str) -> str:  # the figure, and its 95% interval where the pooled figures have one
-        interval = ci.get(key)
-        return figure_text(f, key) + (f" [{interval[0]:.3f}-{interval[1]:.3f}]" if interval else "")
-
-    auc = g("roc_auc") if "roc_auc" in f else f"{g('roc_auc_mean')} (min {figure_text(f, 'roc_auc_min')})"
+    auc = g("roc_auc") if "roc_auc" in f else f"{g('roc_auc_mean')} (min {g('roc_auc_min')})"
     f1 = g("f1_macro") if "f1_macro" in f else g("f1_macro_mean")
     rise = f", median logit rise {g('median_logit_rise')}" if "median_logit_rise" in f else ""
     line = (
