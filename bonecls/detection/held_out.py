@@ -38,9 +38,9 @@ from bonecls.training.held_out import (
     PairSet,
     figure_text,
     gate_figures,
+    lift_figures,
     pair_rises,
     pair_sets,
-    paired_lift,
     pooled_scope,
     scope_line,
     weighted_mean,
@@ -134,7 +134,8 @@ def detector_set_figures(detector: Any, ps: PairSet) -> tuple[dict, dict]:
         "at_positive_at": binary_rates(pos, top, cuts.positive_at),
     }
     figures["froc_sensitivity_at_0.5_fp"] = figures["froc"]["sensitivity"]["0.5"]
-    lift = paired_lift(top, ps.labels, ps.groups, negative)
+    pair_groups, rises = pair_rises(top, ps.labels, ps.groups, negative)
+    lift = lift_figures(rises)
     figures.update(pairs=lift["pairs"], lift=lift["lift"], median_score_rise=lift["median_logit_rise"])
     learned = gate_scores and all(v is not None for v in gate_scores)
     scores = np.asarray(gate_scores, dtype=np.float64) if learned else None
@@ -144,7 +145,6 @@ def detector_set_figures(detector: Any, ps: PairSet) -> tuple[dict, dict]:
         for key, cut in (("negative_below", cuts.negative_below), ("positive_at", cuts.positive_at)):
             pred = boxes_to_threeclass(pscore, pl, com, cut)
             figures[f"threeclass_f1_macro_at_{key}"] = macro_f1(ps.labels, pred, 3)
-    pair_groups, rises = pair_rises(top, ps.labels, ps.groups, negative)
     raw = {"pb": pb, "ps": pscore, "pl": pl, "gb": gb, "gl": gl, "top": top, "pos": pos}
     raw.update(groups=np.asarray(ps.groups), pair_groups=pair_groups, pair_rises=rises)
     return figures, raw

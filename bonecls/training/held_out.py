@@ -245,7 +245,11 @@ def pair_rises(
 def paired_lift(score: np.ndarray, labels: np.ndarray, groups: np.ndarray, negative: Sequence[int]) -> dict:
     """Each lesion image against the lesion-free image of its group: the share whose ``score`` rises
     (strictly: a tie is no rise) and the median rise."""
-    _, rises = pair_rises(score, labels, groups, negative)
+    return lift_figures(pair_rises(score, labels, groups, negative)[1])
+
+
+def lift_figures(rises: np.ndarray) -> dict:
+    """The paired lift's figures from the pairs' rises (:func:`pair_rises`)."""
     if rises.size == 0:
         return {"pairs": 0, "lift": None, "median_logit_rise": None}
     return {
@@ -370,12 +374,12 @@ def set_figures_and_outputs(
     }
     negative = [i for i, c in enumerate(card.class_names) if c not in card.positive_classes]
     sl = suspicion_logits(logits, card.class_names, card.positive_classes, card.temperature)
-    figures.update(paired_lift(sl, ps.labels, ps.groups, negative))
+    pair_groups, rises = pair_rises(sl, ps.labels, ps.groups, negative)
+    figures.update(lift_figures(rises))
     lesion = [i for i in range(len(ps.labels)) if pos[i] and ps.boxes[i]][:cams]
     heat = [predictor.explain(ps.images[i], target_class=int(ps.labels[i])).heatmap for i in lesion]
     hits, chance = pointing_hits(heat, [ps.boxes[i] for i in lesion], margin)
     figures.update(pointing_figures(hits, chance))
-    pair_groups, rises = pair_rises(sl, ps.labels, ps.groups, negative)
     outputs = SetOutputs(
         groups=np.asarray(ps.groups),
         labels=np.asarray(ps.labels),
