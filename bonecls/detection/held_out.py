@@ -43,10 +43,9 @@ from bonecls.training.held_out import (
     pair_sets,
     pooled_scope,
     scope_line,
-    weighted_mean,
 )
-from bonecls.training.held_out_intervals import N_RESAMPLES, group_members
-from bonecls.training.metrics import binary_rates, macro_f1, rank_auc
+from bonecls.training.held_out_intervals import N_RESAMPLES, bootstrap_intervals, group_members
+from bonecls.training.metrics import binary_rates, macro_f1, rank_auc, weighted_mean
 
 __all__ = [
     "PAIR_TASK",
@@ -213,29 +212,10 @@ def _union_figures(raws: list[dict], drawn: list[np.ndarray]) -> dict[str, float
 def detector_intervals(raws: list[dict], resamples: int = N_RESAMPLES, seed: int = 0) -> dict[str, dict]:
     """``{"ci95": {figure: [low, high] or None}, "bootstrap": {...}}`` of the pooled detector figures
     over ``resamples`` draws of the render groups within each set (``raws`` of
-    :func:`detector_set_figures`); None where fewer than half the draws define a figure."""
-    rng = np.random.default_rng(seed)
-    unique = [np.unique(r["groups"]) for r in raws]
-    draws: dict[str, list[float]] = {}
-    for _ in range(resamples):
-        drawn = [rng.choice(g, size=g.size, replace=True) for g in unique]
-        for key, value in _union_figures(raws, drawn).items():
-            if value is not None:
-                draws.setdefault(key, []).append(float(value))
-    keys = _union_figures(raws, unique).keys()
-    return {
-        "ci95": {
-            k: [float(np.percentile(draws[k], 2.5)), float(np.percentile(draws[k], 97.5))]
-            if len(draws.get(k, [])) >= resamples / 2
-            else None
-            for k in keys
-        },
-        "bootstrap": {
-            "resamples": resamples,
-            "unit": "render group (one render with and without its lesion), drawn within each held-out set",
-            "seed": seed,
-        },
-    }
+    :func:`detector_set_figures`; :func:`bonecls.training.held_out_intervals.bootstrap_intervals`)."""
+    return bootstrap_intervals(
+        lambda drawn: _union_figures(raws, drawn), [r["groups"] for r in raws], resamples, seed
+    )
 
 
 def detector_held_out_report(

@@ -48,7 +48,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,14 @@ import numpy as np
 from bonecls.phantom import TASK_CLASSES, generate
 from bonecls.phantom.varied import OPACITY_STYLES, Variants
 from bonecls.training.held_out_intervals import SetOutputs, pooled_intervals, set_intervals
-from bonecls.training.metrics import binary_rates, classification_metrics, is_positive, rank_auc, softmax_np
+from bonecls.training.metrics import (
+    binary_rates,
+    classification_metrics,
+    is_positive,
+    rank_auc,
+    softmax_np,
+    weighted_mean,
+)
 
 EVAL_SEED = 9101  # no training set of the project uses it (they use 101, 201, 301 and 4xx)
 RENDER_SIZE = 256  # the phantoms' side, as every training set was rendered; the card resizes
@@ -499,13 +506,6 @@ def pooled_scope(per_set: dict[str, dict]) -> dict | None:
         "lift_answered": mean("lift_answered", lambda r: r["pairs_answered"]),
         "pairs_answered": sum(r["pairs_answered"] for r in rows),
     }
-
-
-def weighted_mean(rows: Iterable[dict], key: str, weight: Callable[[dict], float]) -> float | None:
-    """The mean of ``row[key]`` weighted by ``weight(row)``, over the rows that have the figure and a
-    non-zero weight (None when none has)."""
-    kept = [(r[key], weight(r)) for r in rows if r.get(key) is not None and weight(r)]
-    return float(sum(v * w for v, w in kept) / sum(w for _, w in kept)) if kept else None
 
 
 def pooled_figures(per_set: dict[str, dict]) -> dict:

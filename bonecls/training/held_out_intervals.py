@@ -23,17 +23,19 @@ A detector's figures are drawn the same way from its boxes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from bonecls.training.metrics import macro_f1, rank_auc
+from bonecls.training.metrics import macro_f1, rank_auc, weighted_mean
 
 __all__ = [
+    "BOOTSTRAP_UNIT",
     "INTERVAL_KEYS",
     "N_RESAMPLES",
     "SetOutputs",
+    "bootstrap_intervals",
     "group_members",
     "paired_differences",
     "pooled_intervals",
@@ -41,6 +43,7 @@ __all__ = [
 ]
 
 N_RESAMPLES = 1000
+BOOTSTRAP_UNIT = "render group (one render with and without its lesion), drawn within each held-out set"
 #: pooled figure -> (per-set figure it pools, the weight it is pooled with)
 INTERVAL_KEYS: dict[str, tuple[str, str]] = {
     "roc_auc_mean": ("roc_auc", "n"),
@@ -101,11 +104,40 @@ def group_members(ids: np.ndarray, drawn: np.ndarray) -> np.ndarray:
 
 def _pooled(rows: Sequence[dict[str, float | int | None]]) -> dict[str, float | None]:
     """The pooled figures of :data:`INTERVAL_KEYS` from per-set figures (held_out.pooled_figures' means)."""
-    out: dict[str, float | None] = {}
-    for key, (figure, weight) in INTERVAL_KEYS.items():
-        kept = [(r[figure], r[weight]) for r in rows if r[figure] is not None and r[weight]]
-        out[key] = float(sum(v * w for v, w in kept) / sum(w for _, w in kept)) if kept else None
-    return out
+    return {
+        key: weighted_mean(rows, figure, lambda r, w=weight: r[w])
+        for key, (figure, weight) in INTERVAL_KEYS.items()
+    }
+
+
+def bootstrap_intervals(
+    figures_of: Callable[[list[np.ndarray]], dict[str, float | None]],
+    groups: Sequence[np.ndarray],
+    resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, dict]:
+    """``{"ci95": {figure: [low, high] or None}, "bootstrap": {...}}``: ``figures_of(drawn)`` over
+    ``resamples`` draws of each set's render ``groups`` with replacement (``drawn``: one array of group
+    ids per set); an interval is None where fewer than half the draws define the figure. The one loop
+    behind the classifiers' (:func:`pooled_intervals`) and the detectors' intervals."""
+    rng = np.random.default_rng(seed)
+    unique = [np.unique(g) for g in groups]
+    draws: dict[str, list[float]] = {}
+    for _ in range(resamples):
+        drawn = [rng.choice(g, size=g.size, replace=True) for g in unique]
+        for key, value in figures_of(drawn).items():
+            kept = draws.setdefault(key, [])
+            if value is not None:
+                kept.append(float(value))
+    return {
+        "ci95": {
+            key: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
+            if len(v) >= resamples / 2
+            else None
+            for key, v in draws.items()
+        },
+        "bootstrap": {"resamples": resamples, "unit": BOOTSTRAP_UNIT, "seed": seed},
+    }
 
 
 def pooled_intervals(
@@ -113,30 +145,11 @@ def pooled_intervals(
 ) -> dict[str, dict]:
     """``{"ci95": {pooled figure: [low, high] or None}, "bootstrap": {...}}`` for the held-out sets'
     ``outputs`` (see the module docstring)."""
-    rng = np.random.default_rng(seed)
-    unique = [np.unique(o.groups) for o in outputs]
-    draws: dict[str, list[float]] = {key: [] for key in INTERVAL_KEYS}
-    for _ in range(resamples):
-        rows = [
-            o.figures(rng.choice(g, size=g.size, replace=True)) for o, g in zip(outputs, unique, strict=True)
-        ]
-        for key, value in _pooled(rows).items():
-            if value is not None:
-                draws[key].append(value)
-    ci95 = {
-        key: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
-        if len(v) >= resamples / 2
-        else None
-        for key, v in draws.items()
-    }
-    return {
-        "ci95": ci95,
-        "bootstrap": {
-            "resamples": resamples,
-            "unit": "render group (one render with and without its lesion), drawn within each held-out set",
-            "seed": seed,
-        },
-    }
+
+    def figures_of(drawn: list[np.ndarray]) -> dict[str, float | None]:
+        return _pooled([o.figures(d) for o, d in zip(outputs, drawn, strict=True)])
+
+    return bootstrap_intervals(figures_of, [o.groups for o in outputs], resamples, seed)
 
 
 def set_intervals(outputs: SetOutputs, resamples: int = N_RESAMPLES, seed: int = 0) -> dict[str, list[float]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -156,6 +156,13 @@ def rank_auc(pos: np.ndarray, score: np.ndarray) -> float | None:
         return None
     ranks = rankdata(score)
     return _f((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def weighted_mean(rows: Iterable[dict], key: str, weight: Callable[[dict], float]) -> float | None:
+    """The mean of ``row[key]`` weighted by ``weight(row)``, over the rows that have the figure and a
+    non-zero weight (None when none has): how held-out sets' figures are pooled."""
+    kept = [(r[key], weight(r)) for r in rows if r.get(key) is not None and weight(r)]
+    return float(sum(v * w for v, w in kept) / sum(w for _, w in kept)) if kept else None
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
