@@ -133,12 +133,12 @@ def _scores(
     """(in_scope flags, ranking scores): rule refusals rank as +inf, the rest by the learned score over
     the threshold of the image's answer."""
     learned = gate.stats.score(feats)
-    limits = gate.thresholds_for(answers, len(images))
     flags, ranking = [], []
-    for image, score, answer, limit in zip(images, learned, answers, limits, strict=True):
+    for image, score, answer in zip(images, learned, answers, strict=True):
         prior = gate.precheck(image)
-        flags.append(gate.verdict_from_score(float(score), prior, int(answer)).in_scope)
-        ranking.append(np.inf if prior else score / limit)
+        verdict = gate.verdict_from_score(float(score), prior, int(answer))
+        flags.append(verdict.in_scope)
+        ranking.append(np.inf if prior else score / verdict.threshold)
     return np.array(flags), np.array(ranking)
 
 
