@@ -141,6 +141,12 @@ class ModelCard(BaseModel):
         description="The mm per pixel of the model's input in training (bonecls.phantom.scale for phantom "
         "recipes); None: unknown, and every film is read in one squashed pass.",
     )
+    input_transform: Literal["rank"] | None = Field(
+        default=None,
+        description="A grey-level transform applied to every image before the network, in training and in "
+        "reading (bonecls.detection.boxes.INPUT_TRANSFORMS); 'rank': each pixel's mid-rank among the "
+        "image's pixels. Detectors only; None: the image as it is.",
+    )
 
     @field_validator("sha256", mode="before")
     @classmethod
@@ -196,6 +202,11 @@ class ModelCard(BaseModel):
             raise ValueError(
                 "operating_points must be measured at the card's thresholds "
                 "(doubt at negative_below, positive at positive_at)"
+            )
+        if self.input_transform is not None and self.framework != "ultralytics":
+            raise ValueError(
+                f"input_transform '{self.input_transform}' is applied by the detector only; "
+                f"a {self.framework} model's card cannot carry it"
             )
         suffixes = _WEIGHT_SUFFIXES[self.framework]
         if not self.weights_file.lower().endswith(suffixes):

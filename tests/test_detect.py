@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from bonecls.detection import metrics as dm
-from bonecls.errors import DataError, WeightsError
+from bonecls.detection.boxes import film_at_card_scale, rank_equalise
+from bonecls.errors import DataError, ImageError, WeightsError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -571,3 +572,174 @@ def test_fine_tuning_starts_from_the_given_weights(card_copy, yolo_data, tmp_pat
     for key in convs:
         torch.testing.assert_close(tuned[key].float(), start[key].float(), atol=1e-3, rtol=0, msg=key)
     assert card.extra["start"] == f"fine-tuned from weights sha256 {start_card.sha256}"
+
+
+# ------------------------------------------------------------------------------------------------------
+# (6) a card's input_transform ("rank"): the same grey-level transform in training and reading
+
+
+def _grey_bgr(img: np.ndarray) -> np.ndarray:
+    return np.repeat(img[..., None], 3, axis=2)
+
+
+def test_rank_equalise_removes_every_monotone_grey_curve() -> None:
+    """A logarithmic, gamma or sigmoid display curve (strictly increasing) reorders no pixel, so the
+    transform gives one image for all of them; a curve that merges grey levels does change it."""
+    rng = np.random.default_rng(3)
+    base = (20 + 6 * rng.integers(0, 37, (48, 40))).astype(np.float64)  # 37 levels, 6 apart
+    base[:6] = 250.0  # a flat collimation band: ties
+    d = base / 255.0
+    curves = {
+        "identity": d,
+        "log": np.log1p(8 * d) / np.log1p(8),
+        "gamma": d**0.6,
+        "sigmoid": 1 / (1 + np.exp(-6 * (d - 0.5))),
+    }
+    # each curve must keep the levels distinct after 8-bit rounding (a steep curve merging two would change
+    # the ranks: the invariance holds for what the bit depth keeps apart)
+    outs = {}
+    for name, v in curves.items():
+        v = (v - v.min()) / (v.max() - v.min())
+        img = np.rint(v * 255).astype(np.uint8)
+        assert len(np.unique(img)) == len(np.unique(base)), name
+        outs[name] = rank_equalise(_grey_bgr(img))
+    for name, out in outs.items():
+        np.testing.assert_array_equal(out, outs["identity"], err_msg=name)
+    out = outs["identity"]
+    assert out.dtype == np.uint8 and out.shape == (48, 40, 3)
+    assert np.array_equal(out[..., 0], out[..., 2])
+    assert len(np.unique(out[:6, :, 0])) == 1  # the flat band stays flat
+    assert abs(float(out.mean()) - 127.5) < 1.5  # mid-ranks: a flat histogram's mean
+    merged = np.where(base < 128, 20, base).astype(np.uint8)  # not strictly increasing: levels merge
+    assert not np.array_equal(rank_equalise(_grey_bgr(merged)), out)
+
+
+def test_rank_equalise_flat_colour_and_bad_input() -> None:
+    flat = np.full((10, 12, 3), 77, np.uint8)
+    assert np.all(rank_equalise(flat) == 128)  # every pixel at the middle rank
+    colour = np.zeros((8, 8, 3), np.uint8)
+    colour[..., 2] = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3  # red ramp: grey by luminance
+    out = rank_equalise(colour)
+    assert np.array_equal(out[..., 0], out[..., 1]) and out[0, 0, 0] < out[7, 7, 0]
+    with pytest.raises(ImageError, match="uint8"):
+        rank_equalise(np.zeros((8, 8), np.uint8))
+
+
+def test_classifier_card_cannot_carry_a_detector_transform() -> None:
+    """Only the detector applies the transform: a classifier card naming it would be read untransformed."""
+    from bonecls.weights import ModelCard, load_card
+
+    card, _ = load_card(REPO / "weights" / "fracture")
+    assert ModelCard.model_validate(card.model_dump()).input_transform is None
+    with pytest.raises(ValueError, match="input_transform"):
+        ModelCard.model_validate({**card.model_dump(), "input_transform": "rank"})
+
+
+def _rank_card(card_dir: Path) -> Path:
+    from bonecls.detection.detector import updated_card
+    from bonecls.weights import load_card, write_card
+
+    card, _ = load_card(card_dir)
+    write_card(updated_card(card, input_transform="rank"), card_dir)
+    return card_dir
+
+
+@pytest.mark.slow
+def test_a_rank_card_reads_every_image_rank_equalised(
+    card_copy, yolo_data, tmp_path, offline_env, no_network
+):
+    """Boxes (PyTorch and ONNX), scope features and EigenCAM of a rank card are those of the same network
+    on the rank-equalised image: no path reads the image untransformed."""
+    import cv2
+
+    from bonecls.detection.detector import Detector, OnnxDetector, export_onnx
+    from bonecls.detection.scope_features import detector_features
+
+    plain_dir = tmp_path / "plain"
+    shutil.copytree(card_copy, plain_dir)
+    rank_dir = _rank_card(card_copy)
+    export_onnx(rank_dir)
+    plain, ranked, fast = (
+        Detector.from_card(plain_dir),
+        Detector.from_card(rank_dir),
+        OnnxDetector.from_card(rank_dir),
+    )
+    assert ranked.card.input_transform == "rank" and plain.card.input_transform is None
+    images = [cv2.imread(str(p)) for p in _test_images(yolo_data)]
+    differs = 0
+    for img in images:
+        eq = rank_equalise(img)
+        differs += not np.array_equal(eq, img)
+        want = [(b.xyxy(), round(b.confidence, 4)) for b in plain.detect(eq, conf=0.001)]
+        got = [(b.xyxy(), round(b.confidence, 4)) for b in ranked.detect(img, conf=0.001)]
+        assert got == want
+        onnx = fast.detect(img, conf=0.001)
+        assert len(onnx) == len(want)
+        np.testing.assert_allclose(ranked.eigencam(img), plain.eigencam(eq), atol=1e-5)
+    assert differs == len(images)  # the transform changed every test image: the equalities say something
+    np.testing.assert_allclose(
+        detector_features(ranked, images),
+        detector_features(plain, [rank_equalise(i) for i in images]),
+        atol=1e-5,
+    )
+
+
+def test_rank_dataset_copy_is_what_the_detector_reads(yolo_data, tmp_path) -> None:
+    """The training copy holds, per image, exactly the array a rank card's detector reads from the original
+    file, beside the original's labels."""
+    import cv2
+
+    from bonecls.detection.evaluate import read_data_yaml, split_images
+    from bonecls.detection.train import rank_dataset
+    from bonecls.imaging import load_radiograph
+
+    cfg = read_data_yaml(yolo_data)
+    out = rank_dataset(cfg, tmp_path / "rk")
+
+    class Card:
+        input_transform = "rank"
+        scale = None
+
+    for split in ("train", "val", "test"):
+        originals = split_images(cfg, split)
+        copies = split_images(out, split)
+        assert len(copies) == len(originals) > 0
+        for original, copy in zip(originals, copies, strict=True):
+            read = film_at_card_scale(load_radiograph(original), Card, 64)[0]
+            np.testing.assert_array_equal(cv2.imread(str(copy), cv2.IMREAD_COLOR), read)
+            label = original.parent.parent.parent / "labels" / split / f"{original.stem}.txt"
+            copied = copy.parent.parent.parent / "labels" / split / f"{copy.stem}.txt"
+            assert copied.read_text() == label.read_text()
+
+
+def test_train_detector_refuses_an_unknown_transform(yolo_data, tmp_path) -> None:
+    from bonecls.detection.train import train_detector
+
+    with pytest.raises(DataError, match="input transform"):
+        train_detector(yolo_data, tmp_path / "x", epochs=1, imgsz=64, input_transform="sqrt")
+
+
+@pytest.mark.slow
+def test_training_with_rank_trains_on_the_copy_and_says_so(
+    yolo_data, tmp_path, offline_env, no_network, monkeypatch
+):
+    import bonecls.detection.train as train_mod
+
+    made: list[dict] = []
+    real = train_mod.rank_dataset
+
+    def spy(cfg, dst):
+        out = real(cfg, dst)
+        made.append(out)
+        return out
+
+    monkeypatch.setattr(train_mod, "rank_dataset", spy)
+    card, out = train_mod.train_detector(
+        yolo_data, tmp_path / "rk", epochs=1, imgsz=64, batch=4, workers=0, input_transform="rank"
+    )
+    assert len(made) == 1 and Path(made[0]["train"]).name == "train.txt"
+    assert not Path(made[0]["path"]).exists()  # the copy went with the run folder
+    assert card.input_transform == "rank"
+    from bonecls.weights import load_card
+
+    assert load_card(out)[0].input_transform == "rank"

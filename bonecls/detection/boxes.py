@@ -20,12 +20,14 @@ import numpy as np
 from bonecls.errors import ImageError
 
 __all__ = [
+    "INPUT_TRANSFORMS",
     "PAD_VALUE",
     "DetBox",
     "boxes_on_film",
     "film_at_card_scale",
     "letterbox",
     "postprocess",
+    "rank_equalise",
     "to_bgr_uint8",
     "to_detboxes",
 ]
@@ -33,6 +35,11 @@ __all__ = [
 PAD_VALUE = 114  # Ultralytics' letterbox grey
 _MAX_NMS = 30000  # Ultralytics' cap on boxes entering NMS
 _MAX_WH = 7680  # Ultralytics' per-class coordinate offset for class-aware NMS
+# A card's input_transform -> what it does; None is the image as it is (every detector before v4).
+INPUT_TRANSFORMS = {
+    "rank": "each pixel replaced by its mid-rank among the image's grey levels (rank_equalise): "
+    "every monotone grey-level curve (window, LUT, equalisation) gives the same input",
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,33 @@ def to_bgr_uint8(image: Any) -> np.ndarray:
     if out.ndim == 2:
         out = np.repeat(out[..., None], 3, axis=2)
     return np.ascontiguousarray(out)
+
+
+def rank_equalise(bgr: np.ndarray) -> np.ndarray:
+    """Each pixel replaced by its mid-rank among the image's pixels, as uint8 BGR (grey in 3 channels).
+
+    Why: a processing chain the detector never saw (a logarithmic display curve, another window, an
+    equalisation blend) reorders no pixel, so after this transform it gives the very image a trained
+    chain gives; only the local steps (edge enhancement, noise, compression) still differ. Ties share
+    the middle of their ranks, so a flat collimation border stays flat. The same function writes the
+    training images (:func:`bonecls.detection.train.rank_dataset`) and prepares every image the
+    detector reads (:func:`film_at_card_scale`), so training and reading cannot drift apart.
+    """
+    import cv2
+
+    if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape[2] != 3:
+        raise ImageError(f"rank_equalise expects a uint8 (H, W, 3) image, got {bgr.dtype} {bgr.shape}.")
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if not _grey_bgr(bgr) else bgr[..., 0]
+    hist = np.bincount(grey.ravel(), minlength=256).astype(np.float64)
+    below = np.cumsum(hist) - hist
+    lut = np.rint(255.0 * (below + 0.5 * hist) / grey.size).astype(np.uint8)
+    out = lut[grey]
+    return np.ascontiguousarray(np.repeat(out[..., None], 3, axis=2))
+
+
+def _grey_bgr(bgr: np.ndarray) -> bool:
+    """True when the three channels are equal (a grey film as BGR): read channel 0, not a weighted sum."""
+    return bool(np.array_equal(bgr[..., 0], bgr[..., 1]) and np.array_equal(bgr[..., 0], bgr[..., 2]))
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
@@ -146,9 +180,10 @@ def to_detboxes(boxes: Any, scores: Any, cls: Any, names: Sequence[str]) -> list
 
 def film_at_card_scale(image: Any, card: Any, input_size: int) -> tuple[np.ndarray, tuple[float, float]]:
     """The film as the detector reads it: BGR uint8, area-resampled to the card's training scale where
-    the film is finer (:func:`bonecls.inference.tiling.shrink_shape`), and the (row, col) factors of
-    that resample (1, 1 when none) for :func:`boxes_on_film`. The detector and its scope features
-    both read the film through here."""
+    the film is finer (:func:`bonecls.inference.tiling.shrink_shape`), then the card's
+    ``input_transform`` (:data:`INPUT_TRANSFORMS`), and the (row, col) factors of that resample (1, 1
+    when none) for :func:`boxes_on_film`. The detector, its scope features and its heat map all read
+    the film through here."""
     import cv2
 
     from bonecls.inference.tiling import shrink_shape
@@ -156,11 +191,14 @@ def film_at_card_scale(image: Any, card: Any, input_size: int) -> tuple[np.ndarr
     bgr = to_bgr_uint8(image)
     scale = getattr(card, "scale", None)
     shape = shrink_shape(image, input_size, None if scale is None else float(scale.mm_per_pixel))
-    if shape is None:
-        return bgr, (1.0, 1.0)
-    h, w = bgr.shape[:2]
-    out = cv2.resize(bgr, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(out), (shape[0] / h, shape[1] / w)
+    factors = (1.0, 1.0)
+    if shape is not None:
+        h, w = bgr.shape[:2]
+        bgr = np.ascontiguousarray(cv2.resize(bgr, (shape[1], shape[0]), interpolation=cv2.INTER_AREA))
+        factors = (shape[0] / h, shape[1] / w)
+    if getattr(card, "input_transform", None) == "rank":
+        bgr = rank_equalise(bgr)
+    return bgr, factors
 
 
 def boxes_on_film(boxes: Sequence[DetBox], factors: tuple[float, float]) -> list[DetBox]:

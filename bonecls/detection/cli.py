@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--patience", type=int, default=50, help="early-stopping patience in epochs")
     p.add_argument("--training-data", default=None, help="the card's training_data sentence")
+    p.add_argument(
+        "--input-transform",
+        choices=("rank",),
+        default=None,
+        help="grey-level transform before the network, in training and reading, written on the card: "
+        "rank = each pixel's mid-rank in its image (monotone processing curves give the same input)",
+    )
     p.add_argument("--keep-run", action="store_true", help="keep Ultralytics' run folder as <output>/run")
     p.add_argument("--plots", action="store_true", help="let Ultralytics draw plots (needs --keep-run)")
     return p
@@ -86,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             train_kwargs={"time": args.time} if args.time else None,
             keep_run=args.keep_run,
             plots=args.plots and args.keep_run,
+            input_transform=args.input_transform,
         )
     except BoneclsError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -39,7 +39,6 @@ from bonecls.detection.boxes import (
     film_at_card_scale,
     letterbox,
     postprocess,
-    to_bgr_uint8,
     to_detboxes,
 )
 from bonecls.detection.offline import import_ultralytics
@@ -434,8 +433,8 @@ class Detector:
         import cv2
         import torch
 
-        img = to_bgr_uint8(image)
-        h, w = img.shape[:2]
+        h, w = np.asarray(getattr(image, "pixels", image)).shape[:2]
+        img, _ = film_at_card_scale(image, self.card, self.input_size)  # what the boxes were read from
         lb, gain, (px, py) = letterbox(img, self.input_size)
         with self._lock:
             model = self.torch_model()
@@ -447,7 +446,7 @@ class Detector:
             wrapper = _cam_wrapper()(model).eval()
             with torch.no_grad(), _eigencam_class()(wrapper, target_layers) as cam:
                 heat = cam(input_tensor=x, targets=None)[0]
-        nh, nw = max(round(h * gain[0]), 1), max(round(w * gain[1]), 1)
+        nh, nw = max(round(img.shape[0] * gain[0]), 1), max(round(img.shape[1] * gain[1]), 1)
         heat = np.asarray(heat, dtype=np.float32)[py : py + nh, px : px + nw]
         heat = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)
         heat = np.nan_to_num(heat, nan=0.0, posinf=0.0, neginf=0.0)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bonecls.detection.boxes import INPUT_TRANSFORMS
 from bonecls.detection.detector import (
     DEFAULT_CONF,
     DETECTOR_TASKS,
@@ -46,7 +47,7 @@ from bonecls.errors import DataError, WeightsError
 if TYPE_CHECKING:  # pragma: no cover
     from bonecls.weights import ModelCard
 
-__all__ = ["DEFAULT_IMAGE_SIZE", "describe_card", "train_detector"]
+__all__ = ["DEFAULT_IMAGE_SIZE", "describe_card", "rank_dataset", "train_detector"]
 
 DEFAULT_IMAGE_SIZE = 512
 MAX_WEIGHTS_BYTES = 25 * 2**20
@@ -145,6 +146,7 @@ def train_detector(
     keep_run: bool = False,
     plots: bool = False,
     train_kwargs: dict | None = None,
+    input_transform: str | None = None,
 ) -> tuple[ModelCard, Path]:
     """Train YOLOv8 on a YOLO dataset, evaluate on its test split, write ``model.pt`` + ``card.json``.
 
@@ -153,11 +155,20 @@ def train_detector(
     directory is a temporary directory (``output/run`` with ``keep_run``). The
     confidence threshold is chosen on the validation split (best RSNA score) and stored as both
     ``thresholds.negative_below`` and ``thresholds.positive_at``; test metrics use it.
+
+    ``input_transform`` (``"rank"``, :data:`bonecls.detection.boxes.INPUT_TRANSFORMS`) is written on the
+    card: Ultralytics trains on a transformed copy of the dataset (:func:`rank_dataset`, deleted with the
+    run folder), while the threshold, the test metrics and the scope gate read the original images
+    through the card's detector, which applies the same transform.
     """
     from bonecls.weights import write_card
 
     if task not in DETECTOR_TASKS:
         raise DataError(f"Unknown detector task {task!r}; expected one of {', '.join(DETECTOR_TASKS)}.")
+    if input_transform is not None and input_transform not in INPUT_TRANSFORMS:
+        raise DataError(
+            f"Unknown input transform {input_transform!r}; expected one of {', '.join(INPUT_TRANSFORMS)}."
+        )
     configure_offline()
     out = Path(output)
     cfg = read_data_yaml(data)
@@ -186,7 +197,14 @@ def train_detector(
     )
     ultralytics_args.update(train_kwargs or {})
     checkpoint = _train_checkpoint(
-        cfg, out, arch, weights, weights_sha256, ultralytics_args, keep_run=keep_run
+        cfg,
+        out,
+        arch,
+        weights,
+        weights_sha256,
+        ultralytics_args,
+        keep_run=keep_run,
+        input_transform=input_transform,
     )
     draft = _draft_card(
         cfg,
@@ -198,6 +216,7 @@ def train_detector(
         sha256=checkpoint.sha256,
         training_data=training_data,
         command=command,
+        input_transform=input_transform,
     )
     card = _calibrated_card(
         draft,
@@ -234,6 +253,42 @@ def _with_scope(card: ModelCard, out: Path, cfg: dict, limit: int = 4000) -> Mod
         return card
 
 
+def rank_dataset(cfg: dict, dst: str | os.PathLike) -> dict:
+    """A copy of a YOLO dataset with every image rank-equalised (:func:`~.boxes.rank_equalise`), for
+    Ultralytics to train on: the returned :func:`read_data_yaml`-style dict lists each split's copied
+    images (``<dst>/<split>.txt``), each beside its copied label file. Images are read as Ultralytics
+    reads them (8-bit BGR) and written as lossless grey PNG."""
+    import cv2
+
+    from bonecls.detection.boxes import rank_equalise
+    from bonecls.detection.evaluate import _label_path, _load_image
+
+    dst = Path(dst)
+    root = Path(cfg["path"])
+    out = {k: v for k, v in cfg.items() if k not in ("train", "val", "test")}
+    out["path"] = str(dst)
+    for split in ("train", "val", "test"):
+        images = split_images(cfg, split)
+        if not images and not cfg.get(split):
+            continue
+        (dst / "images" / split).mkdir(parents=True, exist_ok=True)
+        (dst / "labels" / split).mkdir(parents=True, exist_ok=True)
+        listed = []
+        for image in images:
+            rel = image.relative_to(root) if image.is_relative_to(root) else Path(image.name)
+            stem = "__".join(rel.with_suffix("").parts)
+            target = dst / "images" / split / f"{stem}.png"
+            if not cv2.imwrite(str(target), rank_equalise(_load_image(image))[..., 0]):
+                raise DataError(f"The rank-equalised copy of {image.name} could not be written to {target}.")
+            label = _label_path(image)
+            if label.is_file():
+                shutil.copyfile(label, dst / "labels" / split / f"{stem}.txt")
+            listed.append(str(target))
+        (dst / f"{split}.txt").write_text("\n".join(listed) + "\n", encoding="utf-8")
+        out[split] = str(dst / f"{split}.txt")
+    return out
+
+
 def _train_checkpoint(
     cfg: dict,
     out: Path,
@@ -243,9 +298,11 @@ def _train_checkpoint(
     ultralytics_args: dict[str, Any],
     *,
     keep_run: bool,
+    input_transform: str | None = None,
 ) -> _Checkpoint:
     """Run Ultralytics' training in a run folder and copy its best (else last) checkpoint to
-    ``out/model.pt``; the run folder is deleted afterwards unless ``keep_run`` (then ``out/run``)."""
+    ``out/model.pt``; the run folder (with the transformed dataset copy, if any) is deleted afterwards
+    unless ``keep_run`` (then ``out/run``)."""
     from bonecls.weights import sha256_file
 
     run_parent = out / "run" if keep_run else Path(tempfile.mkdtemp(prefix="bonecls-yolo-"))
@@ -255,6 +312,8 @@ def _train_checkpoint(
         # Sanitised copy: absolute dataset root, no 'download' entry (it would run code or fetch data).
         import yaml
 
+        if input_transform == "rank":
+            cfg = rank_dataset(cfg, run_parent / "dataset-rank")
         data_yaml = run_parent / "data.yaml"
         data_yaml.write_text(yaml.safe_dump({**cfg, "path": cfg["path"]}), encoding="utf-8")
 
@@ -300,6 +359,7 @@ def _draft_card(
     sha256: str,
     training_data: str | None,
     command: str,
+    input_transform: str | None = None,
 ) -> ModelCard:
     """The card before calibration: identity, input, provenance; threshold and metrics are placeholders."""
     from bonecls.card_limitations import refresh_limitations
@@ -314,6 +374,7 @@ def _draft_card(
         positive_classes=list(cfg["names"]),
         input_size=int(imgsz),
         in_chans=3,
+        input_transform=input_transform,
         normalization={"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
         temperature=1.0,
         thresholds={"negative_below": DEFAULT_CONF, "positive_at": DEFAULT_CONF},  # replaced later

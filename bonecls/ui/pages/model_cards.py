@@ -237,6 +237,12 @@ def _held_out(card: Any) -> None:
         )
 
 
+# What a card's input_transform does to the image, as the Models page says it (after the channel count)
+_INPUT_TRANSFORM_NOTE = {
+    "rank": "; grey levels rank-equalised before the network (each pixel's rank in its image)"
+}
+
+
 def _model_card(entry: services.ModelEntry, expanded: bool = True) -> None:
     """One card in an expander: task, classes, thresholds, provenance, metrics table and charts."""
     card = entry.card
@@ -247,7 +253,7 @@ def _model_card(entry: services.ModelEntry, expanded: bool = True) -> None:
             st.markdown(
                 f"- **Task:** {card.task} ({card.framework})\n"
                 f"- **Architecture:** {card.architecture}, head {card.head}, {card.input_size} px, "
-                f"{card.in_chans} channel(s)\n"
+                f"{card.in_chans} channel(s){_INPUT_TRANSFORM_NOTE.get(card.input_transform or '', '')}\n"
                 f"- **Trained scale:** {card.scale_summary}\n"
                 f"- **Classes:** {', '.join(card.class_names)} "
                 f"(finding: {', '.join(card.positive_classes)})\n"
