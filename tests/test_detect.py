@@ -666,7 +666,7 @@ def test_a_rank_card_reads_every_image_rank_equalised(
     )
     assert ranked.card.input_transform == "rank" and plain.card.input_transform is None
     images = [cv2.imread(str(p)) for p in _test_images(yolo_data)]
-    differs = 0
+    differs = boxes = 0
     for img in images:
         eq = rank_equalise(img)
         differs += not np.array_equal(eq, img)
@@ -675,8 +675,13 @@ def test_a_rank_card_reads_every_image_rank_equalised(
         assert got == want
         onnx = fast.detect(img, conf=0.001)
         assert len(onnx) == len(want)
+        if want:
+            assert dm.box_iou([x for x, _ in want], [b.xyxy() for b in onnx]).max(axis=1).min() >= 0.99
+            assert np.allclose(sorted(c for _, c in want), sorted(b.confidence for b in onnx), atol=1e-3)
+        boxes += len(want)
         np.testing.assert_allclose(ranked.eigencam(img), plain.eigencam(eq), atol=1e-5)
     assert differs == len(images)  # the transform changed every test image: the equalities say something
+    assert boxes > 0, "no box at all: the box comparisons would prove nothing"
     np.testing.assert_allclose(
         detector_features(ranked, images),
         detector_features(plain, [rank_equalise(i) for i in images]),

@@ -30,7 +30,9 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "choose_conf_threshold",
     "evaluate_detector",
+    "label_path",
     "read_data_yaml",
+    "read_dataset_image",
     "rounded_for_card",
     "split_images",
 ]
@@ -86,7 +88,8 @@ def split_images(cfg: dict, split: str) -> list[Path]:
     return files
 
 
-def _label_path(image: Path) -> Path:
+def label_path(image: Path) -> Path:
+    """The YOLO label file of a dataset image: the last ``images`` folder of its path becomes ``labels``."""
     parts = list(image.parts)
     for i in range(len(parts) - 1, -1, -1):
         if parts[i] == "images":
@@ -97,7 +100,7 @@ def _label_path(image: Path) -> Path:
 
 def _read_yolo_labels(image: Path, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """YOLO txt (class cx cy w h, normalised) -> (boxes xyxy pixels, classes)."""
-    lp = _label_path(image)
+    lp = label_path(image)
     if not lp.is_file():
         return np.zeros((0, 4)), np.zeros(0, dtype=int)
     rows = [r.split() for r in lp.read_text(encoding="utf-8").splitlines() if r.strip()]
@@ -109,7 +112,7 @@ def _read_yolo_labels(image: Path, h: int, w: int) -> tuple[np.ndarray, np.ndarr
     return boxes, arr[:, 0].astype(int)
 
 
-def _load_image(path: Path) -> np.ndarray:
+def read_dataset_image(path: Path) -> np.ndarray:
     """Read a dataset image exactly as Ultralytics does in training (OpenCV, 8-bit BGR), so the card's
     metrics measure the model rather than a difference in image decoding."""
     import cv2
@@ -126,7 +129,7 @@ def _collect(
     pb, ps, pl, gb, gl = [], [], [], [], []
     index = {n: i for i, n in enumerate(names)}
     for p in images:
-        img = _load_image(p)
+        img = read_dataset_image(p)
         h, w = img.shape[:2]
         boxes = detect(img)
         pb.append(np.array([b.xyxy() for b in boxes], dtype=np.float64).reshape(-1, 4))

@@ -261,7 +261,7 @@ def rank_dataset(cfg: dict, dst: str | os.PathLike) -> dict:
     import cv2
 
     from bonecls.detection.boxes import rank_equalise
-    from bonecls.detection.evaluate import _label_path, _load_image
+    from bonecls.detection.evaluate import label_path, read_dataset_image
 
     dst = Path(dst)
     root = Path(cfg["path"])
@@ -278,9 +278,9 @@ def rank_dataset(cfg: dict, dst: str | os.PathLike) -> dict:
             rel = image.relative_to(root) if image.is_relative_to(root) else Path(image.name)
             stem = "__".join(rel.with_suffix("").parts)
             target = dst / "images" / split / f"{stem}.png"
-            if not cv2.imwrite(str(target), rank_equalise(_load_image(image))[..., 0]):
+            if not cv2.imwrite(str(target), rank_equalise(read_dataset_image(image))[..., 0]):
                 raise DataError(f"The rank-equalised copy of {image.name} could not be written to {target}.")
-            label = _label_path(image)
+            label = label_path(image)
             if label.is_file():
                 shutil.copyfile(label, dst / "labels" / split / f"{stem}.txt")
             listed.append(str(target))
