@@ -748,3 +748,12 @@ def test_training_with_rank_trains_on_the_copy_and_says_so(
     from bonecls.weights import load_card
 
     assert load_card(out)[0].input_transform == "rank"
+    # a fine-tune of a rank card stays one unless told otherwise: the weights learnt rank-equalised films
+    tuned, _ = train_mod.train_detector(
+        yolo_data, tmp_path / "ft", weights=out, epochs=1, imgsz=64, workers=0
+    )
+    assert tuned.input_transform == "rank" and len(made) == 2
+    plain, _ = train_mod.train_detector(
+        yolo_data, tmp_path / "ft-none", weights=out, epochs=1, imgsz=64, workers=0, input_transform="none"
+    )
+    assert plain.input_transform is None and len(made) == 2

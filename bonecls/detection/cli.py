@@ -55,10 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--training-data", default=None, help="the card's training_data sentence")
     p.add_argument(
         "--input-transform",
-        choices=("rank",),
-        default=None,
+        choices=("inherit", "rank", "none"),
+        default="inherit",
         help="grey-level transform before the network, in training and reading, written on the card: "
-        "rank = each pixel's mid-rank in its image (monotone processing curves give the same input)",
+        "rank = each pixel's mid-rank in its image (monotone processing curves give the same input); "
+        "inherit (default) = the --weights card's, none from scratch; none = no transform",
     )
     p.add_argument("--keep-run", action="store_true", help="keep Ultralytics' run folder as <output>/run")
     p.add_argument("--plots", action="store_true", help="let Ultralytics draw plots (needs --keep-run)")

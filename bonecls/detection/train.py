@@ -113,6 +113,23 @@ def _open_start_weights(weights: str | os.PathLike, weights_sha256: str | None):
     return open_yolo(card_dir / card.weights_file, card.sha256, "starting weights"), card.sha256
 
 
+def _resolved_transform(asked: str, weights: str | os.PathLike | None) -> str | None:
+    """The card's ``input_transform`` for a run: ``"inherit"`` -> the starting card's (None from scratch or
+    from a bare .pt), ``"none"`` -> None, else a name of :data:`INPUT_TRANSFORMS`."""
+    if asked == "inherit":
+        if weights is None or Path(weights).suffix == ".pt":
+            return None
+        return load_detection_card(weights)[0].input_transform
+    if asked == "none":
+        return None
+    if asked not in INPUT_TRANSFORMS:
+        raise DataError(
+            f"Unknown input transform {asked!r}; expected inherit, none or "
+            f"one of {', '.join(INPUT_TRANSFORMS)}."
+        )
+    return asked
+
+
 @dataclass(frozen=True)
 class _Checkpoint:
     """The trained ``model.pt`` copied into the output folder, and how it came to be."""
@@ -146,7 +163,7 @@ def train_detector(
     keep_run: bool = False,
     plots: bool = False,
     train_kwargs: dict | None = None,
-    input_transform: str | None = None,
+    input_transform: str = "inherit",
 ) -> tuple[ModelCard, Path]:
     """Train YOLOv8 on a YOLO dataset, evaluate on its test split, write ``model.pt`` + ``card.json``.
 
@@ -159,16 +176,14 @@ def train_detector(
     ``input_transform`` (``"rank"``, :data:`bonecls.detection.boxes.INPUT_TRANSFORMS`) is written on the
     card: Ultralytics trains on a transformed copy of the dataset (:func:`rank_dataset`, deleted with the
     run folder), while the threshold, the test metrics and the scope gate read the original images
-    through the card's detector, which applies the same transform.
+    through the card's detector, which applies the same transform. ``"inherit"`` (the default) takes the
+    starting card's transform, so a fine-tune of a rank model stays one; ``"none"`` drops it.
     """
     from bonecls.weights import write_card
 
     if task not in DETECTOR_TASKS:
         raise DataError(f"Unknown detector task {task!r}; expected one of {', '.join(DETECTOR_TASKS)}.")
-    if input_transform is not None and input_transform not in INPUT_TRANSFORMS:
-        raise DataError(
-            f"Unknown input transform {input_transform!r}; expected one of {', '.join(INPUT_TRANSFORMS)}."
-        )
+    input_transform = _resolved_transform(input_transform, weights)
     configure_offline()
     out = Path(output)
     cfg = read_data_yaml(data)
