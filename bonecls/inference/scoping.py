@@ -114,12 +114,12 @@ class ScopeGuard:
             return dataclasses.replace(prediction, scope_checked=False)
         if self.gate is None:
             return dataclasses.replace(prediction, scope_reasons=(NOT_FITTED,))
-        threshold = self.gate.threshold_for(prediction.label)  # its answer's threshold
-        if score is None:
+        if score is None:  # judged against nothing; the answer's threshold is still the one shown
             verdict_in, reasons = False, (NOT_CHECKED,)
+            threshold = self.gate.threshold_for(prediction.label)
         else:
             verdict = self.gate.verdict_from_score(float(score), answer=prediction.label)
-            verdict_in, reasons = verdict.in_scope, verdict.reasons
+            verdict_in, reasons, threshold = verdict.in_scope, verdict.reasons, verdict.threshold
         return dataclasses.replace(
             prediction,
             status=prediction.status if verdict_in else OUT_OF_SCOPE,

@@ -47,6 +47,7 @@ from bonecls.scope.stats import (
     fit_stats,
     load_stats,
     save_stats,
+    within_thresholds,
 )
 from bonecls.weights import (
     CARD_FILE,
@@ -214,8 +215,7 @@ def _thresholds(
     if eval_images:
         eval_features, eval_answers, _ = features(list(eval_images))
         eval_scores = stats.score(eval_features)
-        limits = np.asarray(by_class)[eval_answers] if by_class is not None else threshold
-        kept = np.isfinite(eval_scores) & (eval_scores <= limits)
+        kept = within_thresholds(eval_scores, threshold, by_class, eval_answers)
         metrics.update(n_eval=int(eval_scores.size), heldout_in_scope_rate=float(np.mean(kept)))
         if by_class is not None:
             metrics["heldout_in_scope_by_answer"] = {

@@ -26,7 +26,7 @@ import numpy as np
 from bonecls import ood
 from bonecls.errors import WeightsError
 from bonecls.scope.declared import header_reasons
-from bonecls.scope.stats import ScopeStats, load_stats
+from bonecls.scope.stats import ScopeStats, load_stats, within_thresholds
 from bonecls.weights import ModelCard, ScopeSection
 
 __all__ = ["ScopeGate", "ScopeVerdict"]
@@ -88,17 +88,10 @@ class ScopeGate:
     def _index(self, name: str) -> int | None:
         return self.class_names.index(name) if name in self.class_names else None
 
-    def thresholds_for(self, answers: np.ndarray | None, n: int) -> np.ndarray:
-        """The thresholds (n,) of ``n`` images given ``answers`` (class indices; None: unknown)."""
-        by_answer = self.section.answer_thresholds
-        if by_answer is None or answers is None:
-            return np.full(n, self.threshold)
-        return np.asarray(by_answer, dtype=np.float64)[np.asarray(answers, dtype=np.int64)]
-
     def in_scope(self, scores: np.ndarray, answers: np.ndarray | None = None) -> np.ndarray:
-        """Whether each learned score (N,) is under its answer's threshold (a non-finite one never is)."""
-        scores = np.asarray(scores, dtype=np.float64)
-        return np.isfinite(scores) & (scores <= self.thresholds_for(answers, scores.size))
+        """Whether each learned score (N,) is under its answer's threshold (class indices; None: the
+        pooled one); a non-finite one never is (:func:`bonecls.scope.stats.within_thresholds`)."""
+        return within_thresholds(scores, self.threshold, self.section.answer_thresholds, answers)
 
     @property
     def layers(self) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ __all__ = [
     "fit_stats",
     "load_stats",
     "save_stats",
+    "within_thresholds",
 ]
 
 METHOD = "mahalanobis"
@@ -138,6 +140,23 @@ def choose_thresholds_by_answer(
         conditioned |= mine.size >= min_images
         out.append(choose_threshold(mine, in_scope_rate) if mine.size >= min_images else pooled)
     return out if conditioned else None
+
+
+def within_thresholds(
+    scores: np.ndarray,
+    threshold: float,
+    answer_thresholds: Sequence[float] | None = None,
+    answers: np.ndarray | None = None,
+) -> np.ndarray:
+    """Whether each learned score (N,) is under the threshold it is judged against: its answer's
+    (``answer_thresholds`` by class index, ``answers`` the images' argmax classes) where both are given,
+    else the pooled ``threshold``; a non-finite score never is. The one rule behind the gate
+    (:meth:`bonecls.scope.gate.ScopeGate.in_scope`) and the in-scope rates a fit reports."""
+    scores = np.asarray(scores, dtype=np.float64)
+    limits: float | np.ndarray = threshold
+    if answer_thresholds is not None and answers is not None:
+        limits = np.asarray(answer_thresholds, dtype=np.float64)[np.asarray(answers, dtype=np.int64)]
+    return np.isfinite(scores) & (scores <= limits)
 
 
 def save_stats(stats: ScopeStats, path: str | os.PathLike) -> str:

@@ -387,10 +387,11 @@ def set_figures_and_outputs(
     heat = [predictor.explain(ps.images[i], target_class=int(ps.labels[i])).heatmap for i in lesion]
     hits, chance = pointing_hits(heat, [ps.boxes[i] for i in lesion], margin)
     figures.update(pointing_figures(hits, chance))
+    predicted = probs.argmax(axis=1)  # each image's answer: its figures, and its threshold at the gate
     outputs = SetOutputs(
         groups=np.asarray(ps.groups),
         labels=np.asarray(ps.labels),
-        predicted=probs.argmax(axis=1),
+        predicted=predicted,
         positive=pos,
         score=score,
         pair_groups=pair_groups,
@@ -401,7 +402,7 @@ def set_figures_and_outputs(
     )
     # scope_scores is None when the guard is off or has no learned part: then there is nothing to say
     figures["scope"] = gate_figures(
-        predictor.scope_guard.gate, scope_scores, ps, pos, score, sl, negative, logits.argmax(axis=1)
+        predictor.scope_guard.gate, scope_scores, ps, pos, score, sl, negative, predicted
     )
 
     vis = lesion_visibility(ps, negative)
