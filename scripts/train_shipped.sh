@@ -526,6 +526,16 @@ cp -rl data/frac-varied-311/val data/frac-scope-thr/varied && cp -rl data/scope/
 #   --data data/prep-three-varied-351 --patience 15 --epochs 10 --init-from weights/fracture \
 #   --output runs/out-threeclass-v8 --run-dir runs/threeclass-v8
 
+# --- tried, not shipped (2026-12-07, session 19): fracture v9, v8 above continued 6 epochs on the same seed-611 pairs,
+# lr 2e-4 cosine, no warm-up. Seed 9101: ROC-AUC 0.834 (v6 0.827), lift 0.903 (0.890); seed 9102: 0.832 (0.834), lift
+# 0.887 (0.920); seed 9103 (fresh): 0.848 (0.847), lift 0.893 (0.897). The rule set before the run (all three exams:
+# lift >= 0.90, pointing >= 0.70, ROC-AUC >= v6 - 0.005, macro-F1 >= v6 - 0.02) was missed on lift: v6 stays.
+# "$PY" train/classify.py --data data/prep-frac-varied-611 --val-data data/prep-frac-select --preset fracture \
+#   --model custom_v2_lse_lcn --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
+#   --no-lr-scaling --lr 2e-4 --warmup-epochs 0 --patience 30 --monitor roc_auc --init-from runs/out-fracture-v8 \
+#   --threads 2 --workers 0 --no-progress --id fracture --output runs/out-fracture-v9 --run-dir runs/fracture-v9 --epochs 6
+# for s in 9101 9102 9103; do "$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --seed $s --card runs/out-fracture-v9; done
+
 # --- one threshold per answer (2026-12-07, session 17): the fracture and three-class gates keep their statistics
 # (same scope.safetensors and sha256) and get a threshold per answer (argmax class), each keeping 97.5% of the
 # threshold images given that answer: the pooled one refused fractured images more often (own recipe: 98.7% of
