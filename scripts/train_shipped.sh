@@ -536,6 +536,16 @@ cp -rl data/frac-varied-311/val data/frac-scope-thr/varied && cp -rl data/scope/
 #   --threads 2 --workers 0 --no-progress --id fracture --output runs/out-fracture-v9 --run-dir runs/fracture-v9 --epochs 6
 # for s in 9101 9102 9103; do "$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --seed $s --card runs/out-fracture-v9; done
 
+# --- tried, not shipped (2026-12-07, session 19): three-class v9, three-class v8 above continued 6 epochs on the same
+# seed-351 pairs, lr 3e-4 cosine, no warm-up. Macro-F1 on seeds 9101 / 9102 / 9103 (fresh): 0.647 / 0.660 / 0.656 (v5
+# 0.659 / 0.659 / 0.635). The rule set before the run (all three exams: macro-F1 >= v5 + 0.02, the rest >= v5 - 0.01)
+# was missed on macro-F1: v5 stays.
+# "$PY" train/classify.py --preset threeclass --model custom_v2_lse_lcn --image-size 256 --box-loss 1 --pair-loss 1 \
+#   --pair-margin 2 --batch-size 30 --no-lr-scaling --lr 3e-4 --warmup-epochs 0 --monitor f1_macro \
+#   --val-data data/prep-three-select --threads 2 --workers 0 --no-progress --id threeclass \
+#   --data data/prep-three-varied-351 --patience 15 --epochs 6 --init-from runs/out-threeclass-v8 \
+#   --output runs/out-threeclass-v9 --run-dir runs/threeclass-v9
+
 # --- one threshold per answer (2026-12-07, session 17): the fracture and three-class gates keep their statistics
 # (same scope.safetensors and sha256) and get a threshold per answer (argmax class), each keeping 97.5% of the
 # threshold images given that answer: the pooled one refused fractured images more often (own recipe: 98.7% of
