@@ -592,3 +592,9 @@ done
 # "$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --seed 9102 --write-repeat --card runs/pneumonia-det-v4
 # mkdir -p runs/cand && ln -sfn "$PWD/runs/pneumonia-det-v4" runs/cand/pneumonia-det
 # BONECLS_WEIGHTS=runs/cand "$PY" bench/bench_scope.py --phantoms data/scope --models pneumonia-det  # real films, not written
+
+# --- a third exam (2026-12-07, session 19): every shipped card re-scored on the same held-out variants rendered from a
+# fresh seed, 9103, written beside the other two (evaluation.held_out_repeats); no weight changes
+for card in weights/fracture weights/threeclass weights/pneumonia-cls weights/pneumonia-det; do
+  "$PY" train/evaluate.py --held-out --pairs 100 --threads 2 --seed 9103 --write-repeat --card "$card"
+done
