@@ -238,7 +238,9 @@ class CustomV2(nn.Module):
     for about twice the compute. ``standardize="local"`` (``custom_v2_lse_lcn``) puts
     :class:`~bonecls.layers.LocalStandardize` first instead, so the network sees local contrast only,
     not the anatomy's and the processing chain's slow grey levels. The pooling, standardisation and
-    stride have no weights, so the variants load each other's state dicts.
+    stride have no weights, so the variants load each other's state dicts. ``widths`` are the channels of
+    block1 to block4; ``custom_v2w_lse_lcn`` widens block3 and block4 (other weight shapes, filled from a
+    narrower model by :mod:`bonecls.training.widen`).
     """
 
     def __init__(
@@ -250,6 +252,7 @@ class CustomV2(nn.Module):
         pool: str = "avg",
         standardize: str = "none",
         stride: int = 16,
+        widths: tuple[int, int, int, int] = (16, 32, 64, 128),
     ):
         super().__init__()
         if pool not in ("avg", "max", "lse"):
@@ -261,19 +264,20 @@ class CustomV2(nn.Module):
         if standardize not in norms:
             raise ValueError(f"standardize must be 'none', 'image' or 'local'; got {standardize!r}.")
         self.standardize = norms[standardize]()
+        w1, w2, w3, w4 = widths
         self.features = nn.Sequential(
             OrderedDict(
                 [
-                    ("block1", nn.Sequential(*_conv_bn(in_chans, 16, 7, stride=2), nn.MaxPool2d(2))),
-                    ("block2", nn.Sequential(*_conv_bn(16, 32, 5), nn.MaxPool2d(2))),
-                    ("block3", nn.Sequential(*_conv_bn(32, 64, 3), *_conv_bn(64, 64, 3), last_pool)),
-                    ("block4", nn.Sequential(*_conv_bn(64, 128, 3), *_conv_bn(128, 128, 3))),
+                    ("block1", nn.Sequential(*_conv_bn(in_chans, w1, 7, stride=2), nn.MaxPool2d(2))),
+                    ("block2", nn.Sequential(*_conv_bn(w1, w2, 5), nn.MaxPool2d(2))),
+                    ("block3", nn.Sequential(*_conv_bn(w2, w3, 3), *_conv_bn(w3, w3, 3), last_pool)),
+                    ("block4", nn.Sequential(*_conv_bn(w3, w4, 3), *_conv_bn(w4, w4, 3))),
                 ]
             )
         )
         pools = {"avg": nn.AdaptiveAvgPool2d(1), "max": nn.AdaptiveMaxPool2d(1), "lse": LogSumExpPool2d()}
         self.pool = pools[pool]
-        self.head = make_head(128, num_classes, head, dropout)
+        self.head = make_head(w4, num_classes, head, dropout)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -360,6 +364,12 @@ CUSTOM_V2_VARIANTS: dict[str, dict[str, str | int]] = {
     "custom_v2_lse": {"pool": "lse", "standardize": "image"},
     "custom_v2_lse_os8": {"pool": "lse", "standardize": "image", "stride": 8},
     "custom_v2_lse_lcn": {"pool": "lse", "standardize": "local"},
+}
+# Wider CustomV2 networks (more channels in block3 and block4): other weight shapes, so not in the family
+# above; --init-from a family member widens its weights without changing what they compute
+# (bonecls.training.widen).
+CUSTOM_V2_WIDE_VARIANTS: dict[str, dict[str, str | int | tuple[int, ...]]] = {
+    "custom_v2w_lse_lcn": {"pool": "lse", "standardize": "local", "widths": (16, 32, 96, 256)},
 }
 
 
@@ -448,7 +458,7 @@ def _register() -> dict[str, _Entry]:
         ),
         _build_custom(CustomV2),
     )  # fmt: skip
-    for name, kwargs in CUSTOM_V2_VARIANTS.items():
+    for name, kwargs in {**CUSTOM_V2_VARIANTS, **CUSTOM_V2_WIDE_VARIANTS}.items():
         add(
             ModelSpec(
                 name, "custom", 256, "features.block4", "features.block1.0", "head",

@@ -74,6 +74,7 @@ PYTORCH_ARCHITECTURES = (
     "custom_v2_lse",
     "custom_v2_lse_os8",
     "custom_v2_lse_lcn",
+    "custom_v2w_lse_lcn",
     "resnet18",
     "resnet50",
     "densenet121",

@@ -94,10 +94,12 @@ def init_from_card(model: nn.Module, args: argparse.Namespace, class_names: list
     """Copy every backbone tensor of ``--init-from``'s weights into ``model`` (same shapes). The head is
     copied too when the source answers the same classes in the same order (a fine-tune of that model
     on new data or at a new learning rate); otherwise it stays freshly initialized, so the source may
-    have other classes. Returns the source's sha256, which the new card records (a fine-tune may
+    have other classes. A narrower CustomV2 of the same classes is widened into ``model`` instead
+    (:mod:`bonecls.training.widen`). Returns the source's sha256, which the new card records (a fine-tune may
     replace the very folder it started from)."""
     from bonecls.errors import WeightsError
     from bonecls.models import model_spec, weights_compatible
+    from bonecls.training.widen import widen_into, widenable
     from bonecls.weights import load_pytorch
 
     try:
@@ -105,9 +107,18 @@ def init_from_card(model: nn.Module, args: argparse.Namespace, class_names: list
     except WeightsError as exc:
         raise TrainingError(f"--init-from {args.init_from}: {exc}") from None
     if not weights_compatible(card.architecture, args.model) or card.in_chans != args.in_chans:
+        same = card.in_chans == args.in_chans and list(card.class_names) == list(class_names)
+        if same and widenable(source, model):
+            added = widen_into(source, model, seed=getattr(args, "seed", 0))
+            print(
+                f"Initialized from {card.id} (sha256 {card.sha256[:12]}, a {card.architecture}), widened by "
+                f"{added} channels (Net2WiderNet: the same outputs, 1% noise on the copies); its head too."
+            )
+            return card.sha256
         raise TrainingError(
             f"--init-from {card.id} is a {card.architecture} with {card.in_chans} channel(s); this run "
-            f"trains a {args.model} with {args.in_chans}. Pick one of the same architecture and --in-chans."
+            f"trains a {args.model} with {args.in_chans}. Pick one of the same architecture and --in-chans "
+            "(or, with the same classes, a wider copy of it)."
         )
     head = model_spec(card.architecture).classifier + "."
     own = model.state_dict()
