@@ -48,6 +48,8 @@ def test_widening_refuses_another_network() -> None:
         widen_into(narrow, create_model("simple_cnn", num_classes=2, in_chans=1))
     with pytest.raises(ValueError, match="not a wider copy"):  # other classes: the head cannot be kept
         widen_into(narrow, create_model("custom_v2w_lse_lcn", num_classes=3, in_chans=1))
+    other_input = create_model("custom_v2_lse", num_classes=2, in_chans=1)  # image-wide standardisation
+    assert not widenable(other_input, create_model("custom_v2w_lse_lcn", num_classes=2, in_chans=1))
 
 
 def test_init_from_a_narrower_model_widens_it(tmp_path: Path) -> None:

@@ -29,9 +29,13 @@ def _first_linear(head: nn.Module) -> nn.Linear:
 
 
 def widenable(source: nn.Module, target: nn.Module) -> bool:
-    """True when ``target`` has ``source``'s layers, kernels and head, each at least as wide."""
+    """True when ``target`` has ``source``'s layers, kernels, head, pooling and input standardisation, each
+    layer at least as wide: only then does the widened copy compute what the source computes."""
     try:
         src, tgt = _conv_bn_pairs(source), _conv_bn_pairs(target)
+        layout = [type(m) for m in (source.standardize, *source.features.modules(), source.pool)]
+        if layout != [type(m) for m in (target.standardize, *target.features.modules(), target.pool)]:
+            return False
     except (AttributeError, ValueError):
         return False
     if len(src) != len(tgt) or type(source.head) is not type(target.head):
