@@ -546,6 +546,15 @@ cp -rl data/frac-varied-311/val data/frac-scope-thr/varied && cp -rl data/scope/
 #   --data data/prep-three-varied-351 --patience 15 --epochs 6 --init-from runs/out-threeclass-v8 \
 #   --output runs/out-threeclass-v9 --run-dir runs/threeclass-v9
 
+# --- tried, not shipped (2026-12-07, session 19): fracture on a 3.2x wider network (custom_v2w_lse_lcn, 937 k weights):
+# v6 widened with its outputs kept (Net2WiderNet, bonecls/training/widen.py), then v8's run exactly. Pooled ROC-AUC on
+# seeds 9101 / 9102 / 9103: 0.823 / 0.827 / 0.844 (v8, the narrow network: 0.826 / 0.829 / 0.846); lift 0.913 / 0.897 /
+# 0.910. The rule set before the run (ROC-AUC >= v8 + 0.01 on all three exams for "capacity helps") was missed: v6 stays.
+# "$PY" train/classify.py --data data/prep-frac-varied-611 --val-data data/prep-frac-select --preset fracture \
+#   --model custom_v2w_lse_lcn --image-size 256 --box-loss 1 --pair-loss 1 --pair-margin 2 --batch-size 32 \
+#   --no-lr-scaling --lr 4e-4 --warmup-epochs 1 --patience 30 --monitor roc_auc --init-from weights/fracture \
+#   --threads 2 --workers 0 --no-progress --id fracture --output runs/out-fracture-wide --run-dir runs/fracture-wide --epochs 8
+
 # --- one threshold per answer (2026-12-07, session 17): the fracture and three-class gates keep their statistics
 # (same scope.safetensors and sha256) and get a threshold per answer (argmax class), each keeping 97.5% of the
 # threshold images given that answer: the pooled one refused fractured images more often (own recipe: 98.7% of
