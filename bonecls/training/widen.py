@@ -8,6 +8,8 @@ so the wider network gives the same outputs; a little noise on the copies lets t
 training (without it, copies that feed the next convolution get equal gradients and stay equal).
 
 ``train/classify.py --model custom_v2w_lse_lcn --init-from weights/fracture`` calls :func:`widen_into`.
+Tried in session 19: widened fracture v6, trained as v8 was, read the held-out variants as v8 did
+(BENCHMARKS.md, "Tried and not shipped"), so no shipped model is wide; the path stays for longer runs.
 """
 
 from __future__ import annotations
