@@ -99,7 +99,7 @@ def init_from_card(model: nn.Module, args: argparse.Namespace, class_names: list
     replace the very folder it started from)."""
     from bonecls.errors import WeightsError
     from bonecls.models import model_spec, weights_compatible
-    from bonecls.training.widen import widen_into, widenable
+    from bonecls.training.widen import COPY_NOISE, widen_into, widenable
     from bonecls.weights import load_pytorch
 
     try:
@@ -111,8 +111,9 @@ def init_from_card(model: nn.Module, args: argparse.Namespace, class_names: list
         if same and widenable(source, model):
             added = widen_into(source, model, seed=getattr(args, "seed", 0))
             print(
-                f"Initialized from {card.id} (sha256 {card.sha256[:12]}, a {card.architecture}), widened by "
-                f"{added} channels (Net2WiderNet: the same outputs, 1% noise on the copies); its head too."
+                f"Initialized from {card.id} (sha256 {card.sha256[:12]}, a {card.architecture}), widened "
+                f"by {added} channels (Net2WiderNet: the same outputs, {COPY_NOISE:.0%} noise on the "
+                "copies); its head too."
             )
             return card.sha256
         raise TrainingError(

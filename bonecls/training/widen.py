@@ -17,6 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: Gaussian noise on the copied channels, as a share of each layer's weight spread (init_from_card's default)
+COPY_NOISE = 0.01
+
 
 def _conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
     convs = [m for m in model.features.modules() if isinstance(m, nn.Conv2d)]
@@ -40,7 +43,7 @@ def widenable(source: nn.Module, target: nn.Module) -> bool:
             return False
     except (AttributeError, ValueError):
         return False
-    if len(src) != len(tgt) or type(source.head) is not type(target.head):
+    if type(source.head) is not type(target.head):
         return False
     for (sc, _), (tc, _) in zip(src, tgt, strict=True):
         if sc.kernel_size != tc.kernel_size or sc.stride != tc.stride or tc.out_channels < sc.out_channels:
@@ -51,7 +54,7 @@ def widenable(source: nn.Module, target: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def widen_into(source: nn.Module, target: nn.Module, *, noise: float = 0.01, seed: int = 0) -> int:
+def widen_into(source: nn.Module, target: nn.Module, *, noise: float = COPY_NOISE, seed: int = 0) -> int:
     """Fill ``target`` (a wider CustomV2, :func:`widenable`) from ``source`` so that both compute the same
     function (exactly with ``noise=0``; ``noise`` is the copies' Gaussian noise as a share of each layer's
     weight spread). Returns the number of channels added."""
